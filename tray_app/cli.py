@@ -1,0 +1,75 @@
+"""`telemetry-tray`: the command-line face.
+
+With no subcommand it starts the tray app. Each feature area registers its own
+subcommands from its ``cli.py`` (see PLUGINS); every error reaches the user as
+one line on stderr with a non-zero exit code (see errors.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from tray_app import __version__
+from tray_app.cli_common import add_json_flag, get_config, print_json
+from tray_app.errors import TelemetryTrayError
+
+log = logging.getLogger(__name__)
+
+#: modules that add subcommands through ``register(subparsers)``
+PLUGINS = (
+    "tray_app.core_cli",
+    "tray_app.engine.cli",
+    "tray_app.capture.cli",
+    "tray_app.support.cli",
+    "tray_app.tray.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="telemetry-tray",
+        description="Local telemetry for AI coding assistants (Cursor, Claude Code). "
+                    "With no command, starts the tray app.",
+        epilog="Run `telemetry-tray COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"telemetry-tray {__version__}")
+    parser.add_argument("--config", metavar="FILE",
+                        help="config file to use (default: config.toml in the config dir; "
+                             "or TELEMETRY_TRAY_CONFIG)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # feature not present in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    try:
+        if func is None:
+            if args.command is None:
+                from tray_app.tray.app import run_tray  # imported late: pulls in pystray
+
+                return run_tray(get_config(args))
+            # a command group given without its subcommand
+            parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+            return 2
+        return int(func(args) or 0)
+    except TelemetryTrayError as exc:
+        print(f"telemetry-tray: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["main", "build_parser", "add_json_flag", "print_json", "get_config"]

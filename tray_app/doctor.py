@@ -1,0 +1,151 @@
+"""`telemetry-tray doctor`: one check per line, OK / WARN / FAIL with the fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from typing import NamedTuple
+
+from tray_app.errors import TelemetryTrayError
+
+
+class Check(NamedTuple):
+    status: str  # OK, WARN, FAIL
+    name: str
+    detail: str
+    fix: str = ""
+
+
+def pystray_backend() -> tuple[str, bool, str]:
+    """(backend name, supports menus, note) for this machine, without importing pystray
+    (its import connects to the display)."""
+    forced = os.environ.get("PYSTRAY_BACKEND")
+    if sys.platform == "darwin":
+        return "darwin", True, ""
+    if sys.platform == "win32":
+        return "win32", True, ""
+    try:
+        import gi  # noqa: F401
+        have_gi = True
+    except ImportError:
+        have_gi = False
+    appindicator = False
+    if have_gi:
+        import gi as _gi
+
+        for ns in ("AyatanaAppIndicator3", "AppIndicator3"):
+            try:
+                _gi.require_version(ns, "0.1")
+                appindicator = True
+                break
+            except (ValueError, ImportError):
+                continue
+    if forced:
+        return forced, forced != "xorg", "forced by PYSTRAY_BACKEND"
+    if have_gi and appindicator:
+        return "appindicator", True, ""
+    if have_gi:
+        return "gtk", True, ""
+    return "xorg", False, "no menus"
+
+
+def notification_service() -> tuple[bool, str]:
+    """Whether a desktop notification service answers on the session bus."""
+    if sys.platform != "linux":
+        return True, "platform notification center"
+    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        return False, "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS unset)"
+    try:
+        import subprocess
+
+        out = subprocess.run(
+            ["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.Notifications",
+             "/org/freedesktop/Notifications", "org.freedesktop.Notifications.GetServerInformation"],
+            capture_output=True, text=True, timeout=3)
+    except FileNotFoundError:
+        return False, "dbus-send not installed; cannot check"
+    except Exception as exc:  # timeout
+        return False, f"no answer ({exc.__class__.__name__})"
+    if out.returncode != 0:
+        return False, (out.stderr.strip().splitlines() or ["no notification service"])[-1][:120]
+    names = [ln.split('"')[1] for ln in out.stdout.splitlines() if '"' in ln]
+    return True, names[0] if names else "answers"
+
+
+def run_checks(config_file: str | None = None) -> list[Check]:
+    from tray_app.config import load_config
+
+    results: list[Check] = []
+    try:
+        cfg = load_config(config_file)
+        results.append(Check("OK", "config", f"valid ({cfg.source})"))
+    except TelemetryTrayError as exc:
+        results.append(Check("FAIL", "config", str(exc), "fix the key named above, or run "
+                             "`telemetry-tray config init` for a template"))
+        return results
+
+    # Redis
+    try:
+        import redis
+
+        from tray_app.redis_conn import RedisProvider, server_version, translate, wants_managed
+
+        if wants_managed(cfg):
+            from tray_app.redis_server import ManagedServer
+
+            srv = ManagedServer(cfg.paths, server_binary=cfg.redis.server_binary)
+            b = srv.binary
+            running = srv._try_adopt(take_ownership=False)
+            state = "running" if running else "not running (the app starts it)"
+            results.append(Check("OK", "redis", f"private server {b.path} {b.version_text} ({b.source}), {state}"))
+        else:
+            provider = RedisProvider(cfg)
+            ep = provider.start(spawn=False, write_endpoint=False)
+            try:
+                c = ep.client(socket_timeout=3, connect_timeout=2)
+                v = server_version(c)
+                c.close()
+            except redis.RedisError as exc:
+                raise translate(exc, ep) from None
+            from tray_app.redis_server import check_version
+
+            check_version(v, f"Redis at {ep.masked}")
+            results.append(Check("OK", "redis", f"{ep.masked} reachable, version {'.'.join(map(str, v))}"))
+    except TelemetryTrayError as exc:
+        results.append(Check("FAIL", "redis", str(exc),
+                             "start Redis, or fix redis.url / TELEMETRY_TRAY_REDIS_URL"))
+
+    # Database directory
+    data_dir = cfg.paths.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = data_dir / ".doctor-probe"
+        probe.write_bytes(b"x")
+        probe.unlink()
+        free = shutil.disk_usage(data_dir).free
+        mb = free / 1e6
+        if free < 200e6:
+            results.append(Check("WARN", "database", f"{cfg.paths.database}: only {mb:.0f} MB free",
+                                 "free disk space on that volume"))
+        else:
+            results.append(Check("OK", "database", f"{data_dir} writable, {mb/1000:.1f} GB free"))
+    except OSError as exc:
+        results.append(Check("FAIL", "database", f"{data_dir} not writable: {exc.strerror or exc}",
+                             "fix the directory's permissions, or set TELEMETRY_TRAY_HOME"))
+
+    # Tray backend
+    name, menus, note = pystray_backend()
+    if menus:
+        results.append(Check("OK", "tray", f"pystray backend {name} (menus supported){' - ' + note if note else ''}"))
+    else:
+        results.append(Check("WARN", "tray", f"pystray backend {name}: no menus; clicking the icon shows "
+                             "a status notification instead",
+                             "sudo apt install gir1.2-ayatanaappindicator3-0.1 libgirepository1.0-dev "
+                             "libcairo2-dev && pip install 'telemetry-tray[gtk]'"))
+
+    ok, detail = notification_service()
+    results.append(Check("OK" if ok else "WARN", "notifications", detail,
+                         "" if ok else "run a notification daemon (e.g. dunst) on a D-Bus session bus; "
+                         "status stays visible in the tray icon"))
+    return results

@@ -1,0 +1,129 @@
+"""The engine's health snapshot: what the tray, `status` and diagnostics show.
+
+The engine updates it from its own threads; readers call ``Health.snapshot()``
+which returns an immutable copy under a lock (cheap: a few dozen fields).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+# Engine states
+RUNNING = "running"
+PAUSED = "paused"
+DEGRADED = "degraded"
+STOPPED = "stopped"
+STARTING = "starting"
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    state: str = STARTING
+    #: human-readable reasons for the state, most important first
+    reasons: tuple[str, ...] = ()
+    rate_10s: float = 0.0
+    rate_1m: float = 0.0
+    total_ingested: int = 0          # rows newly inserted since start
+    total_acked: int = 0             # entries acknowledged since start
+    total_dead_letters: int = 0      # sent to the DLQ since start
+    total_duplicates: int = 0        # redelivered / duplicate event_ids since start
+    db_rows: int = 0
+    today_events: int = 0
+    today_sessions: int = 0
+    backlog: int = 0                 # entries not yet delivered to the group (lag)
+    pending: int = 0                 # delivered, not acknowledged
+    dlq_length: int = 0
+    dlq_dropped: int = 0             # dead letters lost to the DLQ cap
+    spool_files: int = 0
+    spool_bad: int = 0
+    spool_oldest_age_s: float = 0.0
+    redis_ok: bool = False
+    redis_status: str = "unknown"    # "ok" or a short reason
+    sqlite_ok: bool = True
+    sqlite_status: str = "ok"        # "ok", "locked", "disk_full", "read_only", "corrupt", "io"
+    last_error: str = ""
+    last_error_at: float = 0.0       # unix time
+    commit_p50_ms: float = 0.0
+    commit_p95_ms: float = 0.0
+    batch_size: int = 0
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    consumer: str = ""
+    monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["reasons"] = list(self.reasons)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HealthSnapshot":
+        known = {f for f in cls.__dataclass_fields__}
+        clean = {k: v for k, v in data.items() if k in known}
+        if "reasons" in clean:
+            clean["reasons"] = tuple(clean["reasons"])
+        return cls(**clean)
+
+
+class RateMeter:
+    """Events per second over sliding windows, from per-second buckets."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: deque[list[float]] = deque()  # [second, count]
+
+    def add(self, n: int) -> None:
+        sec = int(self._clock())
+        if self._buckets and self._buckets[-1][0] == sec:
+            self._buckets[-1][1] += n
+        else:
+            self._buckets.append([sec, n])
+        self._trim(sec)
+
+    def _trim(self, now_sec: int) -> None:
+        while self._buckets and self._buckets[0][0] <= now_sec - 60:
+            self._buckets.popleft()
+
+    def rate(self, window_s: int) -> float:
+        now = int(self._clock())
+        self._trim(now)
+        total = sum(c for s, c in self._buckets if s > now - window_s)
+        return total / float(window_s)
+
+
+class LatencyWindow:
+    """p50 / p95 of the last N commit latencies."""
+
+    def __init__(self, size: int = 200) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, ms: float) -> None:
+        self._values.append(ms)
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self._values:
+            return 0.0, 0.0
+        s = sorted(self._values)
+        return s[len(s) // 2], s[min(len(s) - 1, int(len(s) * 0.95))]
+
+
+class Health:
+    """Thread-safe holder of the current snapshot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snap = HealthSnapshot(started_at=time.time(), updated_at=time.time())
+
+    def snapshot(self) -> HealthSnapshot:
+        with self._lock:
+            return self._snap
+
+    def update(self, **changes: Any) -> HealthSnapshot:
+        with self._lock:
+            changes.setdefault("updated_at", time.time())
+            self._snap = replace(self._snap, **changes)
+            return self._snap

@@ -1,0 +1,219 @@
+"""The event contract between producers (hooks, monitors) and the engine.
+
+A stream entry is a flat hash of strings. ``encode`` turns an event (a dict)
+into such a hash; ``decode`` turns a hash read from Redis back into an event,
+raising :class:`InvalidEntry` with a machine-readable ``reason`` when it
+cannot. ``validate`` returns the reason an event is invalid, or None.
+
+See docs/events.md for every field and type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = "1"
+
+PLATFORMS = frozenset({"cursor", "claude_code"})
+
+EVENT_TYPES = frozenset({
+    "session_start", "session_end", "user_prompt", "assistant_response",
+    "assistant_thought", "tool_use", "tool_result", "mcp_execution",
+    "shell_execution", "file_read", "file_edit", "context_compact",
+    "notification", "stop", "subagent_stop", "database_trace",
+    "transcript_trace", "error", "hook_event",
+})
+
+REQUIRED_FIELDS = ("event_id", "platform", "event_type", "timestamp", "session_id")
+OPTIONAL_FIELDS = ("external_session_id", "hook_type", "workspace_hash", "payload",
+                   "metadata", "schema_version")
+JSON_FIELDS = ("payload", "metadata")
+#: columns of raw_traces taken straight from the event
+INDEXED_FIELDS = ("event_id", "platform", "event_type", "timestamp", "session_id",
+                  "external_session_id", "hook_type", "workspace_hash")
+
+MAX_ID_LEN = 200
+
+# Reasons an entry is poison. Stable strings: they are stored with dead letters.
+R_MISSING = "missing_field"
+R_UTF8 = "invalid_utf8"
+R_JSON = "invalid_json"
+R_TYPE = "wrong_type"
+R_PLATFORM = "invalid_platform"
+R_EVENT_TYPE = "invalid_event_type"
+R_TIMESTAMP = "invalid_timestamp"
+R_OVERSIZED = "oversized"
+R_RETRIES = "retries_exhausted"
+
+
+class InvalidEntry(ValueError):
+    """A stream entry that can never become a row (a poison message)."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(f"{reason}: {error}")
+        self.reason = reason
+        self.error = error
+
+
+# ----------------------------------------------------------------------------- ids / time
+
+_uuid_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
+def new_event_id() -> str:
+    """A UUIDv7: 48-bit unix milliseconds, then random bits, so ids sort by
+    creation time and inserts into the unique index stay append-mostly."""
+    global _last_ms, _seq
+    with _uuid_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            ms = _last_ms
+            _seq = (_seq + 1) & 0xFFF
+            if _seq == 0:
+                ms += 1
+        else:
+            _seq = int.from_bytes(os.urandom(2), "big") & 0x7FF
+        _last_ms = ms
+        seq = _seq
+    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def deterministic_event_id(*parts: str | bytes) -> str:
+    """A stable id for monitor events (same input, same id, so re-reads dedup)."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass") if isinstance(p, str) else p)
+        h.update(b"\x1f")
+    d = h.hexdigest()
+    return f"{d[:8]}-{d[8:12]}-5{d[13:16]}-{d[16:20]}-{d[20:32]}"
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def workspace_hash(path: str) -> str:
+    """First 16 hex of sha256 of the workspace root path."""
+    return hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an ISO-8601 timestamp; naive times are taken as UTC."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+# ----------------------------------------------------------------------------- encode / decode
+
+def encode(event: Mapping[str, Any]) -> dict[str, str]:
+    """Event -> flat stream fields. JSON fields are compact JSON strings;
+    None values are omitted; non-string extras are JSON-encoded."""
+    out: dict[str, str] = {}
+    for key, value in event.items():
+        if value is None:
+            continue
+        if key in JSON_FIELDS:
+            out[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
+        elif isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, (bytes, bytearray)):
+            out[key] = bytes(value).decode("utf-8", "replace")
+        else:
+            out[key] = orjson.dumps(value).decode()
+    if "schema_version" not in out:
+        out["schema_version"] = SCHEMA_VERSION
+    return out
+
+
+def entry_size(fields: Mapping[Any, Any]) -> int:
+    return sum(len(k) + len(v) for k, v in fields.items())
+
+
+def decode(fields: Mapping[bytes | str, bytes | str], max_bytes: int | None = None) -> dict[str, Any]:
+    """Stream fields -> event dict. Raises InvalidEntry (never anything else)."""
+    if max_bytes is not None:
+        size = entry_size(fields)
+        if size > max_bytes:
+            raise InvalidEntry(R_OVERSIZED, f"entry is {size} bytes, the limit is {max_bytes}")
+    event: dict[str, Any] = {}
+    for k, v in fields.items():
+        try:
+            key = k.decode("utf-8") if isinstance(k, bytes) else k
+            val = v.decode("utf-8") if isinstance(v, bytes) else v
+        except UnicodeDecodeError as exc:
+            raise InvalidEntry(R_UTF8, f"field {k!r}: {exc.reason} at byte {exc.start}") from None
+        event[key] = val
+    for key in JSON_FIELDS:
+        raw = event.get(key)
+        if raw is None or raw == "":
+            event.pop(key, None)
+            continue
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEntry(R_JSON, f"field {key!r}: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise InvalidEntry(R_TYPE, f"field {key!r}: expected a JSON object, found {type(parsed).__name__}")
+        event[key] = parsed
+    reason = validate(event)
+    if reason is not None:
+        raise InvalidEntry(*reason)
+    return event
+
+
+def validate(event: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(reason, detail) why ``event`` is invalid, or None when it is valid."""
+    for key in REQUIRED_FIELDS:
+        value = event.get(key)
+        if value is None or value == "":
+            return R_MISSING, f"required field {key!r} is missing or empty"
+    for key in INDEXED_FIELDS + ("schema_version",):
+        value = event.get(key)
+        if value is not None and not isinstance(value, str):
+            return R_TYPE, f"field {key!r}: expected a string, found {type(value).__name__}"
+    for key in JSON_FIELDS:
+        value = event.get(key)
+        if value is not None and not isinstance(value, dict):
+            return R_TYPE, f"field {key!r}: expected an object, found {type(value).__name__}"
+    if len(event["event_id"]) > MAX_ID_LEN:
+        return R_TYPE, f"field 'event_id' is longer than {MAX_ID_LEN} characters"
+    if event["platform"] not in PLATFORMS:
+        return R_PLATFORM, f"platform {str(event['platform'])[:40]!r} is not one of {sorted(PLATFORMS)}"
+    if event["event_type"] not in EVENT_TYPES:
+        return R_EVENT_TYPE, f"event_type {str(event['event_type'])[:40]!r} is not a known type"
+    try:
+        parse_timestamp(event["timestamp"])
+    except ValueError:
+        return R_TIMESTAMP, f"timestamp {str(event['timestamp'])[:40]!r} is not ISO-8601"
+    return None
+
+
+def source_of(event: Mapping[str, Any]) -> str | None:
+    meta = event.get("metadata")
+    if isinstance(meta, dict):
+        src = meta.get("source")
+        return src if isinstance(src, str) else None
+    return None
+
+
+def dumps_compact(event: Mapping[str, Any]) -> bytes:
+    """The whole event as compact JSON bytes (what raw_traces.event_data compresses)."""
+    return orjson.dumps(event)

@@ -1,0 +1,166 @@
+"""Connecting to Redis: which server (private or the user's), the endpoint
+file hooks read, the version check and idempotent stream setup."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import redis
+
+from tray_app.config import Config, mask_url
+from tray_app.errors import ConfigError, RedisTooOld, RedisUnavailable
+from tray_app.fileutil import atomic_write
+from tray_app.redis_server import ManagedServer, check_version
+
+log = logging.getLogger(__name__)
+
+EVENTS_STREAM = "telemetry:events"
+GROUP = "processors"
+DLQ_STREAM = "telemetry:dlq"
+CDC_STREAM = "cdc:events"
+HEALTH_KEY = "telemetry:health"
+STREAMS = (EVENTS_STREAM, DLQ_STREAM, CDC_STREAM)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    password: str | None
+    managed: bool
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+    def client(self, socket_timeout: float = 5.0, connect_timeout: float = 2.0,
+               **kwargs: object) -> redis.Redis:
+        kw: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
+                    "health_check_interval": 0}
+        kw.update(kwargs)
+        if self.password is not None:
+            kw["password"] = self.password
+        return redis.Redis.from_url(self.url, **kw)
+
+
+def wants_managed(cfg: Config) -> bool:
+    mode = cfg.redis.managed
+    if mode == "always":
+        return True
+    if mode == "never":
+        if not cfg.redis.url:
+            raise ConfigError(f"{cfg.source}: redis.url: expected a URL because managed = \"never\", "
+                              f"found none (set it, or TELEMETRY_TRAY_REDIS_URL)")
+        return False
+    return not cfg.redis.url
+
+
+def endpoint_from_url(url: str) -> Endpoint:
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else None
+    if parts.scheme == "unix":
+        # unix://[:password@]/path?password=...
+        m = re.search(r"(?:^|&)password=([^&]*)", parts.query or "")
+        if m:
+            password = unquote(m.group(1))
+    return Endpoint(url=url, password=password, managed=False)
+
+
+def write_endpoint_file(cfg: Config, ep: Endpoint) -> None:
+    """The file hooks read to find the server (0600: it holds the password)."""
+    data = {"url": ep.url, "password": ep.password or "", "managed": ep.managed, "pid": os.getpid()}
+    atomic_write(cfg.paths.endpoint_file, json.dumps(data))
+
+
+def read_endpoint_file(cfg: Config) -> Endpoint | None:
+    try:
+        data = json.loads(cfg.paths.endpoint_file.read_text())
+        return Endpoint(url=str(data["url"]), password=data.get("password") or None,
+                        managed=bool(data.get("managed")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class RedisProvider:
+    """Owns the decision and, when managed, the private server.
+
+    ``start()`` returns the endpoint to use; ``stop()`` shuts down a server
+    this process owns. ``start(spawn=False)`` only finds a running server
+    (for commands such as ``status`` that must not start one)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.server: ManagedServer | None = None
+        self.endpoint: Endpoint | None = None
+
+    def start(self, spawn: bool = True, take_ownership: bool = True,
+              write_endpoint: bool = True) -> Endpoint:
+        cfg = self.cfg
+        if wants_managed(cfg):
+            server = ManagedServer(cfg.paths, server_binary=cfg.redis.server_binary)
+            if spawn:
+                server.start(take_ownership=take_ownership)
+            elif not server._try_adopt(take_ownership=False):
+                raise RedisUnavailable("the app's private Redis is not running "
+                                       "(start the app, or run `telemetry-tray init`)")
+            self.server = server
+            ep = Endpoint(url=server.url, password=server.password(), managed=True)
+        else:
+            ep = endpoint_from_url(cfg.redis.url)
+        self.endpoint = ep
+        if write_endpoint:
+            write_endpoint_file(cfg, ep)
+        return ep
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def translate(exc: BaseException, ep: Endpoint | None = None) -> RedisUnavailable:
+    where = f" at {ep.masked}" if ep else ""
+    if isinstance(exc, redis.AuthenticationError):
+        return RedisUnavailable(f"Redis{where} rejected the password (check redis.url)")
+    if isinstance(exc, redis.ResponseError) and "NOAUTH" in str(exc):
+        return RedisUnavailable(f"Redis{where} needs a password (add it to redis.url)")
+    return RedisUnavailable(f"Redis unreachable{where}: {exc}")
+
+
+def server_version(client: redis.Redis) -> tuple[int, int, int]:
+    info = client.info("server")
+    text = str(info.get("valkey_version") or info.get("redis_version") or "0.0.0")
+    nums = [int(x) for x in re.findall(r"\d+", text)[:3]] + [0, 0, 0]
+    return nums[0], nums[1], nums[2]
+
+
+def ensure_streams(client: redis.Redis) -> list[tuple[str, str]]:
+    """Create, idempotently, our streams and the consumer group.
+    Returns (thing, "created" | "found") pairs."""
+    version = server_version(client)
+    try:
+        check_version(version, "the Redis server")
+    except RedisTooOld:
+        raise
+    report: list[tuple[str, str]] = []
+    for stream in STREAMS:
+        existed = bool(client.exists(stream))
+        if stream == EVENTS_STREAM:
+            try:
+                client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                report.append((f"group {GROUP} on {stream}", "created"))
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+                report.append((f"group {GROUP} on {stream}", "found"))
+        elif not existed:
+            # XADD + XDEL leaves an empty stream; MKSTREAM via a throwaway group is
+            # the other way, but a stray group would hold back trimming.
+            entry = client.xadd(stream, {"init": "1"})
+            client.xdel(stream, entry)
+        report.insert(len(report) - (1 if stream == EVENTS_STREAM else 0),
+                      (f"stream {stream}", "found" if existed else "created"))
+    return report
