@@ -1,0 +1,1 @@
+"""Layer 2: the ingest engine (no UI, no signals)."""
