@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from tray_app import __version__
 from tray_app.cli_common import add_json_flag, get_config, print_json
-from tray_app.errors import TelemetryTrayError
+from tray_app.errors import AlreadyRunning, TelemetryTrayError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
             return 2
         return int(func(args) or 0)
+    except AlreadyRunning as exc:
+        print(f"telemetry-tray: {exc}", file=sys.stderr)
+        return 0
     except TelemetryTrayError as exc:
         print(f"telemetry-tray: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -24,6 +24,7 @@ GROUP = "processors"
 DLQ_STREAM = "telemetry:dlq"
 CDC_STREAM = "cdc:events"
 HEALTH_KEY = "telemetry:health"
+DLQ_DROPPED_KEY = "telemetry:dlq:dropped"
 STREAMS = (EVENTS_STREAM, DLQ_STREAM, CDC_STREAM)
 
 

@@ -61,10 +61,13 @@ def connect(path: Path | str, *, readonly: bool = False, timeout_s: float = 0.0)
     else:
         conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
+        _write_pragmas(conn)
     return conn
+
+
+def _write_pragmas(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def current_version(conn: sqlite3.Connection) -> int:
@@ -104,15 +107,21 @@ def migrate(conn: sqlite3.Connection, path: str = "telemetry.db") -> int:
 
 
 def open_database(path: Path, timeout_s: float = 0.0) -> sqlite3.Connection:
-    """Open (creating if needed, 0600) and migrate telemetry.db."""
+    """Open (creating if needed, 0600) and migrate telemetry.db. A database of a
+    newer schema is refused before anything (not even the journal mode) changes."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
         import os
 
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)
-    conn = connect(path, timeout_s=timeout_s)
+    conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
+                           check_same_thread=False)
     try:
+        version = current_version(conn)
+        if version > LATEST:
+            migrate(conn, str(path))  # raises SchemaTooNew
+        _write_pragmas(conn)
         migrate(conn, str(path))
     except BaseException:
         conn.close()

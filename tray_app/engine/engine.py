@@ -1,0 +1,158 @@
+"""Engine: the ingest engine's one public face.
+
+``start()``, ``pause()``, ``resume()``, ``stop()``, ``health()``. No UI, no
+signals: the tray and the headless CLI are two faces on the same engine.
+
+Threads it owns, joined against one shared deadline on stop():
+  consumer     FastPathConsumer: stream -> SQLite -> CDC + XACK
+  maintenance  health publishing, backlog/pending/DLQ counts, spool drain, trimming
+  monitors     Cursor / Claude Code / sessions (tray_app.monitors), when present
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tray_app.config import Config
+from tray_app.engine.consumer import CommitListener, FastPathConsumer
+from tray_app.engine.health import STOPPED, Health, HealthSnapshot
+from tray_app.engine.maintenance import Maintenance
+from tray_app.fileutil import atomic_write
+from tray_app.redis_conn import Endpoint
+
+log = logging.getLogger(__name__)
+
+
+def consumer_name(cfg: Config) -> str:
+    """Stable across restarts of this installation (not the pid), so a restarted
+    engine picks up its own pending entries first."""
+    path = cfg.paths.state_dir / "consumer-id"
+    try:
+        ident = path.read_text().strip()
+    except OSError:
+        ident = ""
+    if not ident:
+        ident = secrets.token_hex(4)
+        atomic_write(path, ident + "\n")
+    host = socket.gethostname().split(".")[0] or "host"
+    return f"{host}-{ident}"
+
+
+class Engine:
+    def __init__(self, cfg: Config, endpoint: Endpoint, *, name: str | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 with_monitors: bool = True) -> None:
+        self.cfg = cfg
+        self.endpoint = endpoint
+        cfg.paths.ensure()
+        self.name = name or consumer_name(cfg)
+        self.health_state = Health()
+        self.consumer = FastPathConsumer(cfg, endpoint, self.name, self.health_state, clock)
+        self.monitors: list[Any] = []
+        if with_monitors:
+            self.monitors = _build_monitors(cfg, endpoint)
+            for m in self.monitors:
+                if hasattr(m, "on_commit"):
+                    self.consumer.listeners.append(m.on_commit)
+        self.maintenance = Maintenance(cfg, endpoint, self.health_state, self.consumer, self.monitors)
+        self._started = False
+        self._stopped = False
+
+    # -- control ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        log.info("engine: starting consumer %s (database %s, redis %s)", self.name,
+                 self.cfg.paths.database, self.endpoint.masked)
+        self.consumer.start()
+        self.maintenance.start()
+        for m in self.monitors:
+            m.start()
+
+    def pause(self) -> None:
+        """Stop reading after the batch in hand commits; events keep queueing in Redis."""
+        log.info("engine: pause")
+        self.consumer.pause()
+        for m in self.monitors:
+            m.pause()
+        self.maintenance.poke()
+
+    def resume(self) -> None:
+        log.info("engine: resume")
+        self.consumer.resume()
+        for m in self.monitors:
+            m.resume()
+        self.maintenance.poke()
+
+    @property
+    def paused(self) -> bool:
+        return self.consumer.paused
+
+    def add_commit_listener(self, fn: CommitListener) -> None:
+        self.consumer.listeners.append(fn)
+
+    def health(self) -> HealthSnapshot:
+        return self.health_state.snapshot()
+
+    def retry_dead_letters(self) -> int:
+        """Re-queue every dead letter to telemetry:events."""
+        from tray_app.support.dlq import retry  # the DLQ commands own this logic
+
+        client = self.endpoint.client()
+        try:
+            return retry(client, None)
+        finally:
+            client.close()
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop in order within one deadline: monitors and reading stop, the batch
+        in hand commits and is acknowledged, then connections close. True when
+        every thread ended in time."""
+        if self._stopped or not self._started:
+            self._stopped = True
+            return True
+        self._stopped = True
+        deadline = time.monotonic() + timeout_s
+        log.info("engine: stopping")
+        for m in self.monitors:
+            m.stop()
+        self.consumer.stop()
+        for m in self.monitors:
+            m.join(max(0.0, deadline - time.monotonic()))
+        self.consumer.join(max(0.0, deadline - time.monotonic()))
+        self.maintenance.stop()
+        self.maintenance.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in (self.consumer, self.maintenance, *self.monitors) if t.is_alive()]
+        if alive:
+            log.warning("engine: threads still running at the deadline: %s", ", ".join(alive))
+        self.health_state.update(state=STOPPED, reasons=("Stopped",))
+        log.info("engine: stopped (ingested %d, acknowledged %d, dead letters %d)",
+                 self.consumer.totals["ingested"], self.consumer.totals["acked"],
+                 self.consumer.totals["dead"])
+        return not alive
+
+    def wait_fatal(self) -> BaseException | None:
+        return self.consumer.fatal
+
+
+def _build_monitors(cfg: Config, endpoint: Endpoint) -> list[Any]:
+    try:
+        from tray_app.monitors import build_monitors
+    except ImportError:
+        return []
+    try:
+        return list(build_monitors(cfg, endpoint))
+    except Exception:  # a broken monitor must not stop ingest
+        log.exception("monitors: could not start")
+        return []
+
+
+__all__ = ["Engine", "consumer_name", "os"]

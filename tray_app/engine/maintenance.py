@@ -1,0 +1,220 @@
+"""The engine's housekeeping thread: keeps the health snapshot current and
+published, drains the hook spool, trims the stream.
+
+It never writes to SQLite and never touches the batch in hand, so it cannot
+slow the consumer down; all its Redis work uses its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+from tray_app.config import Config
+from tray_app.engine import schema
+from tray_app.engine.health import Health
+from tray_app.redis_conn import DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, HEALTH_KEY, Endpoint
+
+log = logging.getLogger(__name__)
+
+DB_STATS_INTERVAL_S = 5.0
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _id_tuple(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def safe_trim_id(client: redis.Redis, stream: str = EVENTS_STREAM) -> str | None:
+    """The lowest stream id that some group still needs: every entry below it has
+    been delivered to and acknowledged by every group. None: trim nothing."""
+    groups = client.xinfo_groups(stream)
+    if not groups:
+        return None
+    floor: tuple[int, int] | None = None
+    for g in groups:
+        name = _s(g["name"])
+        last = _id_tuple(_s(g["last-delivered-id"]))
+        need = (last[0], last[1] + 1)  # everything up to last-delivered was delivered
+        if int(g.get("pending", 0)):
+            summary = client.xpending(stream, name)
+            lowest = summary.get("min")
+            if lowest:
+                need = min(need, _id_tuple(_s(lowest)))
+        floor = need if floor is None else min(floor, need)
+    if floor is None or floor == (0, 1):
+        return None
+    return f"{floor[0]}-{floor[1]}"
+
+
+def trim_events(client: redis.Redis, stream: str = EVENTS_STREAM) -> int:
+    """Trim acknowledged entries only (MINID, never past a pending/unread entry)."""
+    minid = safe_trim_id(client, stream)
+    if minid is None:
+        return 0
+    return int(client.xtrim(stream, minid=minid, approximate=True) or 0)
+
+
+class Maintenance(threading.Thread):
+    def __init__(self, cfg: Config, endpoint: Endpoint, health: Health, consumer: Any,
+                 monitors: list[Any]) -> None:
+        super().__init__(name="maintenance", daemon=True)
+        self.cfg = cfg
+        self.endpoint = endpoint
+        self.health = health
+        self.consumer = consumer
+        self.monitors = monitors
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._client: redis.Redis | None = None
+        self._db: sqlite3.Connection | None = None
+        self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0}
+        self._spool_mod: Any = None
+        try:
+            from tray_app.capture import spool as spool_mod
+            self._spool_mod = spool_mod
+        except ImportError:
+            pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Refresh and publish now (after pause/resume)."""
+        self._wake.set()
+
+    def run(self) -> None:
+        interval = self.cfg.ingest.health_publish_interval_s
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                self.tick()
+                self._wake.wait(interval)
+            self.tick(final=True)
+        finally:
+            if self._client is not None:
+                self._client.close()
+            if self._db is not None:
+                self._db.close()
+
+    def tick(self, final: bool = False) -> None:
+        now = time.monotonic()
+        changes: dict[str, Any] = {}
+        if self.monitors:
+            changes["monitors"] = {getattr(m, "name", type(m).__name__): _monitor_health(m)
+                                   for m in self.monitors}
+        if now >= self._next["db"] and not final:
+            self._next["db"] = now + DB_STATS_INTERVAL_S
+            changes.update(self._db_stats())
+        if self._spool_mod is not None:
+            try:
+                st = self._spool_mod.stats(self.cfg.paths.spool_dir)
+                changes.update(spool_files=st.files, spool_bad=st.bad, spool_oldest_age_s=st.oldest_age_s)
+            except Exception as exc:  # noqa: BLE001
+                log.debug("spool stats failed: %s", exc)
+        if changes:
+            self.health.update(**changes)
+        try:
+            client = self._connection()
+            self._redis_work(client, now, final)
+        except (redis.RedisError, OSError) as exc:
+            log.debug("maintenance: redis: %s", exc)
+            self._drop()
+
+    def _connection(self) -> redis.Redis:
+        if self._client is None:
+            self._client = self.endpoint.client(socket_timeout=self.cfg.redis.socket_timeout_s,
+                                                connect_timeout=self.cfg.redis.connect_timeout_s)
+        return self._client
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._client = None
+
+    def _redis_work(self, client: redis.Redis, now: float, final: bool) -> None:
+        ing = self.cfg.ingest
+        if not final and not self.consumer.paused and now >= self._next["spool"] and self._spool_mod is not None:
+            self._next["spool"] = now + ing.spool_drain_interval_s
+            try:
+                res = self._spool_mod.drain(self.cfg.paths.spool_dir, client)
+                if getattr(res, "sent", 0):
+                    log.info("spool: re-queued %d spooled events", res.sent)
+            except (redis.RedisError, OSError):
+                raise
+            except Exception:  # noqa: BLE001 - a spool bug must not stop the engine
+                log.exception("spool drain failed")
+        if not final and now >= self._next["trim"]:
+            self._next["trim"] = now + ing.trim_interval_s
+            trimmed = trim_events(client)
+            if trimmed:
+                log.debug("trimmed %d acknowledged entries from %s", trimmed, EVENTS_STREAM)
+        pipe = client.pipeline(transaction=False)
+        pipe.xinfo_groups(EVENTS_STREAM)
+        pipe.xlen(DLQ_STREAM)
+        pipe.get(DLQ_DROPPED_KEY)
+        pipe.xlen(EVENTS_STREAM)
+        groups, dlq_len, dropped, events_len = pipe.execute(raise_on_error=False)
+        changes: dict[str, Any] = {}
+        if isinstance(groups, list):
+            for g in groups:
+                if _s(g["name"]) == "processors":
+                    changes["pending"] = int(g.get("pending") or 0)
+                    lag = g.get("lag")
+                    if lag is None and isinstance(events_len, int):
+                        lag = 0 if not events_len else None
+                    changes["backlog"] = int(lag) if lag is not None else 0
+        if isinstance(dlq_len, int):
+            changes["dlq_length"] = dlq_len
+        if not isinstance(dropped, Exception):
+            changes["dlq_dropped"] = int(dropped or 0)
+        snap = self.health.update(**changes)
+        client.set(HEALTH_KEY, json.dumps(snap.to_dict(), default=str),
+                   ex=max(5, int(ing.health_publish_interval_s * 5)))
+        if final:
+            client.delete(HEALTH_KEY)
+
+    def _db_stats(self) -> dict[str, Any]:
+        path = self.cfg.paths.database
+        if not path.exists():
+            return {}
+        try:
+            if self._db is None:
+                self._db = schema.connect(path, readonly=True, timeout_s=0.1)
+            db = self._db
+            rows = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+            midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+            since = midnight.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            today, sessions = db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT session_id) FROM raw_traces WHERE timestamp >= ?",
+                (since,)).fetchone()
+            return {"db_rows": int(rows), "today_events": int(today), "today_sessions": int(sessions)}
+        except sqlite3.Error as exc:
+            log.debug("db stats: %s", exc)
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            return {}
+
+
+def _monitor_health(m: Any) -> dict[str, Any]:
+    try:
+        h = m.health()
+        return dict(h) if isinstance(h, dict) else {"state": str(h)}
+    except Exception as exc:  # noqa: BLE001
+        return {"error": str(exc)}
