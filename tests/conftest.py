@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tray_app.errors import ServerBinaryNotFound
-from tray_app.redis_server import ServerBinary, find_server_binary
+from tray_app.redis_server import ServerBinary, find_server_binary, no_retry
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +86,7 @@ class RedisProc:
         raise RuntimeError("test redis did not start")
 
     def client(self, **kw: object) -> redis.Redis:
+        kw.setdefault("retry", no_retry())
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
                            socket_timeout=10, **kw)
 

@@ -12,6 +12,7 @@ file (or variable), the key, what was expected and what was found.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -253,18 +254,18 @@ def validate_redis_url(url: str, where: str) -> None:
 
 def mask_url(url: str) -> str:
     """The url with any password replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    if parts.password is None:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return parts._replace(netloc=netloc).geturl()
+    netloc, slash, tail = rest.partition("/")
+    if "@" not in netloc:
+        masked = url
+    else:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        masked = f"{scheme}://{user}:***@{host}{slash}{tail}"
+    # unix:///path?password=...
+    return re.sub(r"(password=)[^&]*", r"\1***", masked)
 
 
 def _build_section(name: str, cls: type, data: dict[str, Any], where: str,
@@ -390,7 +391,8 @@ COMMENTS = {
 
 def template() -> str:
     """A commented config file with every default, commented out."""
-    defaults = masked_dict(Config(paths=resolve_paths()))
+    defaults = {name: {f.name: getattr(cls(), f.name) for f in fields(cls)}
+                for name, cls in SECTIONS.items()}
     parts = [TEMPLATE_HEADER]
     for section, values in defaults.items():
         parts.append(f"# {COMMENTS[section]}")

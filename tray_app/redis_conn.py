@@ -15,7 +15,7 @@ import redis
 from tray_app.config import Config, mask_url
 from tray_app.errors import ConfigError, RedisTooOld, RedisUnavailable
 from tray_app.fileutil import atomic_write
-from tray_app.redis_server import ManagedServer, check_version
+from tray_app.redis_server import ManagedServer, check_version, no_retry
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Endpoint:
     def client(self, socket_timeout: float = 5.0, connect_timeout: float = 2.0,
                **kwargs: object) -> redis.Redis:
         kw: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
-                    "health_check_interval": 0}
+                    "health_check_interval": 0, "retry": no_retry()}
         kw.update(kwargs)
         if self.password is not None:
             kw["password"] = self.password

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tray_app.errors import ConfigError, RedisTooOld, RedisUnavailable, ServerBinaryNotFound
 from tray_app.fileutil import atomic_write, pid_alive
@@ -144,6 +146,12 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def no_retry() -> Retry:
+    """redis-py retries failed commands by default (with backoff); we do our own
+    backoff and must see failures at once, so every client we make has none."""
+    return Retry(NoBackoff(), 0)
+
+
 class ManagedServer:
     """Start, adopt and stop the app's private server."""
 
@@ -211,7 +219,8 @@ class ManagedServer:
         return self
 
     def client(self, **kwargs: object) -> redis.Redis:
-        kw: dict = {"password": self.password(), "socket_timeout": 5.0, "socket_connect_timeout": 2.0}
+        kw: dict = {"password": self.password(), "socket_timeout": 5.0, "socket_connect_timeout": 2.0,
+                    "retry": no_retry()}
         kw.update(kwargs)
         if self.use_unix:
             return redis.Redis(unix_socket_path=str(self.socket_path), **kw)
@@ -281,7 +290,7 @@ class ManagedServer:
         self.pid = pid
         self.adopted = True
         owner_pid = int(owner.get("owner_pid") or 0)
-        if take_ownership and (owner_pid == os.getpid() or not pid_alive(owner_pid)):
+        if take_ownership and not pid_alive(owner_pid):
             self.owned = True
             self._write_owner()
         log.info("managed redis: adopted running server pid %s at %s%s", pid, self.url,

