@@ -1,0 +1,316 @@
+"""The tray app: wires the engine host, the view, the refresher, the alerts
+and the action worker together, and runs pystray on the main thread.
+
+Threads:
+  main            pystray's loop (GTK / AppKit / Xlib). Only renders; menu clicks
+                  are queued to tray-actions. Touched only through ui.Marshal.
+  tray-engine-start  starts the private Redis and the engine (retries on failure)
+  (engine threads)   consumer, maintenance, monitors: see engine/engine.py
+  tray-refresh    snapshot -> menu model -> view (<= 1/s, on change) and alerts
+  tray-actions    runs clicks: pause/resume, export, open folders, retry, quit
+  tray-notify     asyncio loop delivering notifications (desktop-notifier / command)
+
+Shutdown (Quit, SIGTERM, SIGINT all take this path): the icon's loop ends ->
+refresher stops -> engine stops in order within the deadline (stop reading,
+commit the batch in hand, XACK, close) -> the private Redis stops ->
+notifier and worker stop -> the single-instance lock is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tray_app.config import Config
+from tray_app.errors import AlreadyRunning
+from tray_app.tray import icons
+from tray_app.tray.actions import ActionWorker, export_diagnostics, open_path
+from tray_app.tray.alerts import AlertPolicy, Notice
+from tray_app.tray.host import EngineHost
+from tray_app.tray.menu import (A_AUTOSTART, A_EXPORT, A_OPEN_DATA, A_OPEN_LOGS, A_PAUSE, A_QUIT,
+                                A_RESUME, A_RETRY_DLQ, A_STATUS, APP_TITLE, I_STARTING, ICON_STATES,
+                                MenuModel, build_menu)
+from tray_app.tray.notifier import Button, Notifier
+from tray_app.tray.refresh import MENU_FILE, Refresher
+from tray_app.tray.ui import TrayView, backend_name, marshal_for, pystray_menu
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 10.0
+
+
+def load_autostart() -> ModuleType | None:
+    """tray_app.support.autostart when this build has it (else "Start at login" is hidden)."""
+    try:
+        from tray_app.support import autostart
+    except ModuleNotFoundError as exc:
+        if exc.name in ("tray_app.support", "tray_app.support.autostart"):
+            return None
+        raise
+    return autostart
+
+
+class TrayApp:
+    def __init__(self, cfg: Config, host: EngineHost | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.host = host or EngineHost(cfg)
+        self.notifier = notifier or Notifier(enabled=cfg.tray.notifications)
+        self.icon_files: dict[str, Path] = {}
+        self.autostart = load_autostart()
+        self.actions = ActionWorker({
+            A_STATUS: self.show_status,
+            A_PAUSE: self.pause,
+            A_RESUME: self.resume,
+            A_RETRY_DLQ: self.retry_dead_letters,
+            A_EXPORT: self.export,
+            A_OPEN_DATA: lambda: open_path(cfg.paths.data_dir),
+            A_OPEN_LOGS: lambda: open_path(cfg.paths.log_dir),
+            A_AUTOSTART: self.toggle_autostart,
+            A_QUIT: self.quit,
+        })
+        self.refresher = Refresher(
+            health=self.host.health, paused=self.host.paused, tray=cfg.tray,
+            show=self._show, alert=self._alert,
+            policy=AlertPolicy(cfg.tray.notify_interval_s, cfg.tray.dlq_warn_threshold,
+                               cfg.tray.spool_warn_threshold),
+            menu_file=cfg.paths.state_dir / MENU_FILE)
+        self.view: TrayView | None = None
+        self.quit_requested = threading.Event()
+
+    # ---- wiring
+
+    def model(self) -> MenuModel:
+        return self.refresher.current() or build_menu(self.host.health(), self.cfg.tray,
+                                                      paused=self.host.paused())
+
+    def _show(self, model: MenuModel) -> None:
+        if self.view is not None:
+            self.view.show(model)
+
+    def _alert(self, notice: Notice) -> None:
+        state = "running" if notice.recovery else ("error" if notice.urgency == "critical" else "degraded")
+        self.notifier.notify(notice.title, notice.message, notice.urgency,
+                             icon=self.icon_files.get(state), kind=notice.kind)
+
+    def start_background(self) -> None:
+        """Everything but the UI loop; called from pystray's setup thread."""
+        self.cfg.paths.ensure()
+        try:
+            self.icon_files = icons.write_pngs(self.cfg.paths.runtime_dir / "icons")
+        except OSError as exc:
+            log.warning("cannot write notification icons: %s", exc)
+        self.notifier.app_icon = self.icon_files.get("running")
+        self.notifier.start()
+        self.actions.start()
+        self.host.start()
+        self.refresher.autostart = self._autostart_enabled()
+        self.refresher.start()
+
+    def _autostart_enabled(self) -> bool | None:
+        if self.autostart is None:
+            return None
+        try:
+            return bool(self.autostart.is_enabled())
+        except Exception as exc:  # noqa: BLE001 - unsupported platform, broken file
+            log.warning("start at login unavailable: %s", exc)
+            return None
+
+    # ---- actions (tray-actions thread)
+
+    def show_status(self) -> None:
+        """A left click: the status as a notification, with the main actions as
+        buttons (the whole UI on the xorg backend, which has no menus)."""
+        model = self.model()
+        paused = bool(self.host.paused())
+        buttons = (
+            Button("Resume" if paused else "Pause",
+                   lambda: self.actions.submit(A_RESUME if paused else A_PAUSE)),
+            Button("Export diagnostics", lambda: self.actions.submit(A_EXPORT)),
+            Button("Open logs", lambda: self.actions.submit(A_OPEN_LOGS)),
+        )
+        self.notifier.notify(f"{APP_TITLE}: {model.status}", "\n".join(model.details), "low",
+                             icon=self.icon_files.get(model.icon_state), buttons=buttons, kind="status")
+
+    def _engine(self) -> Any:
+        engine = self.host.engine
+        if engine is None:
+            self.notifier.notify(APP_TITLE, "The engine is still starting; try again in a moment.",
+                                 kind="busy")
+        return engine
+
+    def pause(self) -> None:
+        self._toggle("Pausing...", "pause")
+
+    def resume(self) -> None:
+        self._toggle("Resuming...", "resume")
+
+    def _toggle(self, busy: str, method: str) -> None:
+        engine = self._engine()
+        if engine is None:
+            return
+        self.refresher.busy = busy
+        try:
+            getattr(engine, method)()
+            log.info("tray: %s requested by the user", method)
+        finally:
+            self.refresher.busy = ""
+            self.refresher.poke()
+
+    def retry_dead_letters(self) -> None:
+        engine = self._engine()
+        if engine is None:
+            return
+        try:
+            n = engine.retry_dead_letters()
+        except ImportError:
+            self.notifier.notify("Dead letters", "Retrying dead letters is not available in this build; "
+                                 "use `telemetry-tray dlq retry`.", kind="dlq")
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. Redis down: tell the user
+            self.notifier.notify("Dead letters not retried", str(exc), "normal", kind="dlq")
+            return
+        self.notifier.notify("Dead letters re-queued", f"{n:,} dead letters were sent back for ingest.",
+                             "low", kind="dlq")
+        self.refresher.poke()
+
+    def export(self) -> None:
+        model = self.model()
+        try:
+            path = export_diagnostics(self.cfg, self.host.health(), model.text())
+        except Exception as exc:  # noqa: BLE001
+            log.exception("diagnostics export failed")
+            self.notifier.notify("Diagnostics export failed", str(exc), "normal", kind="export")
+            return
+        log.info("diagnostics bundle written: %s", path)
+        self.notifier.notify("Diagnostics bundle saved", str(path), "low", kind="export",
+                             icon=self.icon_files.get("running"))
+        open_path(path.parent)
+
+    def toggle_autostart(self) -> None:
+        if self.autostart is None:
+            return
+        try:
+            if self.autostart.is_enabled():
+                self.autostart.disable()
+            else:
+                self.autostart.enable()
+        except Exception as exc:  # noqa: BLE001
+            log.exception("start at login: toggle failed")
+            self.notifier.notify("Start at login", f"Could not change it: {exc}", kind="autostart")
+        self.refresher.autostart = self._autostart_enabled()
+        self.refresher.poke()
+
+    def quit(self) -> None:
+        log.info("quit requested")
+        self.quit_requested.set()
+        if self.view is not None:
+            self.view.stop()
+
+    # ---- shutdown (main thread, after the UI loop ended)
+
+    def shutdown(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        started = time.monotonic()
+        self.refresher.stop()
+        ok = self.host.stop(timeout_s)
+        self.actions.stop()
+        self.notifier.stop()
+        if self.refresher.is_alive():
+            self.refresher.join(1.0)
+        log.info("tray: stopped %s in %.2f s", "cleanly" if ok else "past the deadline",
+                 time.monotonic() - started)
+        return ok
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def _install_signals(app: TrayApp, backend: str) -> None:
+    def on_signal(signum: int, *_: object) -> bool:
+        log.info("received %s; quitting", signal.Signals(signum).name)
+        app.actions.submit(A_QUIT)
+        return True  # keep the GLib source
+
+    if backend in ("gtk", "appindicator"):
+        from gi.repository import GLib
+
+        # after pystray's own setup (it resets SIGINT), inside the GLib loop
+        def install() -> None:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, on_signal, sig)
+        assert app.view is not None
+        app.view.marshal.call(install)
+    else:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda s, f: on_signal(s))
+
+
+def _tell_already_running(cfg: Config, message: str) -> None:
+    print(message, file=sys.stderr)
+    log.info("second launch: %s", message)
+    if not cfg.tray.notifications:
+        return
+    notifier = Notifier().start()  # launched from a menu there is no terminal to read
+    try:
+        fut = notifier.notify(APP_TITLE, "Telemetry Tray is already running; look for its icon "
+                                         "in the system tray.", "low", kind="already_running")
+        if fut is not None:
+            fut.result(6.0)
+    except Exception:  # noqa: BLE001
+        pass
+    finally:
+        notifier.stop()
+
+
+def run_tray(cfg: Config) -> int:
+    from tray_app.logsetup import setup_logging
+    from tray_app.single_instance import SingleInstance
+
+    setup_logging(cfg, console=sys.stderr.isatty())
+    lock = SingleInstance(cfg.paths.lock_file)
+    try:
+        lock.__enter__()
+    except AlreadyRunning as exc:
+        _tell_already_running(cfg, f"{exc}.")
+        return 0
+    try:
+        return _run_locked(cfg)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_locked(cfg: Config) -> int:
+    try:
+        import pystray
+    except Exception as exc:  # noqa: BLE001 - no display, no GTK, no Xlib...
+        print(f"telemetry-tray: error: cannot show a tray icon ({exc.__class__.__name__}: {exc}); "
+              "is this a desktop session? To capture without a tray: telemetry-tray run --headless",
+              file=sys.stderr)
+        return 1
+    app = TrayApp(cfg)
+    size = icons.platform_size()
+    images = {s: icons.render(s, size) for s in ICON_STATES}
+    first = app.model()
+    icon = pystray.Icon("telemetry-tray", images[I_STARTING], first.tooltip,
+                        menu=pystray_menu(first, app.actions.submit))
+    backend = backend_name(icon)
+    app.view = TrayView(icon, marshal_for(backend), images, app.actions.submit,
+                        has_menu=bool(getattr(icon, "HAS_MENU", True)))
+    log.info("tray: pystray backend %s (%s)", backend,
+             "menus" if app.view.has_menu else "no menus: a click shows the status notification")
+    _install_signals(app, backend)
+
+    def setup(_icon: Any) -> None:
+        app.view.show(first)  # type: ignore[union-attr]
+        app.start_background()
+
+    try:
+        icon.run(setup)
+    finally:
+        ok = app.shutdown()
+    return 0 if ok else 1

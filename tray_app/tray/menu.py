@@ -1,0 +1,239 @@
+"""The tray menu as plain data: a pure function of a health snapshot.
+
+Nothing here imports pystray. ``build_menu`` returns a :class:`MenuModel`
+(frozen, comparable), so the refresher can tell whether anything the user
+would see changed; ``ui.py`` turns a model into pystray items. The same
+model is written to ``<state dir>/tray-menu.json`` for tests and support.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tray_app.config import TraySettings
+from tray_app.engine.health import DEGRADED, PAUSED, RUNNING, STARTING, STOPPED, HealthSnapshot
+
+APP_TITLE = "Telemetry Tray"
+
+# Action keys: what a click on an item asks the action worker to do.
+A_STATUS = "status"
+A_PAUSE = "pause"
+A_RESUME = "resume"
+A_RETRY_DLQ = "retry_dlq"
+A_EXPORT = "export"
+A_OPEN_DATA = "open_data"
+A_OPEN_LOGS = "open_logs"
+A_AUTOSTART = "autostart"
+A_QUIT = "quit"
+
+# Icon states (see icons.py): one look each.
+I_RUNNING = "running"
+I_PAUSED = "paused"
+I_DEGRADED = "degraded"
+I_ERROR = "error"
+I_STARTING = "starting"
+ICON_STATES = (I_RUNNING, I_PAUSED, I_DEGRADED, I_ERROR, I_STARTING)
+
+SQLITE_TEXT = {
+    "locked": "locked by another program",
+    "disk_full": "disk full",
+    "read_only": "read-only",
+    "corrupt": "file is corrupt",
+    "io": "I/O error",
+}
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    text: str = ""
+    #: action key (A_*); "" for an information line
+    action: str = ""
+    enabled: bool = True
+    #: None: a plain item; True/False: a check item
+    checked: bool | None = None
+    #: the item run by a left click on the icon (shown bold)
+    default: bool = False
+    separator: bool = False
+    submenu: tuple["MenuEntry", ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.separator:
+            return {"separator": True}
+        d: dict[str, Any] = {"text": self.text, "action": self.action, "enabled": self.enabled}
+        if self.checked is not None:
+            d["checked"] = self.checked
+        if self.default:
+            d["default"] = True
+        if self.submenu:
+            d["submenu"] = [e.to_dict() for e in self.submenu]
+        return d
+
+
+SEPARATOR = MenuEntry(separator=True)
+
+
+@dataclass(frozen=True)
+class MenuModel:
+    entries: tuple[MenuEntry, ...]
+    tooltip: str
+    icon_state: str
+    #: the status line alone (also the title of the status notification)
+    status: str = ""
+    details: tuple[str, ...] = field(default=())
+
+    def text(self) -> str:
+        """The menu as a person reads it, one line per item."""
+        lines: list[str] = []
+
+        def walk(entries: tuple[MenuEntry, ...], indent: str) -> None:
+            for e in entries:
+                if e.separator:
+                    lines.append(indent + "---")
+                    continue
+                mark = "" if e.checked is None else ("[x] " if e.checked else "[ ] ")
+                lines.append(f"{indent}{mark}{e.text}")
+                walk(e.submenu, indent + "    ")
+
+        walk(self.entries, "")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"icon_state": self.icon_state, "tooltip": self.tooltip, "status": self.status,
+                "items": [e.to_dict() for e in self.entries], "text": self.text()}
+
+    def find(self, action: str) -> MenuEntry | None:
+        for e in self.entries:
+            if e.action == action:
+                return e
+            for s in e.submenu:
+                if s.action == action:
+                    return s
+        return None
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def format_rate(rate: float) -> str:
+    if rate >= 100:
+        return f"{rate:,.0f}"
+    return f"{rate:,.1f}"
+
+
+def _is_paused(snap: HealthSnapshot, paused: bool | None) -> bool:
+    return snap.state == PAUSED if paused is None else paused
+
+
+def icon_state(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None) -> str:
+    """Which of the icon looks this snapshot gets. Error means events are not
+    being stored (database failing, engine stopped); degraded means they are
+    not lost but something needs attention (Redis down and spooling, dead
+    letters or spool past their thresholds). A problem outranks "paused".
+
+    ``paused`` is the engine's own flag when known (a paused engine with
+    Redis down reports state "degraded")."""
+    if snap.state == STOPPED or not snap.sqlite_ok:
+        return I_ERROR
+    if snap.state == STARTING:
+        return I_STARTING
+    if snap.state == DEGRADED or not snap.redis_ok:
+        return I_DEGRADED
+    if _is_paused(snap, paused):
+        return I_PAUSED
+    if (snap.dlq_length >= tray.dlq_warn_threshold
+            or snap.spool_files >= tray.spool_warn_threshold):
+        return I_DEGRADED
+    return I_RUNNING
+
+
+def _problem(snap: HealthSnapshot) -> str:
+    if not snap.sqlite_ok:
+        return f"Database: {SQLITE_TEXT.get(snap.sqlite_status, snap.sqlite_status.replace('_', ' '))}"
+    if not snap.redis_ok:
+        if snap.spool_files:
+            return f"Redis unreachable: {plural(snap.spool_files, 'event')} spooled"
+        return "Redis unreachable"
+    if snap.state == DEGRADED:
+        return next((r for r in snap.reasons if r not in ("Paused", "Running")), "Degraded")
+    return ""
+
+
+def status_line(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None) -> str:
+    """One line: the state, or the most important thing wrong."""
+    if snap.state == STARTING:
+        return f"Starting: {snap.last_error}" if snap.last_error else "Starting..."
+    if snap.state == STOPPED:
+        return f"Stopped: {snap.last_error}" if snap.last_error else "Stopped"
+    problem = _problem(snap)
+    if _is_paused(snap, paused):
+        return f"Paused; {problem}" if problem else "Paused"
+    if problem:
+        return problem
+    if snap.dlq_length >= tray.dlq_warn_threshold:
+        return f"Running, {plural(snap.dlq_length, 'dead letter')}"
+    if snap.spool_files >= tray.spool_warn_threshold:
+        return f"Running, {plural(snap.spool_files, 'event')} spooled"
+    return "Running"
+
+
+def detail_lines(snap: HealthSnapshot) -> tuple[str, str, str, str]:
+    return (
+        f"Ingest: {format_rate(snap.rate_1m)} events/s",
+        f"Today: {plural(snap.today_events, 'event')}, {plural(snap.today_sessions, 'session')}",
+        f"Backlog: {snap.backlog:,}, pending: {snap.pending:,}",
+        f"Dead letters: {snap.dlq_length:,}",
+    )
+
+
+def tooltip(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None) -> str:
+    status = status_line(snap, tray, paused)
+    if snap.state in (RUNNING, DEGRADED) and not _is_paused(snap, paused):
+        return f"{APP_TITLE}: {status}, {format_rate(snap.rate_10s)} events/s"
+    return f"{APP_TITLE}: {status}"
+
+
+def build_menu(snap: HealthSnapshot, tray: TraySettings, *, paused: bool | None = None,
+               autostart: bool | None = None, busy: str = "") -> MenuModel:
+    """The whole menu for this snapshot.
+
+    ``autostart`` is the "Start at login" state, or None to hide the item
+    (no autostart support on this build). ``busy`` names an action in
+    progress (e.g. "Pausing..."), shown in place of Pause/Resume."""
+    is_paused = _is_paused(snap, paused)
+    status = status_line(snap, tray, paused)
+    ingest, today, backlog, dead = detail_lines(snap)
+    entries: list[MenuEntry] = [
+        MenuEntry(status, A_STATUS, default=True),
+        MenuEntry(ingest, enabled=False),
+        MenuEntry(today, enabled=False),
+        MenuEntry(backlog, enabled=False),
+    ]
+    if snap.dlq_length > 0:
+        retry = MenuEntry(f"Retry {plural(snap.dlq_length, 'dead letter')}", A_RETRY_DLQ,
+                          enabled=snap.redis_ok)
+        entries.append(MenuEntry(dead, submenu=(retry,)))
+    else:
+        entries.append(MenuEntry(dead, enabled=False))
+    entries.append(SEPARATOR)
+    can_toggle = snap.state not in (STARTING, STOPPED) and not busy
+    if busy:
+        entries.append(MenuEntry(busy, enabled=False))
+    elif is_paused:
+        entries.append(MenuEntry("Resume", A_RESUME, enabled=can_toggle))
+    else:
+        entries.append(MenuEntry("Pause", A_PAUSE, enabled=can_toggle))
+    entries += [
+        MenuEntry("Export diagnostics bundle...", A_EXPORT),
+        MenuEntry("Open data folder", A_OPEN_DATA),
+        MenuEntry("Open logs", A_OPEN_LOGS),
+    ]
+    if autostart is not None:
+        entries.append(MenuEntry("Start at login", A_AUTOSTART, checked=autostart))
+    entries += [SEPARATOR, MenuEntry("Quit", A_QUIT)]
+    return MenuModel(entries=tuple(entries), tooltip=tooltip(snap, tray, paused),
+                     icon_state=icon_state(snap, tray, paused), status=status,
+                     details=(ingest, today, backlog, dead))

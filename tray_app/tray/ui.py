@@ -1,0 +1,152 @@
+"""The one way into pystray from other threads, and the view that uses it.
+
+Every change to the tray icon (image, tooltip, menu, stop) is a call to
+``TrayView``, which hands it to the backend's UI thread through a
+``Marshal``:
+
+* gtk / appindicator: ``GLib.idle_add`` (runs in the GTK main loop, the main thread);
+* darwin: ``PyObjCTools.AppHelper.callAfter`` (the Cocoa main thread: pystray's
+  darwin backend crashes when the menu changes from another thread);
+* xorg / win32 / dummy: pystray already funnels icon updates into its own
+  thread (xorg rewrites them into a queue; win32 posts window messages), so
+  the calls are only serialised under one lock.
+
+Menu clicks arrive on the UI thread; the view only enqueues them (see
+actions.py), so the UI thread never waits on Redis, SQLite or a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from PIL import Image
+
+from tray_app.tray.menu import MenuEntry, MenuModel
+
+log = logging.getLogger(__name__)
+
+
+class Marshal(Protocol):
+    def call(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+
+class GLibMarshal:
+    def __init__(self) -> None:
+        from gi.repository import GLib
+
+        self._glib = GLib
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        def once() -> bool:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("UI call %s failed", getattr(fn, "__name__", fn))
+            return False  # do not repeat
+
+        self._glib.idle_add(once)
+
+
+class DarwinMarshal:
+    def __init__(self) -> None:
+        from PyObjCTools import AppHelper  # type: ignore[import-not-found]
+
+        self._helper = AppHelper
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._helper.callAfter(_guarded(fn), *args)
+
+
+class SerialMarshal:
+    """For backends whose pystray calls are already thread-safe: one at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        with self._lock:
+            _guarded(fn)(*args)
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., None]:
+    def run(*args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("UI call %s failed", getattr(fn, "__name__", fn))
+    return run
+
+
+def marshal_for(backend: str) -> Marshal:
+    if backend in ("gtk", "appindicator"):
+        return GLibMarshal()
+    if backend == "darwin":
+        return DarwinMarshal()
+    return SerialMarshal()
+
+
+def backend_name(icon: Any) -> str:
+    """"gtk", "appindicator", "xorg", "darwin", "win32" or "dummy" for a pystray Icon."""
+    return type(icon).__module__.rsplit(".", 1)[-1].lstrip("_")
+
+
+def pystray_menu(model: MenuModel, on_action: Callable[[str], None]) -> Any:
+    import pystray
+
+    def item(e: MenuEntry) -> Any:
+        if e.separator:
+            return pystray.Menu.SEPARATOR
+        if e.submenu:
+            return pystray.MenuItem(e.text, pystray.Menu(*[item(s) for s in e.submenu]),
+                                    enabled=e.enabled)
+        action = e.action
+
+        def clicked(icon: Any, menu_item: Any) -> None:
+            on_action(action)
+
+        kwargs: dict[str, Any] = {"enabled": e.enabled, "default": e.default}
+        if e.checked is not None:
+            checked = e.checked
+            kwargs["checked"] = lambda _item: checked
+        return pystray.MenuItem(e.text, clicked if action else None, **kwargs)
+
+    return pystray.Menu(*[item(e) for e in model.entries])
+
+
+class TrayView:
+    """Owns the pystray Icon; every method may be called from any thread."""
+
+    def __init__(self, icon: Any, marshal: Marshal, images: dict[str, Image.Image],
+                 on_action: Callable[[str], None], has_menu: bool = True) -> None:
+        self.icon = icon
+        self.marshal = marshal
+        self.images = images
+        self.on_action = on_action
+        self.has_menu = has_menu
+        self._shown: MenuModel | None = None  # touched on the UI thread only
+
+    def show(self, model: MenuModel) -> None:
+        self.marshal.call(self._apply, model)
+
+    def stop(self) -> None:
+        self.marshal.call(self._stop)
+
+    # ---- below: UI thread only
+
+    def _apply(self, model: MenuModel) -> None:
+        old = self._shown
+        if old is None or old.icon_state != model.icon_state:
+            self.icon.icon = self.images[model.icon_state]
+        if old is None or old.tooltip != model.tooltip:
+            self.icon.title = model.tooltip
+        if old is None or old.entries != model.entries:
+            self.icon.menu = pystray_menu(model, self.on_action)
+        if not self.icon.visible:
+            self.icon.visible = True
+        self._shown = model
+
+    def _stop(self) -> None:
+        self.icon.stop()
