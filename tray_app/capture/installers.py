@@ -1,0 +1,367 @@
+"""Install, remove and inspect our hook entries in the assistants' settings.
+
+* Cursor: ``~/.cursor/hooks.json``:
+  ``{"version": 1, "hooks": {"<event>": [{"command": "..."}]}}``
+* Claude Code: ``settings.json`` in ``$CLAUDE_CONFIG_DIR`` or ``~/.claude``:
+  ``{"hooks": {"<Event>": [{"matcher": "...", "hooks": [{"type": "command",
+  "command": "...", "timeout": 5}]}]}}``
+
+Rules: merge into what is there and touch nothing else; an entry is ours
+when its command runs ``tray_app/capture/hook.py`` (any install location, so
+a stale entry from an old checkout is replaced, never duplicated); running
+install twice changes nothing (the file is not even rewritten); writes are
+atomic and keep one backup (``<file>.telemetry-tray.bak``, the file as it
+was before our latest change); a file that is not valid JSON, or whose
+shape we do not understand, is refused with a one-line error and left as it
+is; uninstall removes exactly our entries. HOME and CLAUDE_CONFIG_DIR are
+read from the environment, so tests point them at a temp dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tray_app.errors import ConfigError
+from tray_app.fileutil import atomic_write
+
+ASSISTANTS = ("cursor", "claude")
+
+#: Cursor agent hooks we install (cursor.com/docs/agent/hooks). The generic
+#: preToolUse/postToolUse and the Tab hooks are mapped if a user adds them,
+#: but not installed: they would double every tool call / fire per keystroke.
+CURSOR_EVENTS = (
+    "sessionStart", "sessionEnd", "beforeSubmitPrompt", "afterAgentResponse",
+    "afterAgentThought", "beforeShellExecution", "afterShellExecution",
+    "beforeMCPExecution", "afterMCPExecution", "beforeReadFile", "afterFileEdit", "stop",
+)
+#: Claude Code hook events we install (code.claude.com/docs/en/hooks)
+CLAUDE_EVENTS = (
+    "SessionStart", "SessionEnd", "UserPromptSubmit", "PreToolUse", "PostToolUse",
+    "Stop", "SubagentStop", "PreCompact", "Notification",
+)
+#: events whose matcher is a tool name ("*": every tool); the others match everything with ""
+CLAUDE_TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse"})
+#: Claude Code's per-hook timeout, in seconds: a safety net, the hook itself takes milliseconds
+CLAUDE_TIMEOUT_S = 5
+BACKUP_SUFFIX = ".telemetry-tray.bak"
+HOOK_SCRIPT = Path(__file__).resolve().with_name("hook.py")
+_OUR_MARK = "tray_app/capture/hook.py"
+_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+
+
+# ----------------------------------------------------------------------------- command
+
+def interpreter() -> Path:
+    """The real interpreter binary: a venv's base interpreter, symlinks resolved.
+
+    Never a version-manager shim (pyenv/asdf shims are shell scripts that cost
+    ~80 ms per call): the running interpreter is what such a shim exec'd."""
+    exe = getattr(sys, "_base_executable", None) or sys.executable
+    path = Path(os.path.realpath(exe))
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the Python interpreter ({exc.strerror or exc})") from None
+    if head == b"#!":
+        raise ConfigError(f"{path}: the Python interpreter is a script (a version-manager shim?); "
+                          f"run telemetry-tray with the real interpreter")
+    return path
+
+
+def quote(arg: str) -> str:
+    """Quote one argument for the shell the assistants run hook commands with."""
+    if sys.platform == "win32":
+        return subprocess.list2cmdline([arg])
+    if _SAFE.match(arg):
+        return arg
+    if not re.search(r'["$`\\!]', arg):
+        return f'"{arg}"'  # readable, and what users expect around "Application Support"
+    return "'" + arg.replace("'", "'\"'\"'") + "'"
+
+
+def hook_command(assistant: str, python: Path | None = None, script: Path | None = None) -> str:
+    """``<python> -I -S <hook.py> cursor|claude`` with absolute, quoted paths."""
+    python = python or interpreter()
+    script = script or HOOK_SCRIPT
+    return f"{quote(str(python))} -I -S {quote(str(script))} {assistant}"
+
+
+def is_ours(command: Any) -> bool:
+    return isinstance(command, str) and _OUR_MARK in command.replace("\\", "/")
+
+
+# ----------------------------------------------------------------------------- locations
+
+def _home(env: Mapping[str, str]) -> Path:
+    home = env.get("HOME") or env.get("USERPROFILE")
+    return Path(home) if home else Path.home()
+
+
+def settings_path(assistant: str, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if assistant == "cursor":
+        return _home(env) / ".cursor" / "hooks.json"
+    if assistant == "claude":
+        base = env.get("CLAUDE_CONFIG_DIR")
+        return (Path(base).expanduser() if base else _home(env) / ".claude") / "settings.json"
+    raise ValueError(f"unknown assistant {assistant!r}")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_settings(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """(text, parsed object); (None, {}) when the file does not exist.
+    Raises ConfigError for anything we must not touch."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; left unchanged") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not text.strip():
+        return text, {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
+                          f"left unchanged, fix it and run again") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top, found {type(data).__name__}; "
+                          f"left unchanged")
+    return text, data
+
+
+def _hooks_table(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    hooks = data.get("hooks", {})
+    if not isinstance(hooks, dict):
+        raise ConfigError(f'{path}: "hooks" should be an object, found {type(hooks).__name__}; '
+                          f"left unchanged")
+    for event, entries in hooks.items():
+        if not isinstance(entries, list):
+            raise ConfigError(f'{path}: "hooks.{event}" should be a list, found '
+                              f"{type(entries).__name__}; left unchanged")
+    return hooks
+
+
+# ----------------------------------------------------------------------------- merging
+
+def _place(entries: list[Any], ours: Any | None, mine: Callable[[Any], bool]) -> list[Any]:
+    """``entries`` with every entry of ours removed and, when ``ours`` is given,
+    the current one where the first of ours was (else at the end)."""
+    out: list[Any] = []
+    placed = ours is None
+    for entry in entries:
+        if mine(entry):
+            if not placed:
+                out.append(ours)
+                placed = True
+            continue
+        out.append(entry)
+    if not placed:
+        out.append(ours)
+    return out
+
+
+def _cursor_entry_is_ours(entry: Any) -> bool:
+    return isinstance(entry, dict) and is_ours(entry.get("command"))
+
+
+def _claude_hook_is_ours(hook: Any) -> bool:
+    return isinstance(hook, dict) and is_ours(hook.get("command"))
+
+
+def _strip_claude_group(group: Any) -> Any:
+    """A matcher group without our commands; None when nothing else was in it."""
+    if not isinstance(group, dict) or not isinstance(group.get("hooks"), list):
+        return group
+    rest = [h for h in group["hooks"] if not _claude_hook_is_ours(h)]
+    if len(rest) == len(group["hooks"]):
+        return group
+    if not rest:
+        return None
+    return {**group, "hooks": rest}
+
+
+def _merge(assistant: str, path: Path, data: dict[str, Any], command: str | None) -> dict[str, Any]:
+    """``data`` with our entries installed (``command``) or removed (None)."""
+    new = copy.deepcopy(data)
+    hooks = _hooks_table(path, new)
+    events = CURSOR_EVENTS if assistant == "cursor" else CLAUDE_EVENTS
+    touched = False
+    for event in list(hooks) + [e for e in events if e not in hooks]:
+        entries = hooks.get(event, [])
+        want = command is not None and event in events
+        if assistant == "cursor":
+            ours = {"command": command} if want else None
+            updated = _place(entries, ours, _cursor_entry_is_ours)
+        else:
+            stripped: list[Any] = []
+            marks: list[Any] = []
+            for group in entries:
+                kept = _strip_claude_group(group)
+                if kept is None:
+                    marks.append(group)
+                    stripped.append(group)  # position holder, replaced or dropped below
+                else:
+                    stripped.append(kept)
+            ours = None
+            if want:
+                ours = {"matcher": "*" if event in CLAUDE_TOOL_EVENTS else "",
+                        "hooks": [{"type": "command", "command": command, "timeout": CLAUDE_TIMEOUT_S}]}
+            updated = _place(stripped, ours, lambda g: any(g is m for m in marks))
+        if updated == entries:
+            continue
+        touched = True
+        if updated:
+            hooks[event] = updated
+        else:
+            hooks.pop(event, None)
+    if not touched:
+        return new
+    if assistant == "cursor":
+        if command is not None:
+            new.setdefault("version", 1)
+        new["hooks"] = hooks  # Cursor's file is ours to shape: keep "hooks" even when empty
+    elif hooks:
+        new["hooks"] = hooks
+    else:
+        new.pop("hooks", None)  # we emptied it: leave the settings as they were before us
+    return new
+
+
+# ----------------------------------------------------------------------------- plans
+
+@dataclass(frozen=True)
+class Change:
+    assistant: str
+    path: Path
+    old_text: str | None
+    new_text: str
+    changed: bool
+
+    def diff(self) -> str:
+        old = (self.old_text or "").splitlines(keepends=True)
+        new = self.new_text.splitlines(keepends=True)
+        return "".join(difflib.unified_diff(
+            old, new, fromfile=str(self.path) if self.old_text is not None else "/dev/null",
+            tofile=f"{self.path} (after)"))
+
+
+def _indent_of(text: str | None) -> int | str:
+    if text:
+        m = re.search(r"\n([ \t]+)\S", text)
+        if m:
+            ws = m.group(1)
+            return "\t" if ws.startswith("\t") else len(ws)
+    return 2
+
+
+def render(data: dict[str, Any], like: str | None = None) -> str:
+    return json.dumps(data, indent=_indent_of(like), ensure_ascii=False) + "\n"
+
+
+def plan(assistant: str, install: bool, env: Mapping[str, str] | None = None,
+         command: str | None = None) -> Change:
+    """What install (or uninstall) would do to one assistant's settings file."""
+    path = settings_path(assistant, env)
+    real = path.resolve() if path.is_symlink() else path  # dotfile managers: write the target
+    old_text, data = read_settings(real)
+    if install and command is None:
+        command = hook_command(assistant)
+    new_data = _merge(assistant, real, data, command if install else None)
+    if new_data == data and (old_text is not None or not install):
+        return Change(assistant, real, old_text, old_text or "", False)
+    return Change(assistant, real, old_text, render(new_data, old_text), True)
+
+
+def apply(change: Change) -> Path | None:
+    """Write a planned change atomically; returns the backup's path (None when
+    there was no file before or nothing changed)."""
+    if not change.changed:
+        return None
+    path = change.path
+    backup = None
+    mode = 0o600
+    if change.old_text is not None:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            pass
+        backup = path.with_name(path.name + BACKUP_SUFFIX)
+        atomic_write(backup, change.old_text, mode=mode)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, change.new_text, mode=mode)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write ({exc.strerror or exc}); left unchanged") from None
+    return backup
+
+
+# ----------------------------------------------------------------------------- status
+
+@dataclass(frozen=True)
+class Status:
+    assistant: str
+    path: Path
+    exists: bool
+    error: str | None
+    #: events whose entry is ours and current
+    installed: tuple[str, ...]
+    #: events with an entry of ours that runs another command (old install)
+    stale: tuple[str, ...]
+    #: events we install that have no entry of ours
+    missing: tuple[str, ...]
+
+    @property
+    def state(self) -> str:
+        if self.error:
+            return "unreadable"
+        if not self.installed and not self.stale:
+            return "not installed"
+        if self.stale or self.missing:
+            return "partly installed"
+        return "installed"
+
+
+def _our_commands(assistant: str, entries: list[Any]) -> list[str]:
+    found: list[str] = []
+    for entry in entries:
+        if assistant == "cursor":
+            if _cursor_entry_is_ours(entry):
+                found.append(entry["command"])
+        elif isinstance(entry, dict) and isinstance(entry.get("hooks"), list):
+            found.extend(h["command"] for h in entry["hooks"] if _claude_hook_is_ours(h))
+    return found
+
+
+def status(assistant: str, env: Mapping[str, str] | None = None, command: str | None = None) -> Status:
+    path = settings_path(assistant, env)
+    events = CURSOR_EVENTS if assistant == "cursor" else CLAUDE_EVENTS
+    try:
+        text, data = read_settings(path)
+        hooks = _hooks_table(path, data)
+    except ConfigError as exc:
+        return Status(assistant, path, path.exists(), str(exc), (), (), events)
+    want = command or hook_command(assistant)
+    installed, stale = [], []
+    for event, entries in hooks.items():
+        cmds = _our_commands(assistant, entries)
+        if not cmds:
+            continue
+        (installed if all(c == want for c in cmds) else stale).append(event)
+    missing = tuple(e for e in events if e not in installed and e not in stale)
+    return Status(assistant, path, text is not None, None, tuple(installed), tuple(stale), missing)

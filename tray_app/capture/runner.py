@@ -1,0 +1,106 @@
+"""The hook's work: read stdin, build the event, send it or spool it.
+
+Called by hook.py. Whatever happens, the assistant sees the same thing:
+exit code 0, and on stdout ``{}`` for Cursor (a JSON object with no
+decision in it) or nothing for Claude Code.
+
+Standard library only; loaded as a top-level module by hook.py.
+"""
+
+try:
+    import posix as _os
+except ImportError:  # Windows
+    import nt as _os  # type: ignore[no-redef]
+
+try:
+    from . import fastjson, hookconfig, mapping
+except ImportError:
+    import fastjson  # type: ignore[no-redef]
+    import hookconfig  # type: ignore[no-redef]
+    import mapping  # type: ignore[no-redef]
+
+#: tray_app.redis_conn.EVENTS_STREAM (a test keeps them equal)
+EVENTS_STREAM = "telemetry:events"
+#: stdin beyond this is read and discarded (the writer must never see EPIPE);
+#: [capture] max_input_bytes then caps what is kept
+READ_LIMIT = 64 * 1024 * 1024
+CURSOR_OUTPUT = b"{}\n"
+
+
+def read_stdin(limit=READ_LIMIT):
+    """(bytes kept, total bytes seen). Never raises."""
+    chunks = []
+    kept = 0
+    total = 0
+    try:
+        while True:
+            chunk = _os.read(0, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if kept < limit:
+                chunks.append(chunk)
+                kept += len(chunk)
+    except OSError:
+        pass
+    data = b"".join(chunks)
+    if total > limit:
+        data = data[:limit]
+    return data, total
+
+
+def _say(message):
+    try:
+        _os.write(2, f"telemetry-tray hook: {message}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def deliver(fields, settings):
+    """Send with XADD, or spool. Returns "sent", "spooled" or "lost"."""
+    url, password = hookconfig.endpoint(settings)
+    if url:
+        try:
+            try:
+                from . import resp
+            except ImportError:
+                import resp  # type: ignore[no-redef]
+            resp.xadd(url, password, EVENTS_STREAM, mapping.to_resp_fields(fields),
+                      settings["hook_timeout_ms"] / 1000.0)
+            return "sent"
+        except Exception:
+            pass  # unreachable, refused, hanging, auth: all go to the spool
+    try:
+        try:
+            from . import spoolfile
+        except ImportError:
+            import spoolfile  # type: ignore[no-redef]
+        data = fastjson.dumps(fields).encode("utf-8", "replace")
+        spoolfile.write(settings["spool_dir"], fields["event_id"], data)
+        return "spooled"
+    except Exception as exc:
+        _say(f"event {fields.get('event_id')} lost: Redis unreachable and "
+             f"cannot write to the spool ({exc})")
+        return "lost"
+
+
+def run(arg, environ=None):
+    raw, total = read_stdin()
+    settings = hookconfig.load(environ)
+    fields = mapping.build(arg, raw, settings, total_bytes=total)
+    return deliver(fields, settings)
+
+
+def main(argv):
+    """Never raises; the caller exits 0."""
+    arg = argv[1] if len(argv) > 1 else ""
+    if arg.strip().lower() == "cursor":
+        try:
+            _os.write(1, CURSOR_OUTPUT)
+        except OSError:
+            pass
+    try:
+        return run(arg)
+    except BaseException as exc:  # noqa: BLE001 - the hook must never fail the assistant
+        _say(f"internal error: {type(exc).__name__}: {exc}")
+        return "lost"
