@@ -288,7 +288,15 @@ class FastPathConsumer(threading.Thread):
 
     def _flush(self) -> None:
         if not len(self.batch):
-            self._db_error = None
+            if self._db_error is not None:
+                try:
+                    self.writer.open()  # the failure was at open: is the database back?
+                except DatabaseError as exc:
+                    self._db_failed(exc)
+                    return
+                self._db_error = None
+                self._db_backoff.reset()
+                self._set_state()
             return
         good: list[tuple[str, dict[str, Any]]] = []
         dead: list[dict[bytes | str, bytes | str]] = []

@@ -72,8 +72,24 @@ KIND_TEXT = {
 }
 
 
+def _volume_read_only(path: Path) -> bool:
+    import os
+
+    for p in (path, path.parent):
+        try:
+            if os.statvfs(p).f_flag & os.ST_RDONLY:
+                return True
+            if p.exists() and not os.access(p, os.W_OK):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def translate(exc: BaseException, path: Path) -> DatabaseError:
     kind = classify(exc)
+    if kind in ("io", "error") and _volume_read_only(path):
+        kind = "read_only"  # SQLite reports a read-only volume as "unable to open" or I/O
     return DatabaseError(f"{path}: {KIND_TEXT[kind]} ({exc})", kind=kind)
 
 
@@ -90,6 +106,7 @@ class SQLiteBatchWriter:
         except SchemaTooNew:
             raise
         except (sqlite3.Error, OSError) as exc:
+            self._conn = None
             raise translate(exc, self.path) from None
 
     def close(self) -> None:

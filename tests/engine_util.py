@@ -1,0 +1,68 @@
+"""Helpers for engine tests: synthetic events, pushing, reading rows back."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+import zlib
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tray_app import events
+from tray_app.redis_conn import EVENTS_STREAM
+
+
+def make_event(i: int, *, session: str | None = None, size: int = 200, **extra: Any) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "event_id": events.new_event_id(),
+        "platform": "cursor" if i % 2 else "claude_code",
+        "event_type": ("user_prompt", "tool_use", "file_edit", "shell_execution")[i % 4],
+        "timestamp": events.utc_now_iso(),
+        "session_id": session or f"session-{i % 5}",
+        "external_session_id": f"ext-{i % 3}",
+        "hook_type": "beforeSubmitPrompt",
+        "workspace_hash": f"{i % 7:016x}",
+        "payload": {"n": i, "text": "synthetic " * (size // 10)},
+        "metadata": {"source": "test_producer", "model": "m-1"},
+        "schema_version": "1",
+    }
+    ev.update(extra)
+    return ev
+
+
+def push(client: redis.Redis, evs: list[dict[str, Any]], chunk: int = 1000) -> list[str]:
+    ids: list[str] = []
+    for i in range(0, len(evs), chunk):
+        pipe = client.pipeline(transaction=False)
+        for ev in evs[i:i + chunk]:
+            pipe.xadd(EVENTS_STREAM, events.encode(ev))
+        ids.extend(x.decode() for x in pipe.execute())
+    return ids
+
+
+def db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    return conn
+
+
+def row_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with closing(db(path)) as c:
+            return int(c.execute("SELECT COUNT(*) FROM raw_traces").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def stored_events(path: Path) -> dict[str, dict[str, Any]]:
+    with closing(db(path)) as c:
+        return {eid: json.loads(zlib.decompress(blob))
+                for eid, blob in c.execute("SELECT event_id, event_data FROM raw_traces")}
+
+
+def pending_count(client: redis.Redis) -> int:
+    return int(client.xpending(EVENTS_STREAM, "processors")["pending"])
