@@ -12,7 +12,8 @@ unit-tested with a fake clock:
   again, within the same limit;
 * recovery is announced once, and only for an outage that was announced;
 * dead letters and the spool warn when they reach their threshold and again
-  (at most once per interval) while they keep growing.
+  (at most once per interval) while they keep growing; the spool not while
+  Redis is down (it grows by design then, and the Redis notice says so).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class AlertPolicy:
         out += self._failure(
             K_REDIS, redis_down, now, detail="down",
             notice=lambda: Notice(K_REDIS, "Redis unreachable",
-                                  f"Telemetry cannot reach Redis ({snap.redis_status})." + spooled,
+                                  "Telemetry cannot reach Redis." + spooled,
                                   "critical"),
             recovery=lambda: Notice(K_REDIS, "Redis reachable again",
                                     "Telemetry is connected; spooled events are being stored.",
@@ -99,8 +100,10 @@ class AlertPolicy:
                                              "Some events could not be stored and were set aside. "
                                              "Use \"Dead letters\" in the tray menu to retry them, "
                                              "or export a diagnostics bundle."))
-        out += self._growth(K_SPOOL, snap.spool_files, self.spool_threshold, now,
-                            lambda n: Notice(K_SPOOL, f"Spool growing: {plural(n, 'event')} waiting",
+        # While Redis is down the spool grows by design and the Redis notice says so;
+        # its size then is the level a later warning must exceed.
+        out += self._growth(K_SPOOL, snap.spool_files, self.spool_threshold, now, quiet=redis_down,
+                            notice=lambda n: Notice(K_SPOOL, f"Spool growing: {plural(n, 'event')} waiting",
                                              "Events are being written to the local spool because "
                                              "they cannot reach Redis; nothing is lost."))
         return out
@@ -121,10 +124,13 @@ class AlertPolicy:
         return [recovery()] if was_announced else []
 
     def _growth(self, kind: str, value: int, threshold: int, now: float,
-                notice: Callable[[int], Notice]) -> list[Notice]:
+                notice: Callable[[int], Notice], quiet: bool = False) -> list[Notice]:
         st = self._kinds[kind]
         if value < threshold:
             st.announced, st.level = False, 0
+            return []
+        if quiet:
+            st.level = max(st.level, value)
             return []
         if value > st.level and self._allowed(st, now):
             st.announced, st.level, st.last_sent = True, value, now

@@ -1,0 +1,167 @@
+"""Notification policy: rate limits per kind and recovery messages, with an injected clock."""
+
+from __future__ import annotations
+
+from tray_app.engine.health import DEGRADED, RUNNING, STARTING, STOPPED, HealthSnapshot
+from tray_app.tray.alerts import K_DATABASE, K_DLQ, K_REDIS, K_SPOOL, AlertPolicy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, s: float) -> None:
+        self.t += s
+
+
+OK = HealthSnapshot(state=RUNNING, redis_ok=True, redis_status="ok")
+REDIS_DOWN = HealthSnapshot(state=DEGRADED, redis_ok=False, redis_status="Connection refused",
+                            spool_files=1204)
+
+
+def db_down(kind: str) -> HealthSnapshot:
+    return HealthSnapshot(state=DEGRADED, redis_ok=True, sqlite_ok=False, sqlite_status=kind)
+
+
+def policy(clock: Clock, interval: float = 300.0, grace: float = 2.0) -> AlertPolicy:
+    return AlertPolicy(interval_s=interval, dlq_threshold=10, spool_threshold=100, grace_s=grace,
+                       clock=clock)
+
+
+def titles(notices: list) -> list[str]:
+    return [n.title for n in notices]
+
+
+def test_redis_outage_is_announced_after_the_grace_then_recovery_once() -> None:
+    c = Clock()
+    p = policy(c)
+    assert p.observe(OK) == []
+    assert p.observe(REDIS_DOWN) == []          # a blip is not worth a popup
+    c.advance(1.0)
+    assert p.observe(REDIS_DOWN) == []
+    c.advance(1.5)
+    [n] = p.observe(REDIS_DOWN)
+    assert (n.kind, n.title, n.urgency, n.recovery) == (K_REDIS, "Redis unreachable", "critical", False)
+    assert "1,204 events spooled" in n.message
+    for _ in range(10):                          # still down: no repeats
+        c.advance(60)
+        assert p.observe(REDIS_DOWN) == []
+    [r] = p.observe(OK)
+    assert (r.title, r.recovery, r.urgency) == ("Redis reachable again", True, "low")
+    assert p.observe(OK) == []                   # recovery announced once
+
+
+def test_a_blip_shorter_than_the_grace_makes_no_noise_at_all() -> None:
+    c = Clock()
+    p = policy(c)
+    p.observe(REDIS_DOWN)
+    c.advance(1.0)
+    assert p.observe(OK) == []                   # no failure announced -> no recovery either
+
+
+def test_each_kind_at_most_once_per_interval_flapping() -> None:
+    c = Clock()
+    p = policy(c, interval=300, grace=0)
+    assert titles(p.observe(REDIS_DOWN)) == ["Redis unreachable"]
+    c.advance(10)
+    assert titles(p.observe(OK)) == ["Redis reachable again"]
+    c.advance(10)
+    assert p.observe(REDIS_DOWN) == []           # within the interval: suppressed
+    c.advance(10)
+    assert p.observe(OK) == []                   # that outage was not announced: no recovery
+    c.advance(10)
+    assert p.observe(REDIS_DOWN) == []
+    c.advance(300)                               # still down when the interval ends: announced now
+    assert titles(p.observe(REDIS_DOWN)) == ["Redis unreachable"]
+    assert titles(p.observe(OK)) == ["Redis reachable again"]
+
+
+def test_kinds_are_limited_independently() -> None:
+    c = Clock()
+    p = policy(c, grace=0)
+    assert titles(p.observe(REDIS_DOWN)) == ["Redis unreachable"]
+    assert titles(p.observe(db_down("disk_full"))) == ["Redis reachable again",
+                                                      "Database writes failing: disk full"]
+
+
+def test_database_failure_messages_and_change_of_cause() -> None:
+    c = Clock()
+    p = policy(c, interval=60, grace=0)
+    [n] = p.observe(db_down("locked"))
+    assert (n.kind, n.title) == (K_DATABASE, "Database writes failing: locked by another program")
+    assert "will be stored" in n.message
+    c.advance(5)
+    assert p.observe(db_down("disk_full")) == []  # new cause, but within the interval
+    c.advance(60)
+    assert titles(p.observe(db_down("disk_full"))) == ["Database writes failing: disk full"]
+    c.advance(60)
+    assert p.observe(db_down("disk_full")) == []  # same cause: told already
+    for kind, text in [("read_only", "read-only"), ("corrupt", "file is corrupt"), ("io", "I/O error")]:
+        q = policy(Clock(), grace=0)
+        assert titles(q.observe(db_down(kind))) == [f"Database writes failing: {text}"]
+    [r] = p.observe(OK)
+    assert (r.title, r.recovery) == ("Database writes recovered", True)
+
+
+def test_dead_letters_warn_past_threshold_and_while_growing() -> None:
+    c = Clock()
+    p = policy(c, interval=100)
+    assert p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, dlq_length=9)) == []
+    [n] = p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, dlq_length=10))
+    assert (n.kind, n.title) == (K_DLQ, "10 dead letters")
+    c.advance(50)
+    assert p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, dlq_length=30)) == []  # limited
+    c.advance(60)
+    assert titles(p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, dlq_length=30))) == ["30 dead letters"]
+    c.advance(500)
+    assert p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, dlq_length=30)) == []  # not growing
+    # retried away, then back past the threshold: a new warning
+    assert p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, dlq_length=0)) == []
+    c.advance(100)
+    assert titles(p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, dlq_length=11))) == ["11 dead letters"]
+
+
+def test_spool_growth_warning() -> None:
+    c = Clock()
+    p = policy(c, interval=100, grace=0)
+    snap = HealthSnapshot(state=RUNNING, redis_ok=True, spool_files=150)
+    [n] = p.observe(snap)
+    assert (n.kind, n.title) == (K_SPOOL, "Spool growing: 150 events waiting")
+    assert "nothing is lost" in n.message
+
+
+def test_starting_and_stopped_are_not_outages() -> None:
+    c = Clock()
+    p = policy(c, grace=0)
+    assert p.observe(HealthSnapshot(state=STARTING, redis_ok=False, redis_status="unknown")) == []
+    c.advance(100)
+    assert p.observe(HealthSnapshot(state=STARTING, redis_ok=False)) == []
+    assert p.observe(HealthSnapshot(state=STOPPED, redis_ok=False)) == []
+
+
+def test_zero_interval_still_announces_recovery_once() -> None:
+    c = Clock()
+    p = policy(c, interval=0, grace=0)
+    assert len(p.observe(REDIS_DOWN)) == 1
+    assert p.observe(REDIS_DOWN) == []
+    assert len(p.observe(OK)) == 1 and p.observe(OK) == []
+
+
+def test_spool_is_quiet_while_redis_is_down_and_after_it_drains() -> None:
+    c = Clock()
+    p = policy(c, interval=100, grace=0)
+    down = HealthSnapshot(state=DEGRADED, redis_ok=False, redis_status="refused", spool_files=500)
+    assert titles(p.observe(down)) == ["Redis unreachable"]   # one notice, which names the spool
+    c.advance(200)
+    assert p.observe(HealthSnapshot(state=DEGRADED, redis_ok=False, spool_files=900)) == []
+    # back up and draining: no "spool growing" for a shrinking spool
+    assert titles(p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, spool_files=800))) == \
+        ["Redis reachable again"]
+    c.advance(200)
+    assert p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, spool_files=400)) == []
+    # growing past what it reached while Redis was down, with Redis up: worth a warning
+    assert titles(p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, spool_files=950))) == \
+        ["Spool growing: 950 events waiting"]

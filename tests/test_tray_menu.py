@@ -1,0 +1,140 @@
+"""The tray menu's text for every health state (pure: snapshot -> model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tray_app.config import TraySettings
+from tray_app.engine.health import DEGRADED, PAUSED, RUNNING, STARTING, STOPPED, HealthSnapshot
+from tray_app.tray.menu import (A_AUTOSTART, A_PAUSE, A_QUIT, A_RESUME, A_RETRY_DLQ, A_STATUS,
+                                I_DEGRADED, I_ERROR, I_PAUSED, I_RUNNING, I_STARTING, build_menu,
+                                format_rate, icon_state, status_line)
+
+TRAY = TraySettings(dlq_warn_threshold=10, spool_warn_threshold=100)
+
+
+def snap(**kw: object) -> HealthSnapshot:
+    base: dict[str, object] = dict(state=RUNNING, redis_ok=True, redis_status="ok", sqlite_ok=True,
+                                   sqlite_status="ok", rate_1m=12.43, rate_10s=20.0,
+                                   today_events=3210, today_sessions=4, backlog=7, pending=2)
+    base.update(kw)
+    return HealthSnapshot(**base)  # type: ignore[arg-type]
+
+
+def test_running_menu_reads_as_the_issue_describes() -> None:
+    model = build_menu(snap(), TRAY, autostart=False)
+    assert model.text() == "\n".join([
+        "Running",
+        "Ingest: 12.4 events/s",
+        "Today: 3,210 events, 4 sessions",
+        "Backlog: 7, pending: 2",
+        "Dead letters: 0",
+        "---",
+        "Pause",
+        "Export diagnostics bundle...",
+        "Open data folder",
+        "Open logs",
+        "[ ] Start at login",
+        "---",
+        "Quit",
+    ])
+    assert model.icon_state == I_RUNNING
+    assert model.tooltip == "Telemetry Tray: Running, 20.0 events/s"
+    status = model.entries[0]
+    assert status.action == A_STATUS and status.default and status.enabled
+    # information lines are not clickable
+    assert [e.enabled for e in model.entries[1:5]] == [False] * 4
+    assert model.find(A_QUIT) is not None
+
+
+@pytest.mark.parametrize("kw, status, icon", [
+    (dict(state=STARTING, redis_ok=False, redis_status="unknown"), "Starting...", I_STARTING),
+    (dict(state=STARTING, redis_ok=False, last_error="no valkey-server found"),
+     "Starting: no valkey-server found", I_STARTING),
+    (dict(state=PAUSED), "Paused", I_PAUSED),
+    (dict(state=DEGRADED, redis_ok=False, redis_status="Connection refused", spool_files=1204),
+     "Redis unreachable: 1,204 events spooled", I_DEGRADED),
+    (dict(state=DEGRADED, redis_ok=False, redis_status="Connection refused"), "Redis unreachable", I_DEGRADED),
+    (dict(state=DEGRADED, sqlite_ok=False, sqlite_status="disk_full"), "Database: disk full", I_ERROR),
+    (dict(state=DEGRADED, sqlite_ok=False, sqlite_status="locked"), "Database: locked by another program", I_ERROR),
+    (dict(state=DEGRADED, sqlite_ok=False, sqlite_status="read_only"), "Database: read-only", I_ERROR),
+    (dict(state=DEGRADED, sqlite_ok=False, sqlite_status="corrupt"), "Database: file is corrupt", I_ERROR),
+    (dict(state=DEGRADED, sqlite_ok=False, sqlite_status="io"), "Database: I/O error", I_ERROR),
+    (dict(state=DEGRADED, sqlite_ok=False, sqlite_status="something_new"), "Database: something new", I_ERROR),
+    (dict(state=DEGRADED, reasons=("consumer crashed: boom",)), "consumer crashed: boom", I_DEGRADED),
+    (dict(state=STOPPED), "Stopped", I_ERROR),
+    (dict(state=STOPPED, last_error="fatal: x"), "Stopped: fatal: x", I_ERROR),
+    (dict(dlq_length=12), "Running, 12 dead letters", I_DEGRADED),
+    (dict(dlq_length=9), "Running", I_RUNNING),
+    (dict(spool_files=150), "Running, 150 events spooled", I_DEGRADED),
+])
+def test_status_line_and_icon_for_every_state(kw: dict, status: str, icon: str) -> None:
+    s = snap(**kw)
+    model = build_menu(s, TRAY)
+    assert model.entries[0].text == status == model.status == status_line(s, TRAY)
+    assert model.icon_state == icon == icon_state(s, TRAY)
+
+
+def test_database_failure_outranks_redis_failure() -> None:
+    s = snap(state=DEGRADED, redis_ok=False, sqlite_ok=False, sqlite_status="disk_full", spool_files=3)
+    assert status_line(s, TRAY) == "Database: disk full"
+    assert icon_state(s, TRAY) == I_ERROR
+
+
+def test_paused_engine_with_redis_down_still_offers_resume() -> None:
+    # the engine reports "degraded" while paused when Redis is down; its pause flag decides the item
+    s = snap(state=DEGRADED, redis_ok=False, spool_files=5)
+    model = build_menu(s, TRAY, paused=True)
+    assert model.status == "Paused; Redis unreachable: 5 events spooled"
+    assert model.find(A_RESUME) is not None and model.find(A_PAUSE) is None
+    assert model.icon_state == I_DEGRADED  # the problem outranks "paused"
+
+
+def test_pause_resume_item_follows_state() -> None:
+    assert build_menu(snap(), TRAY).find(A_PAUSE).enabled  # type: ignore[union-attr]
+    paused = build_menu(snap(state=PAUSED), TRAY)
+    assert paused.find(A_RESUME) is not None and paused.find(A_PAUSE) is None
+    assert paused.tooltip == "Telemetry Tray: Paused"
+    for state in (STARTING, STOPPED):
+        assert not build_menu(snap(state=state), TRAY).find(A_PAUSE).enabled  # type: ignore[union-attr]
+    busy = build_menu(snap(), TRAY, busy="Pausing...")
+    assert "Pausing..." in busy.text() and busy.find(A_PAUSE) is None
+
+
+def test_dead_letters_offer_a_retry_submenu() -> None:
+    model = build_menu(snap(dlq_length=3), TRAY)
+    dead = next(e for e in model.entries if e.text.startswith("Dead letters"))
+    assert dead.text == "Dead letters: 3" and dead.enabled
+    assert [s.text for s in dead.submenu] == ["Retry 3 dead letters"]
+    assert model.find(A_RETRY_DLQ).enabled  # type: ignore[union-attr]
+    assert "    Retry 3 dead letters" in model.text()
+    # retrying needs Redis
+    down = build_menu(snap(dlq_length=1, redis_ok=False, state=DEGRADED), TRAY)
+    assert down.find(A_RETRY_DLQ).text == "Retry 1 dead letter"  # type: ignore[union-attr]
+    assert not down.find(A_RETRY_DLQ).enabled  # type: ignore[union-attr]
+
+
+def test_start_at_login_item() -> None:
+    assert build_menu(snap(), TRAY, autostart=None).find(A_AUTOSTART) is None
+    on = build_menu(snap(), TRAY, autostart=True)
+    assert on.find(A_AUTOSTART).checked is True  # type: ignore[union-attr]
+    assert "[x] Start at login" in on.text()
+
+
+def test_counts_are_grouped_and_pluralised() -> None:
+    model = build_menu(snap(today_events=1, today_sessions=1, backlog=12345, pending=1000,
+                            dlq_length=0, rate_1m=1234.5), TRAY)
+    assert model.details == ("Ingest: 1,234 events/s", "Today: 1 event, 1 session",
+                             "Backlog: 12,345, pending: 1,000", "Dead letters: 0")
+    assert format_rate(0) == "0.0" and format_rate(99.94) == "99.9" and format_rate(100) == "100"
+
+
+def test_models_compare_by_what_is_shown() -> None:
+    a = build_menu(snap(), TRAY)
+    assert a == build_menu(snap(), TRAY)
+    # invisible fields (totals, latency) do not make a new menu
+    assert a == build_menu(snap(total_acked=99, commit_p95_ms=3.0, updated_at=5.0), TRAY)
+    assert a != build_menu(snap(rate_1m=12.5), TRAY)
+    d = a.to_dict()
+    assert d["status"] == "Running" and d["items"][0] == {"text": "Running", "action": "status",
+                                                          "enabled": True, "default": True}
