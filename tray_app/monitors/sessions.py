@@ -1,0 +1,316 @@
+"""SessionMonitor: the ``sessions`` table of telemetry.db, and idle timeouts.
+
+Fed by the consumer's committed batches (``on_commit``), never by a second
+read of the stream. ``on_commit`` runs on the consumer thread, so it only
+queues a few fields per event; this monitor's own thread applies the queue
+in one short transaction (at most every ``apply_interval_s``), then ends
+sessions idle for ``session_idle_timeout_s`` since their last activity:
+it XADDs a ``session_end`` (reason ``timeout``, deterministic id) and then
+records the end in the row.
+
+Never double-counting: every stored event carries its ``raw_traces.sequence``;
+the highest sequence applied is kept in the state store, and events at or
+below it are skipped (a redelivered duplicate carries its original row's
+sequence). On start, and if the queue ever overflows, sessions touched by
+rows above that sequence are recounted exactly from ``raw_traces`` (an
+idempotent recount, not an increment), which also repairs a crash between
+the sessions commit and the watermark write.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+import zlib
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tray_app.config import Config
+from tray_app.engine import schema
+from tray_app.events import deterministic_event_id
+from tray_app.monitors.base import Clock, MonitorThread
+from tray_app.monitors.emit import Emitter
+from tray_app.monitors.session_rows import (TIMEOUT, Agg, Row, canonical, end_reason, from_julian, idle_end,
+                                            merge, parse, tracked)
+from tray_app.monitors.state_store import StateStore, state_file
+from tray_app.redis_conn import Endpoint
+
+log = logging.getLogger(__name__)
+
+NAME = "sessions"
+SOURCE = "session_monitor"
+SCOPE = "sessions"
+BUSY_TIMEOUT_S = 5.0
+#: queued events beyond this are dropped and recounted from raw_traces instead
+MAX_QUEUE_EVENTS = 200_000
+IDLE_BATCH = 500
+
+_COLS = "workspace_hash, started_at, last_activity_at, ended_at, end_reason, event_count"
+_UPSERT = (f"INSERT INTO sessions (platform, session_id, {_COLS}) VALUES (?,?,?,?,?,?,?,?) "
+           "ON CONFLICT(platform, session_id) DO UPDATE SET workspace_hash=excluded.workspace_hash, "
+           "started_at=excluded.started_at, last_activity_at=excluded.last_activity_at, "
+           "ended_at=excluded.ended_at, end_reason=excluded.end_reason, event_count=excluded.event_count")
+
+# (sequence, platform, session_id, event_type, timestamp, workspace_hash, end reason)
+Entry = tuple[int, str, str, str, str, "str | None", "str | None"]
+
+
+class SessionMonitor(MonitorThread):
+    def __init__(self, cfg: Config, endpoint: Endpoint, *, emitter: Emitter | None = None,
+                 store: StateStore | None = None, db_path: Path | None = None,
+                 clock: Clock = time.time, monotonic: Clock = time.monotonic,
+                 apply_interval_s: float = 1.0, max_queue_events: int = MAX_QUEUE_EVENTS) -> None:
+        super().__init__(NAME, cfg.monitors.poll_interval_s, clock=clock, monotonic=monotonic)
+        self.cfg = cfg
+        self.idle_timeout_s = cfg.monitors.session_idle_timeout_s
+        self.db_path = db_path or cfg.paths.database
+        self.emitter = emitter or Emitter(endpoint, socket_timeout_s=cfg.redis.socket_timeout_s,
+                                          connect_timeout_s=cfg.redis.connect_timeout_s)
+        self.store = store or StateStore(state_file(cfg.paths.state_dir, NAME))
+        self.apply_interval_s = apply_interval_s
+        self.max_queue_events = max_queue_events
+        self._qlock = threading.Lock()
+        self._queue: deque[list[Entry]] = deque()
+        self._queued = 0
+        self._overflow = False
+        self._db: sqlite3.Connection | None = None
+        self._applied: int | None = None
+        self._last_apply = float("-inf")
+        self._next_idle_check = float("-inf")
+        self._set(applied_sequence=0, events_applied=0, sessions_timed_out=0, open_sessions=0,
+                  queued_events=0, recounts=0, idle_timeout_s=self.idle_timeout_s)
+
+    # -- called by the engine's consumer thread: fast ------------------------------------------
+
+    def on_commit(self, events: list[dict[str, Any]]) -> None:
+        entries: list[Entry] = []
+        for ev in events:
+            seq = ev.get("sequence")
+            if not isinstance(seq, int):
+                continue
+            et = ev.get("event_type") or ""
+            entries.append((seq, ev.get("platform"), ev.get("session_id"), et, ev.get("timestamp"),  # type: ignore[arg-type]
+                            ev.get("workspace_hash"), end_reason(ev) if et == "session_end" else None))
+        if not entries:
+            return
+        with self._qlock:
+            was_empty = self._queued == 0
+            if self._overflow or self._queued + len(entries) > self.max_queue_events:
+                self._overflow = True  # recounted from raw_traces by the monitor thread
+                self._queue.clear()
+                self._queued = 0
+            else:
+                self._queue.append(entries)
+                self._queued += len(entries)
+        if was_empty:
+            self.wake()
+
+    # -- the monitor thread ------------------------------------------------------------------
+
+    def pass_once(self) -> bool:
+        # at most one sessions transaction per apply_interval_s under load
+        remaining = self._last_apply + self.apply_interval_s - self.monotonic()
+        if remaining > 0 and not self.stopping:
+            self._stopping.wait(min(remaining, self.apply_interval_s))
+        return super().pass_once()
+
+    def run_once(self) -> int:
+        self._start()
+        self.apply_pending()
+        emitted = 0
+        if self.monotonic() >= self._next_idle_check:
+            emitted = self.check_idle()
+            self._next_idle_check = self.monotonic() + self.poll_interval_s
+        db = self._conn()
+        open_n = db.execute("SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL").fetchone()[0]
+        with self._qlock:
+            queued = self._queued
+        self._set(open_sessions=int(open_n), queued_events=queued)
+        return emitted
+
+    def close(self) -> None:
+        self.emitter.close()
+        self.store.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = schema.open_database(self.db_path, timeout_s=BUSY_TIMEOUT_S)
+        return self._db
+
+    def _start(self) -> None:
+        """First pass: catch up with rows stored while the monitor was not running."""
+        if self._applied is not None:
+            return
+        applied = int(self.store.get(SCOPE, "applied_sequence", 0) or 0)
+        top = self._conn().execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+        if top < applied:
+            log.info("%s: telemetry.db is newer than the saved position: recounting every session", NAME)
+            applied = 0
+        self._applied = applied
+        if top > applied:
+            self.recount_since(applied)
+
+    # -- applying batches --------------------------------------------------------------------
+
+    def apply_pending(self) -> int:
+        """Apply every queued batch in one transaction. Returns events applied."""
+        self._start()
+        with self._qlock:
+            batches = list(self._queue)
+            self._queue.clear()
+            self._queued = 0
+            overflow, self._overflow = self._overflow, False
+        if overflow:
+            self.recount_since(self._applied or 0)
+        assert self._applied is not None
+        aggs: dict[tuple[str, str], Agg] = {}
+        top = self._applied
+        n = 0
+        for batch in batches:
+            for seq, platform, sid, et, ts, ws, reason in sorted(batch, key=lambda e: e[0]):
+                if seq <= self._applied:
+                    continue  # already counted (a duplicate, or seen by the recount)
+                top = max(top, seq)
+                if not tracked(platform, sid):
+                    continue
+                aggs.setdefault((platform, sid), Agg()).add(et, parse(ts), ws, reason)
+                n += 1
+        if top == self._applied:
+            return 0
+        if aggs:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for (platform, sid), agg in aggs.items():
+                    old = Row.from_db(db.execute(f"SELECT {_COLS} FROM sessions WHERE platform=? AND session_id=?",
+                                                 (platform, sid)).fetchone())
+                    db.execute(_UPSERT, (platform, sid, *merge(old, agg).to_db()))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                with self._qlock:  # put them back: nothing was applied
+                    self._queue.extendleft(reversed(batches))
+                    self._queued += sum(len(b) for b in batches)
+                raise
+        self._advance(top)
+        self._last_apply = self.monotonic()
+        with self._lock:
+            self._h["events_applied"] += n
+        return n
+
+    def _advance(self, top: int) -> None:
+        self._applied = top
+        self.store.put(SCOPE, "applied_sequence", top)
+        self._set(applied_sequence=top)
+
+    def recount_since(self, after: int) -> int:
+        """Exact values, from raw_traces, for every session with rows above ``after``."""
+        db = self._conn()
+        top = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+        touched = db.execute("SELECT DISTINCT platform, session_id FROM raw_traces WHERE sequence > ? "
+                             "AND sequence <= ?", (after, top)).fetchall()
+        rows = []
+        for platform, sid in touched:
+            if tracked(platform, sid):
+                rows.append((platform, sid, *self._recount(db, platform, sid).to_db()))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(_UPSERT, rows)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._advance(max(top, after))
+        with self._lock:
+            self._h["recounts"] += 1
+        log.info("%s: recounted %d sessions from raw_traces (rows after sequence %d)", NAME, len(rows), after)
+        return len(rows)
+
+    def _recount(self, db: sqlite3.Connection, platform: str, sid: str) -> Row:
+        count, first, last, ws = db.execute(
+            "SELECT COUNT(*), MIN(julianday(timestamp)), "
+            "MAX(CASE WHEN event_type NOT IN ('session_end', 'error') THEN julianday(timestamp) END), "
+            "MAX(workspace_hash) FROM raw_traces WHERE session_id=? AND platform=?", (sid, platform)).fetchone()
+        last_dt = from_julian(last)
+        ended = reason = None
+        end = db.execute("SELECT timestamp, event_data FROM raw_traces WHERE session_id=? AND platform=? "
+                         "AND event_type='session_end' ORDER BY julianday(timestamp) DESC LIMIT 1",
+                         (sid, platform)).fetchone()
+        if end is not None:
+            end_dt = parse(end[0])
+            if end_dt is not None and (last_dt is None or end_dt >= last_dt):
+                ended = end_dt
+                try:
+                    reason = end_reason(orjson.loads(zlib.decompress(end[1])))
+                except (zlib.error, orjson.JSONDecodeError, TypeError):
+                    reason = "session_end"
+        return Row(ws, from_julian(first), last_dt, ended, reason, int(count))
+
+    # -- idle timeout ------------------------------------------------------------------------
+
+    def check_idle(self) -> int:
+        """End every open session idle for idle_timeout_s (XADD first, then the row)."""
+        db = self._conn()
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        cutoff = canonical(datetime.fromtimestamp(self.clock() - self.idle_timeout_s, timezone.utc))
+        total = 0
+        while not self.stopping:
+            rows = db.execute(
+                f"SELECT platform, session_id, {_COLS} FROM sessions WHERE ended_at IS NULL "
+                "AND last_activity_at IS NOT NULL AND last_activity_at <= ? ORDER BY last_activity_at LIMIT ?",
+                (cutoff, IDLE_BATCH)).fetchall()
+            if not rows:
+                break
+            evs, updates = [], []
+            for platform, sid, *rest in rows:
+                row = Row.from_db(tuple(rest))
+                assert row is not None and row.last_activity_at is not None
+                ended = min(idle_end(row.last_activity_at, self.idle_timeout_s), now)
+                evs.append(self._end_event(platform, sid, row, ended))
+                updates.append((canonical(ended), TIMEOUT, platform, sid, rest[2]))
+            self.emitter.emit(evs)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("UPDATE sessions SET ended_at=?, end_reason=? WHERE platform=? AND session_id=? "
+                               "AND ended_at IS NULL AND last_activity_at=?", updates)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            total += len(evs)
+            if len(rows) < IDLE_BATCH:
+                break
+        if total:
+            with self._lock:
+                self._h["sessions_timed_out"] += total
+            log.info("%s: %d sessions ended after %.0f s without activity", NAME, total, self.idle_timeout_s)
+        return total
+
+    def _end_event(self, platform: str, sid: str, row: Row, ended: datetime) -> dict[str, Any]:
+        assert row.last_activity_at is not None
+        last = canonical(row.last_activity_at)
+        return {
+            "event_id": deterministic_event_id("session_end", platform, sid, last),
+            "platform": platform,
+            "event_type": "session_end",
+            "timestamp": canonical(ended),
+            "session_id": sid,
+            "external_session_id": sid,
+            "workspace_hash": row.workspace_hash,
+            "payload": {"reason": TIMEOUT, "idle_timeout_s": self.idle_timeout_s, "last_activity_at": last,
+                        "started_at": canonical(row.started_at) if row.started_at else None,
+                        "event_count": row.event_count},
+            "metadata": {"source": SOURCE, "monitor": NAME},
+        }

@@ -1,0 +1,193 @@
+"""Claude Code transcript lines -> ``transcript_trace`` / ``error`` events (pure).
+
+A transcript is JSON Lines, one object per line, written by Claude Code under
+``~/.claude/projects/<encoded cwd>/<sessionId>.jsonl``; subagents (Task tool)
+write ``<sessionId>/subagents/agent-<agentId>.jsonl`` beside it (older
+versions: ``agent-<agentId>.jsonl`` in the project directory). Lines carry
+``type`` (user, assistant, system, summary, file-history-snapshot,
+queue-operation, …), ``uuid``/``parentUuid``, ``sessionId``, ``timestamp``,
+``cwd``, ``isSidechain``, ``agentId``; assistant lines hold the API message
+(``model``, ``content`` blocks text/thinking/tool_use, ``usage``); user lines
+hold the prompt or ``tool_result`` blocks plus a structured ``toolUseResult``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tray_app import events
+from tray_app.monitors import privacy
+from tray_app.monitors.emit import fit_payload
+from tray_app.monitors.privacy import Capture
+
+SOURCE = "transcript_monitor"
+PLATFORM = "claude_code"
+
+_FILE_INPUT_FIELDS = ("content", "old_string", "new_string", "new_source")
+_RESULT_FILE_FIELDS = ("content", "originalFile", "oldString", "newString", "structuredPatch", "file")
+_SHELL_TOOLS = ("Bash", "BashOutput", "KillShell", "KillBash")
+
+
+def session_from_path(path: Path) -> str:
+    """The session a transcript file belongs to, from its location."""
+    if path.parent.name == "subagents" and path.parent.parent.name:
+        return path.parent.parent.name
+    return path.stem
+
+
+def line_digest(line: bytes) -> str:
+    return hashlib.blake2b(line, digest_size=16).hexdigest()
+
+
+def parse_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(object, None) or (None, why it is malformed)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return None, f"expected a JSON object, found {type(obj).__name__}"
+    return obj, None
+
+
+def _valid_ts(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        try:
+            events.parse_timestamp(value)
+            return value
+        except ValueError:
+            return None
+    return None
+
+
+class ToolNames:
+    """tool_use id -> tool name, for telling shell output from file contents in
+    the tool_result lines that follow (bounded; lost on restart, where the
+    ``toolUseResult`` shape decides instead)."""
+
+    def __init__(self, cap: int = 2000) -> None:
+        self.cap = cap
+        self._names: dict[str, str] = {}
+
+    def add(self, tool_id: str, name: str) -> None:
+        self._names[tool_id] = name
+        if len(self._names) > self.cap:
+            for k in list(self._names)[: self.cap // 2]:
+                del self._names[k]
+
+    def get(self, tool_id: Any) -> str | None:
+        return self._names.get(tool_id) if isinstance(tool_id, str) else None
+
+
+def apply_capture(obj: dict[str, Any], cap: Capture, tools: ToolNames) -> None:
+    kind = obj.get("type")
+    msg = obj.get("message")
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if kind == "summary":
+        cap.field(obj, "summary", privacy.RESPONSES)
+        return
+    if kind == "assistant" and isinstance(content, list):
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            btype = block.get("type")
+            if btype == "text":
+                cap.field(block, "text", privacy.RESPONSES)
+            elif btype in ("thinking", "redacted_thinking"):
+                cap.fields(block, ("thinking", "data"), privacy.RESPONSES)
+            elif btype == "tool_use":
+                if isinstance(block.get("id"), str):
+                    tools.add(block["id"], str(block.get("name") or ""))
+                inp = block.get("input")
+                if isinstance(inp, dict):
+                    cap.fields(inp, _FILE_INPUT_FIELDS, privacy.FILE_CONTENTS)
+                    edits = inp.get("edits")
+                    if isinstance(edits, list):
+                        for e in edits:
+                            cap.fields(e, ("old_string", "new_string"), privacy.FILE_CONTENTS)
+        return
+    if kind != "user":
+        return
+    result = obj.get("toolUseResult")
+    shellish = isinstance(result, dict) and ("stdout" in result or "stderr" in result)
+    category = privacy.PROMPTS if not obj.get("isCompactSummary") else privacy.RESPONSES
+    if isinstance(content, str):
+        cap.field(msg, "content", category)
+    elif isinstance(content, list):
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                cap.field(block, "text", category)
+            elif block.get("type") == "tool_result":
+                name = tools.get(block.get("tool_use_id"))
+                shell = name in _SHELL_TOOLS if name else shellish
+                cap.field(block, "content", privacy.SHELL_OUTPUT if shell else privacy.FILE_CONTENTS)
+    if isinstance(result, dict):
+        cap.fields(result, ("stdout", "stderr"), privacy.SHELL_OUTPUT)
+        cap.fields(result, _RESULT_FILE_FIELDS, privacy.FILE_CONTENTS)
+    elif isinstance(result, str):
+        cap.field(obj, "toolUseResult", privacy.SHELL_OUTPUT if shellish else privacy.FILE_CONTENTS)
+
+
+def line_event(obj: dict[str, Any], line: bytes, *, path: Path, offset: int, line_no: int,
+               file_session: str, workspace_hash: str | None, cap: Capture, tools: ToolNames,
+               now_iso: str, payload_max_bytes: int) -> dict[str, Any]:
+    sid = obj.get("sessionId")
+    session_id = sid if isinstance(sid, str) and sid else file_session
+    uuid = obj.get("uuid")
+    if isinstance(uuid, str) and uuid:
+        event_id = events.deterministic_event_id(PLATFORM, session_id, uuid)
+    else:
+        event_id = events.deterministic_event_id(PLATFORM, "line", str(path), str(offset), line_digest(line))
+    kind = obj.get("type")
+    msg = obj.get("message") if isinstance(obj.get("message"), dict) else {}
+    payload = privacy.redact(obj)
+    apply_capture(payload, cap, tools)
+    payload = fit_payload(payload, payload_max_bytes)
+    meta: dict[str, Any] = {"source": SOURCE, "monitor": "claude_transcripts", "file": str(path),
+                            "line": line_no, "offset": offset}
+    for src, dst in (("uuid", "uuid"), ("parentUuid", "parent_uuid"), ("agentId", "agent_id"),
+                     ("isSidechain", "is_sidechain"), ("version", "claude_version")):
+        if obj.get(src) is not None:
+            meta[dst] = obj[src]
+    if path.parent.name == "subagents" or path.name.startswith("agent-"):
+        meta["subagent"] = True
+    if isinstance(msg.get("model"), str):
+        meta["model"] = msg["model"]
+    if cap.reduced:
+        meta["capture"] = cap.reduced
+    return {
+        "event_id": event_id,
+        "platform": PLATFORM,
+        "event_type": "transcript_trace",
+        "timestamp": _valid_ts(obj.get("timestamp")) or now_iso,
+        "session_id": session_id,
+        "external_session_id": session_id,
+        "hook_type": kind if isinstance(kind, str) and kind else "unknown",
+        "workspace_hash": workspace_hash,
+        "payload": payload,
+        "metadata": meta,
+    }
+
+
+def error_event(line: bytes, why: str, *, path: Path, offset: int, line_no: int,
+                file_session: str, workspace_hash: str | None, now_iso: str) -> dict[str, Any]:
+    """A malformed line, named by file and line number (its content is not copied)."""
+    return {
+        "event_id": events.deterministic_event_id(PLATFORM, "malformed", str(path), str(offset),
+                                                  line_digest(line)),
+        "platform": PLATFORM,
+        "event_type": "error",
+        "timestamp": now_iso,
+        "session_id": file_session,
+        "hook_type": "malformed_line",
+        "workspace_hash": workspace_hash,
+        "payload": {"error": "malformed_line", "file": str(path), "line": line_no, "offset": offset,
+                    "bytes": len(line), "detail": why[:300]},
+        "metadata": {"source": SOURCE, "monitor": "claude_transcripts", "file": str(path), "line": line_no},
+    }
