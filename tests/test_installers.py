@@ -1,0 +1,291 @@
+"""`telemetry-tray hooks install|uninstall|status` against settings files in a
+temp HOME: merging with the user's own hooks, idempotence, refusing invalid
+JSON, one backup, uninstall round trips, quoting, the real interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import RedisProc, run_cli
+from test_hook_events import (CLAUDE_BASE, CURSOR_BASE, assert_clean_exit, hook_env, run_hook,
+                              stream_entries)
+from tray_app.capture import installers
+
+USER_CURSOR = {
+    "version": 1,
+    "hooks": {
+        "afterFileEdit": [{"command": "./hooks/format.sh"}],
+        "beforeShellExecution": [{"command": "./hooks/audit.sh"}, {"command": "./hooks/block-git.sh"}],
+        "afterTabFileEdit": [{"command": "./hooks/format-tab.sh"}],
+    },
+}
+USER_CLAUDE = {
+    "$schema": "https://json.schemastore.org/claude-code-settings.json",
+    "model": "opus",
+    "env": {"FOO": "bar"},
+    "permissions": {"allow": ["Bash(npm run lint)"], "deny": ["Read(./.env)"]},
+    "hooks": {
+        "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "~/bin/check-bash.sh"}]}],
+        "PostToolUse": [{"matcher": "Write|Edit", "hooks": [{"type": "command", "command": "prettier --write",
+                                                              "timeout": 30}]}],
+        "PermissionRequest": [{"matcher": "", "hooks": [{"type": "command", "command": "notify-send hi"}]}],
+    },
+}
+
+
+@pytest.fixture()
+def home(tmp_path: Path, app_home: Path) -> dict[str, str]:
+    """Environment for the CLI with HOME (and nothing else of the user's) in tmp."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CLAUDE_CONFIG_DIR",)}
+    env["HOME"] = str(tmp_path / "user")
+    (tmp_path / "user").mkdir()
+    return env
+
+
+def cursor_file(env: dict[str, str]) -> Path:
+    return Path(env["HOME"]) / ".cursor" / "hooks.json"
+
+
+def claude_file(env: dict[str, str]) -> Path:
+    return Path(env.get("CLAUDE_CONFIG_DIR") or Path(env["HOME"]) / ".claude") / "settings.json"
+
+
+def put(path: Path, data: object, indent: int | None = 2) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=indent) + "\n"
+    path.write_text(text)
+    return text
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("hooks", *args, env=env)
+
+
+def ours_cursor(data: dict, event: str) -> list[str]:
+    return [e["command"] for e in data["hooks"].get(event, []) if installers.is_ours(e.get("command"))]
+
+
+def ours_claude(data: dict, event: str) -> list[dict]:
+    return [g for g in data["hooks"].get(event, [])
+            if any(installers.is_ours(h.get("command")) for h in g["hooks"])]
+
+
+def test_install_merges_with_the_users_hooks(home: dict[str, str]) -> None:
+    put(cursor_file(home), USER_CURSOR)
+    put(claude_file(home), USER_CLAUDE)
+    r = cli(home, "install")
+    assert r.returncode == 0, r.stderr
+    cur = json.loads(cursor_file(home).read_text())
+    cla = json.loads(claude_file(home).read_text())
+    command_c = installers.hook_command("cursor")
+    command_cl = installers.hook_command("claude")
+    # Cursor: the user's entries first and unchanged, ours once on every event we install
+    assert cur["version"] == 1
+    assert cur["hooks"]["afterFileEdit"] == [{"command": "./hooks/format.sh"}, {"command": command_c}]
+    assert cur["hooks"]["beforeShellExecution"] == USER_CURSOR["hooks"]["beforeShellExecution"] + [
+        {"command": command_c}]
+    assert cur["hooks"]["afterTabFileEdit"] == USER_CURSOR["hooks"]["afterTabFileEdit"]  # not one of ours
+    for event in installers.CURSOR_EVENTS:
+        assert ours_cursor(cur, event) == [command_c], event
+    # Claude: every other setting untouched, the user's groups kept, ours added
+    assert {k: v for k, v in cla.items() if k != "hooks"} == {k: v for k, v in USER_CLAUDE.items() if k != "hooks"}
+    assert cla["hooks"]["PreToolUse"][0] == USER_CLAUDE["hooks"]["PreToolUse"][0]
+    assert cla["hooks"]["PostToolUse"][0] == USER_CLAUDE["hooks"]["PostToolUse"][0]
+    assert cla["hooks"]["PermissionRequest"] == USER_CLAUDE["hooks"]["PermissionRequest"]
+    for event in installers.CLAUDE_EVENTS:
+        [group] = ours_claude(cla, event)
+        assert group == {"matcher": "*" if event in ("PreToolUse", "PostToolUse") else "",
+                         "hooks": [{"type": "command", "command": command_cl, "timeout": 5}]}
+    # one backup each: the file as it was
+    assert json.loads(Path(str(cursor_file(home)) + installers.BACKUP_SUFFIX).read_text()) == USER_CURSOR
+    assert json.loads(Path(str(claude_file(home)) + installers.BACKUP_SUFFIX).read_text()) == USER_CLAUDE
+
+
+def test_install_twice_changes_nothing(home: dict[str, str]) -> None:
+    put(claude_file(home), USER_CLAUDE)
+    assert cli(home, "install").returncode == 0
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in
+              (cursor_file(home), claude_file(home), Path(str(claude_file(home)) + installers.BACKUP_SUFFIX))}
+    r = cli(home, "install")
+    assert r.returncode == 0 and r.stdout.count("unchanged") == 2
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before}
+    assert after == before
+    assert not Path(str(cursor_file(home)) + installers.BACKUP_SUFFIX).exists()  # there was no file before
+
+
+def test_uninstall_round_trip_restores_the_users_entries(home: dict[str, str]) -> None:
+    put(cursor_file(home), USER_CURSOR, indent=4)
+    put(claude_file(home), USER_CLAUDE, indent=4)
+    assert cli(home, "install").returncode == 0
+    assert cli(home, "uninstall").returncode == 0
+    assert json.loads(cursor_file(home).read_text()) == USER_CURSOR
+    assert json.loads(claude_file(home).read_text()) == USER_CLAUDE
+    assert claude_file(home).read_text() == json.dumps(USER_CLAUDE, indent=4) + "\n"  # indentation kept
+    r = cli(home, "uninstall")
+    assert r.returncode == 0 and r.stdout.count("unchanged") == 2
+
+
+def test_uninstall_of_a_file_we_created(home: dict[str, str]) -> None:
+    assert cli(home, "install", "--claude").returncode == 0
+    assert not cursor_file(home).exists()
+    assert cli(home, "uninstall", "--claude").returncode == 0
+    assert json.loads(claude_file(home).read_text()) == {}
+
+
+def test_stale_entries_are_replaced_not_duplicated(home: dict[str, str]) -> None:
+    old_c = "/old/venv/bin/python -I -S /old/checkout/tray_app/capture/hook.py cursor"
+    old_cl = "/old/venv/bin/python -I -S /old/checkout/tray_app/capture/hook.py claude"
+    put(cursor_file(home), {"version": 1, "hooks": {"stop": [{"command": "./mine.sh"}, {"command": old_c},
+                                                              {"command": old_c}]}})
+    put(claude_file(home), {"hooks": {"Stop": [{"matcher": "", "hooks": [{"type": "command", "command": old_cl}]},
+                                               {"matcher": "", "hooks": [
+                                                   {"type": "command", "command": "say done"},
+                                                   {"type": "command", "command": old_cl}]}]}})
+    r = cli(home, "status")
+    assert "partly installed" in r.stdout and "stale" in r.stdout
+    assert cli(home, "install").returncode == 0
+    cur = json.loads(cursor_file(home).read_text())
+    assert cur["hooks"]["stop"] == [{"command": "./mine.sh"}, {"command": installers.hook_command("cursor")}]
+    cla = json.loads(claude_file(home).read_text())
+    assert cla["hooks"]["Stop"] == [
+        {"matcher": "", "hooks": [{"type": "command", "command": installers.hook_command("claude"), "timeout": 5}]},
+        {"matcher": "", "hooks": [{"type": "command", "command": "say done"}]},
+    ]
+    assert "installed" in cli(home, "status").stdout
+
+
+@pytest.mark.parametrize("text", ['{"hooks": {', "not json at all", "[1, 2]", '{"hooks": []}',
+                                  '{"hooks": {"stop": {"command": "x"}}}'],
+                         ids=["truncated", "text", "array", "hooks-list", "event-object"])
+def test_refuses_to_touch_what_it_cannot_read(text: str, home: dict[str, str]) -> None:
+    path = cursor_file(home)
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    before = path.stat().st_mtime_ns
+    put(claude_file(home), USER_CLAUDE)
+    claude_before = claude_file(home).read_bytes()
+    r = cli(home, "install")
+    assert r.returncode == 78
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "left unchanged" in lines[0]
+    assert path.read_text() == text and path.stat().st_mtime_ns == before
+    assert claude_file(home).read_bytes() == claude_before  # nothing written when any file is refused
+    assert not list(path.parent.glob("*.bak"))
+
+
+def test_dry_run_prints_a_diff_and_writes_nothing(home: dict[str, str]) -> None:
+    put(claude_file(home), USER_CLAUDE)
+    before = claude_file(home).read_bytes()
+    r = cli(home, "install", "--dry-run")
+    assert r.returncode == 0
+    assert f"--- {claude_file(home)}" in r.stdout and "--- /dev/null" in r.stdout
+    assert f'+            "command": "{installers.hook_command("claude")}"' in r.stdout.replace("\\", "")
+    assert claude_file(home).read_bytes() == before and not cursor_file(home).exists()
+    assert cli(home, "install").returncode == 0
+    r = cli(home, "uninstall", "--cursor", "--dry-run")
+    assert r.returncode == 0 and r.stdout.startswith(f"--- {cursor_file(home)}")
+    assert ours_cursor(json.loads(cursor_file(home).read_text()), "stop")
+
+
+def test_claude_config_dir_is_honoured(home: dict[str, str], tmp_path: Path) -> None:
+    home["CLAUDE_CONFIG_DIR"] = str(tmp_path / "claude-cfg")
+    assert cli(home, "install", "--claude").returncode == 0
+    assert (tmp_path / "claude-cfg" / "settings.json").exists()
+    assert not (Path(home["HOME"]) / ".claude").exists()
+    assert not cursor_file(home).exists()
+
+
+def test_symlinked_settings_are_written_through(home: dict[str, str], tmp_path: Path) -> None:
+    real = tmp_path / "dotfiles" / "claude-settings.json"
+    put(real, USER_CLAUDE)
+    real.chmod(0o640)
+    claude_file(home).parent.mkdir(parents=True)
+    claude_file(home).symlink_to(real)
+    assert cli(home, "install", "--claude").returncode == 0
+    assert claude_file(home).is_symlink()
+    assert ours_claude(json.loads(real.read_text()), "Stop")
+    assert real.stat().st_mode & 0o777 == 0o640  # the file's mode is kept
+
+
+def test_status(home: dict[str, str]) -> None:
+    r = cli(home, "status")
+    assert r.returncode == 0 and r.stdout.count("not installed") == 2
+    assert cli(home, "install", "--cursor").returncode == 0
+    r = cli(home, "status", "--json")
+    data = json.loads(r.stdout)
+    assert data["cursor"]["state"] == "installed" and data["claude"]["state"] == "not installed"
+    assert data["cursor"]["installed"] == list(installers.CURSOR_EVENTS) and data["cursor"]["missing"] == []
+    assert data["spool"]["files"] == 0
+
+
+def test_every_subcommand_has_help(home: dict[str, str]) -> None:
+    for sub in ("install", "uninstall", "status"):
+        r = cli(home, sub, "--help")
+        assert r.returncode == 0 and "usage: telemetry-tray hooks " + sub in r.stdout
+    r = cli(home, "--help")
+    assert all(s in r.stdout for s in ("install", "uninstall", "status"))
+
+
+# ----------------------------------------------------------------------------- the command itself
+
+def test_command_uses_the_real_interpreter() -> None:
+    cmd = installers.hook_command("cursor")
+    python = installers.interpreter()
+    assert cmd.startswith(str(python) + " -I -S ") and cmd.endswith(" cursor")
+    assert python.is_absolute() and os.path.realpath(python) == str(python)
+    assert python.read_bytes()[:2] != b"#!"  # a binary, not a version-manager shim
+    assert str(installers.HOOK_SCRIPT) in cmd and installers.HOOK_SCRIPT.is_absolute()
+
+
+def test_a_shim_interpreter_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shim = tmp_path / "shims" / "python"
+    shim.parent.mkdir()
+    shim.write_text('#!/usr/bin/env bash\nexec pyenv exec python "$@"\n')
+    monkeypatch.setattr(sys, "_base_executable", str(shim), raising=False)
+    with pytest.raises(installers.ConfigError, match="shim"):
+        installers.interpreter()
+
+
+@pytest.mark.parametrize("dirname", ["with space", "Application Support", "it's $weird"])
+def test_paths_with_spaces_are_quoted_and_run(dirname: str, tmp_path: Path, app_home: Path,
+                                              redis_server: RedisProc) -> None:
+    """The installed command, run by a shell as the assistants do, works from
+    a directory whose name needs quoting."""
+    d = tmp_path / dirname
+    d.mkdir()
+    python = d / "python3"
+    python.symlink_to(installers.interpreter())
+    src = installers.HOOK_SCRIPT.parent
+    pkg = d / "tray_app" / "capture"
+    pkg.mkdir(parents=True)
+    for f in src.glob("*.py"):
+        (pkg / f.name).write_bytes(f.read_bytes())
+    cmd = installers.hook_command("cursor", python=python, script=pkg / "hook.py")
+    assert "'" in cmd or '"' in cmd
+    sample = {**CURSOR_BASE, "hook_event_name": "stop", "status": "completed", "loop_count": 0}
+    proc, _ = run_hook("cursor", json.dumps(sample), hook_env(app_home, redis_server.url), command=cmd)
+    assert_clean_exit("cursor", proc)
+    assert [e["hook_type"] for e in stream_entries(redis_server.client())] == ["stop"]
+
+
+def test_installed_commands_deliver_events(home: dict[str, str], app_home: Path, redis_server: RedisProc) -> None:
+    """Read the commands back from the files the installer wrote and run them."""
+    assert cli(home, "install").returncode == 0
+    cur = json.loads(cursor_file(home).read_text())
+    cla = json.loads(claude_file(home).read_text())
+    env = hook_env(app_home, redis_server.url)
+    [c_cmd] = ours_cursor(cur, "beforeSubmitPrompt")
+    [group] = ours_claude(cla, "UserPromptSubmit")
+    proc, _ = run_hook("cursor", json.dumps({**CURSOR_BASE, "hook_event_name": "beforeSubmitPrompt",
+                                             "prompt": "p"}), env, command=c_cmd)
+    assert_clean_exit("cursor", proc)
+    proc, _ = run_hook("claude", json.dumps({**CLAUDE_BASE, "hook_event_name": "UserPromptSubmit",
+                                             "prompt": "p"}), env, command=group["hooks"][0]["command"])
+    assert_clean_exit("claude", proc)
+    assert [e["platform"] for e in stream_entries(redis_server.client())] == ["cursor", "claude_code"]
