@@ -38,7 +38,7 @@ from tray_app.tray.menu import (A_AUTOSTART, A_EXPORT, A_OPEN_DATA, A_OPEN_LOGS,
                                 MenuModel, build_menu)
 from tray_app.tray.notifier import Button, Notifier
 from tray_app.tray.refresh import MENU_FILE, Refresher
-from tray_app.tray.ui import TrayView, backend_name, marshal_for, pystray_menu
+from tray_app.tray.ui import TrayView, backend_name, enable_xorg_clicks, marshal_for, pystray_menu
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +299,8 @@ def _run_locked(cfg: Config) -> int:
     icon = pystray.Icon("telemetry-tray", images[I_STARTING], first.tooltip,
                         menu=pystray_menu(first, app.actions.submit))
     backend = backend_name(icon)
+    if backend == "xorg" and not enable_xorg_clicks(icon):
+        log.warning("xorg backend: could not enable clicks on the icon")
     app.view = TrayView(icon, marshal_for(backend), images, app.actions.submit,
                         has_menu=bool(getattr(icon, "HAS_MENU", True)))
     log.info("tray: pystray backend %s (%s)", backend,

@@ -93,6 +93,23 @@ def backend_name(icon: Any) -> str:
     return type(icon).__module__.rsplit(".", 1)[-1].lstrip("_")
 
 
+def enable_xorg_clicks(icon: Any) -> bool:
+    """pystray 0.19.5's xorg backend creates its tray window without selecting
+    ButtonPress events, so clicks never reach it (pystray issue #151: "clicking
+    does nothing"). Select them; its own handler then runs the default item.
+    Called once, before the loop runs (python-xlib's threaded display)."""
+    window = getattr(icon, "_window", None)
+    display = getattr(icon, "_display", None)
+    if window is None or display is None:
+        return False
+    import Xlib.X
+
+    window.change_attributes(event_mask=Xlib.X.ExposureMask | Xlib.X.StructureNotifyMask
+                             | Xlib.X.ButtonPressMask)
+    display.flush()
+    return True
+
+
 def pystray_menu(model: MenuModel, on_action: Callable[[str], None]) -> Any:
     import pystray
 

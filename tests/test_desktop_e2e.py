@@ -1,0 +1,246 @@
+"""End to end, as a person uses it: a real tray host, notification daemon,
+Redis and database; the app started as `python -m tray_app`.
+
+Screenshots go to test-artifacts/desktop/ (docs/tray-menu.png is one of them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, RedisProc, run_cli, wait_for
+from desktop import ARTIFACTS, Desktop, desktop  # noqa: F401 - fixture
+from engine_util import make_event, pending_count, push, stored_events
+
+pytestmark = pytest.mark.desktop
+
+QUIT_DEADLINE_S = 15.0  # the app's stop deadline is 10 s
+WM_CLASS = "__main__.py"  # what GTK names the app's windows when run as `python -m tray_app`
+
+
+class App:
+    def __init__(self, home: Path, desk: Desktop, env: dict[str, str]) -> None:
+        self.home = home
+        self.desk = desk
+        self.env = env
+        self.menu_file = home / "state" / "tray-menu.json"
+        self.database = home / "data" / "telemetry.db"
+        self.out = desk.dir / "app.out"
+        self.proc = subprocess.Popen([sys.executable, "-m", "tray_app"], env=env, cwd=str(ROOT),
+                                     stdout=open(self.out, "wb"), stderr=subprocess.STDOUT)
+
+    def menu(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.menu_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def status(self) -> str:
+        return str(self.menu().get("status", ""))
+
+    def wait_menu(self, pred: Any, what: str, timeout: float = 20) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            self.alive()
+            m = self.menu()
+            return m if m and pred(m) else None
+        return wait_for(check, timeout=timeout, what=f"menu: {what} (now: {self.status()!r})")
+
+    def alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"app exited {self.proc.returncode}:\n{self.out.read_text()[-3000:]}")
+
+    def icon(self) -> dict[str, Any]:
+        return wait_for(lambda: self.desk.tray_icon("Telemetry Tray"), timeout=20, what="the tray icon")
+
+    def open_menu(self) -> dict[str, Any]:
+        """Right-click the icon; returns the popup window."""
+        self.desk.run("xdotool", "key", "Escape")  # nothing else open
+        wait_for(lambda: not self.desk.popup_menus(WM_CLASS), timeout=5, what="no menu open")
+        icon = self.icon()
+        self.desk.click(icon["x"] + icon["w"] // 2, icon["y"] + icon["h"] // 2, button=3)
+        return wait_for(lambda: (self.desk.popup_menus(WM_CLASS) or [None])[0], timeout=10,
+                        what="the menu to pop up")
+
+    def choose(self, text: str, model: dict[str, Any]) -> None:
+        """Pick an item of the open menu with the keyboard, as a person can: GTK
+        moves over enabled items only."""
+        enabled = [i["text"] for i in model["items"] if not i.get("separator") and i["enabled"]]
+        assert text in enabled, f"{text!r} not an enabled item: {enabled}"
+        self.desk.keys(*(["Down"] * (enabled.index(text) + 1)), "Return")
+        wait_for(lambda: not self.desk.popup_menus(WM_CLASS), timeout=10, what="the menu to close")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture()
+def app_factory(desktop: Desktop, app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:  # noqa: F811
+    apps: list[App] = []
+
+    def start(**extra: str) -> App:
+        env = dict(app_env)
+        env.update(desktop.env)
+        user_home = tmp_path / "user"   # monitors look in ~/.claude, ~/.config/Cursor: empty here
+        user_home.mkdir(exist_ok=True)
+        env.update({"HOME": str(user_home), "PYSTRAY_BACKEND": "gtk",
+                    "NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"})
+        env.update(extra)
+        app = App(Path(env["TELEMETRY_TRAY_HOME"]), desktop, env)
+        apps.append(app)
+        return app
+
+    yield start
+    for a in apps:
+        a.stop()
+
+
+def crop_panel(shot: Path, out: Path, menu: dict[str, Any] | None = None) -> Path:
+    with Image.open(shot) as im:
+        right = im.width
+        if menu:
+            box = (max(0, menu["x"] - 20), 0, right, min(im.height, menu["y"] + menu["h"] + 20))
+        else:
+            box = (right - 260, 0, right, 40)
+        im.crop(box).save(out)
+    return out
+
+
+def test_tray_as_a_person_uses_it(app_factory: Any, desktop: Desktop,  # noqa: F811
+                                  redis_server: RedisProc) -> None:
+    app = app_factory()
+    client = redis_server.client()
+
+    # 1. the icon appears in the tray, running
+    app.wait_menu(lambda m: m["icon_state"] == "running", "running")
+    icon = app.icon()
+    assert icon["name"].startswith("Telemetry Tray: Running")   # the tooltip
+    shot = desktop.screenshot("01-tray-running.png")
+    crop_panel(shot, ARTIFACTS / "01-tray-running-panel.png")
+
+    # a second launch tells the user and leaves
+    second = run_cli(env=app.env, timeout=60)
+    assert second.returncode == 0 and "already running" in second.stderr, second.stderr
+    told = wait_for(lambda: [n for n in desktop.dunst_history() if "already running" in n["body"]],
+                    timeout=20, what="the 'already running' notification")
+    assert told[0]["appname"] == "Telemetry Tray"
+
+    # 2. events arrive: the menu shows live rate and counts
+    evs = [make_event(i) for i in range(240)]
+    push(client, evs)
+    model = app.wait_menu(lambda m: "Today: 240 events, 5 sessions" in m["text"], "240 events today")
+    rate = next(i["text"] for i in model["items"] if i["text"].startswith("Ingest:"))
+    assert re.fullmatch(r"Ingest: \d+\.\d events/s", rate) and rate != "Ingest: 0.0 events/s", rate
+    assert "Backlog: 0, pending: 0" in model["text"]
+    menu_win = app.open_menu()
+    shot = desktop.screenshot("02-menu-open.png")
+    crop_panel(shot, ARTIFACTS / "02-menu-open-crop.png", menu_win)
+    shown = app.menu()
+    assert shown["items"][0]["text"] == "Running" and "Today: 240 events, 5 sessions" in shown["text"]
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    shutil.copyfile(ARTIFACTS / "02-menu-open-crop.png", docs / "tray-menu.png")
+
+    # 3. Pause: rows stop growing while XADDs continue
+    app.choose("Pause", shown)
+    paused = app.wait_menu(lambda m: m["status"] == "Paused" and m["icon_state"] == "paused", "Paused")
+    assert any(i.get("text") == "Resume" for i in paused["items"])
+    more = [make_event(1000 + i) for i in range(120)]
+    push(client, more)
+    app.wait_menu(lambda m: "Backlog: 120, pending: 0" in m["text"], "backlog of 120 while paused")
+    assert len(stored_events(app.database)) == 240   # the engine saw them queue and stored none
+    desktop.screenshot("03-paused.png")
+    crop_panel(ARTIFACTS / "03-paused.png", ARTIFACTS / "03-paused-panel.png")
+
+    # 4. Resume drains the backlog
+    app.open_menu()
+    app.choose("Resume", app.menu())
+    app.wait_menu(lambda m: m["status"] == "Running" and "Today: 360 events" in m["text"]
+                  and "Backlog: 0, pending: 0" in m["text"], "drained after Resume")
+    assert len(stored_events(app.database)) == 360
+
+    # 5. Redis stops: a notification, the icon turns to a warning
+    desktop.dunst_history()                            # start from a clean slate
+    redis_server.stop()
+    app.wait_menu(lambda m: m["status"].startswith("Redis unreachable") and m["icon_state"] == "degraded",
+                  "Redis unreachable")
+    wait_for(lambda: desktop.dunst_displayed() >= 1, timeout=20, what="a notification on screen")
+    desktop.screenshot("04-redis-down.png")
+    hist = wait_for(lambda: [n for n in desktop.dunst_history() if n["summary"] == "Redis unreachable"],
+                    timeout=20, what="dunst to receive 'Redis unreachable'")
+    assert hist[0]["appname"] == "Telemetry Tray"
+    assert hist[0]["icon_path"].endswith(".png") and Path(hist[0]["icon_path"]).is_file()
+
+    # 6. Redis back: the recovery notification, running again
+    redis_server.start()
+    wait_for(lambda: [n for n in desktop.dunst_history() if n["summary"] == "Redis reachable again"],
+             timeout=30, what="dunst to receive the recovery notification")
+    app.wait_menu(lambda m: m["status"] == "Running" and m["icon_state"] == "running", "Running again")
+    client = redis_server.client()
+    last = [make_event(2000 + i) for i in range(60)]
+    push(client, last)
+    app.wait_menu(lambda m: "Today: 420 events" in m["text"], "420 events after the outage")
+
+    # 7. Quit: exits within the deadline, every pushed event stored exactly once
+    app.open_menu()
+    app.choose("Quit", app.menu())
+    started = time.monotonic()
+    code = app.proc.wait(QUIT_DEADLINE_S + 5)
+    took = time.monotonic() - started
+    assert code == 0, app.out.read_text()[-2000:]
+    assert took < QUIT_DEADLINE_S, f"quit took {took:.1f} s"
+    stored = stored_events(app.database)
+    assert {e["event_id"] for e in evs + more + last} <= set(stored)
+    assert pending_count(client) == 0
+    wait_for(lambda: desktop.tray_icon("Telemetry Tray") is None, timeout=5, what="the icon to go")
+    log = (app.home / "logs" / "telemetry-tray.log").read_text()
+    assert "tray: stopped cleanly" in log
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_xorg_backend_click_gives_status_and_pause(app_factory: Any, desktop: Desktop,  # noqa: F811
+                                                   redis_server: RedisProc) -> None:
+    """The xorg backend has no menus: a click shows the status as a notification
+    whose actions pause and export."""
+    try:
+        import Xlib  # noqa: F401
+    except ImportError:
+        pytest.skip("python-xlib not installed")
+    app = app_factory(PYSTRAY_BACKEND="xorg")
+    app.wait_menu(lambda m: m["icon_state"] == "running", "running")
+    push(redis_server.client(), [make_event(i) for i in range(30)])
+    app.wait_menu(lambda m: "Today: 30 events" in m["text"], "30 events")
+    desktop.dunst_history()
+
+    win = app.icon()
+    assert "SystemTrayIcon" in win["class"]  # pystray's own xorg window, not GTK's
+    desktop.click(win["x"] + win["w"] // 2, win["y"] + win["h"] // 2, button=1)
+    wait_for(lambda: desktop.dunst_displayed() >= 1, timeout=20, what="the status notification")
+    desktop.screenshot("05-xorg-status.png")
+    # choose "Pause" from the notification's actions (dunst's context menu -> our dmenu)
+    (desktop.dir / "dmenu.pick").write_text("Pause")
+    desktop.run("dunstctl", "context")
+    app.wait_menu(lambda m: m["status"] == "Paused", "Paused from the notification")
+    seen = (desktop.dir / "dmenu.seen").read_text()
+    assert "Export diagnostics" in seen and "Pause" in seen
+    hist = desktop.dunst_history()
+    status = [n for n in hist if n["summary"].startswith("Telemetry Tray: ")]
+    assert status and "Today: 30 events" in status[0]["body"]
