@@ -25,12 +25,12 @@ from typing import Any
 
 from tray_app.config import Config
 from tray_app.events import utc_now_iso, workspace_hash
-from tray_app.monitors.base import Clock, MonitorThread
+from tray_app.monitors.base import Clock, MonitorThread, iso_from_unix
 from tray_app.monitors.emit import Emitter, payload_budget
 from tray_app.monitors.privacy import Capture
 from tray_app.monitors.state_store import StateStore, state_file
-from tray_app.monitors.transcript_lines import (ToolNames, error_event, line_digest, line_event, parse_line,
-                                                session_from_path)
+from tray_app.monitors.transcript_lines import (ToolNames, error_event, line_digest, line_event, line_time,
+                                                parse_line, session_from_path)
 from tray_app.redis_conn import Endpoint
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class FileMark:
     head: str = ""
     head_len: int = 0
     ws: str | None = None
+    #: time of the last line that had one (for lines that have none)
+    ts: str | None = None
 
 
 class ClaudeCodeTranscriptMonitor(MonitorThread):
@@ -220,7 +222,7 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
                 ev = self._event(line.strip(), path, offset, mark, file_session, tools, now_iso)
                 if ev is not None:
                     pending.append(ev)
-                if len(pending) >= BATCH_LINES or start >= len(complete):
+                if len(pending) >= min(BATCH_LINES, max(1, self._budget)) or start >= len(complete):
                     emitted += self._flush(pending, mark, pos + start, key)
                     pending = []
                     if self._budget <= 0 and start < len(complete):
@@ -242,8 +244,11 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
         cwd = obj.get("cwd")
         if isinstance(cwd, str) and cwd:
             mark.ws = workspace_hash(cwd)
+        mark.ts = line_time(obj) or mark.ts
+        if mark.ts is None:
+            mark.ts = iso_from_unix(os.stat(path).st_mtime)
         return line_event(obj, line, path=path, offset=offset, line_no=mark.line, file_session=file_session,
-                          workspace_hash=mark.ws, cap=self.capture, tools=tools, now_iso=now_iso,
+                          workspace_hash=mark.ws, cap=self.capture, tools=tools, fallback_ts=mark.ts,
                           payload_max_bytes=self.payload_max)
 
     def _flush(self, pending: list[dict[str, Any]], mark: FileMark, new_offset: int, key: str) -> int:

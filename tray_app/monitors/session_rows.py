@@ -129,9 +129,3 @@ def merge(old: Row | None, agg: Agg) -> Row:
 def idle_end(last_activity: datetime, idle_timeout_s: float) -> datetime:
     """When a session with this last activity became idle."""
     return last_activity + timedelta(seconds=idle_timeout_s)
-
-
-def from_julian(jd: float | None) -> datetime | None:
-    if jd is None:
-        return None
-    return datetime.fromtimestamp((jd - 2440587.5) * 86400.0, timezone.utc)

@@ -36,8 +36,7 @@ from tray_app.engine import schema
 from tray_app.events import deterministic_event_id
 from tray_app.monitors.base import Clock, MonitorThread
 from tray_app.monitors.emit import Emitter
-from tray_app.monitors.session_rows import (TIMEOUT, Agg, Row, canonical, end_reason, from_julian, idle_end,
-                                            merge, parse, tracked)
+from tray_app.monitors.session_rows import TIMEOUT, Agg, Row, canonical, end_reason, idle_end, merge, parse, tracked
 from tray_app.monitors.state_store import StateStore, state_file
 from tray_app.redis_conn import Endpoint
 
@@ -177,9 +176,9 @@ class SessionMonitor(MonitorThread):
         n = 0
         for batch in batches:
             for seq, platform, sid, et, ts, ws, reason in sorted(batch, key=lambda e: e[0]):
-                if seq <= self._applied:
+                if seq <= top:
                     continue  # already counted (a duplicate, or seen by the recount)
-                top = max(top, seq)
+                top = seq
                 if not tracked(platform, sid):
                     continue
                 aggs.setdefault((platform, sid), Agg()).add(et, parse(ts), ws, reason)
@@ -238,15 +237,20 @@ class SessionMonitor(MonitorThread):
         return len(rows)
 
     def _recount(self, db: sqlite3.Connection, platform: str, sid: str) -> Row:
-        count, first, last, ws = db.execute(
-            "SELECT COUNT(*), MIN(julianday(timestamp)), "
-            "MAX(CASE WHEN event_type NOT IN ('session_end', 'error') THEN julianday(timestamp) END), "
-            "MAX(workspace_hash) FROM raw_traces WHERE session_id=? AND platform=?", (sid, platform)).fetchone()
-        last_dt = from_julian(last)
+        where = "FROM raw_traces WHERE session_id=? AND platform=?"
+        args = (sid, platform)
+        count, ws = db.execute(f"SELECT COUNT(*), MAX(workspace_hash) {where}", args).fetchone()
+
+        def edge(extra: str, order: str) -> tuple[Any, ...] | None:
+            # julianday() only orders mixed ISO spellings; the value is the stored text
+            return db.execute(f"SELECT timestamp, event_data {where} {extra} "
+                              f"ORDER BY julianday(timestamp) {order} LIMIT 1", args).fetchone()
+
+        first = edge("", "ASC")
+        last = edge("AND event_type NOT IN ('session_end', 'error')", "DESC")
+        end = edge("AND event_type='session_end'", "DESC")
+        last_dt = parse(last[0]) if last else None
         ended = reason = None
-        end = db.execute("SELECT timestamp, event_data FROM raw_traces WHERE session_id=? AND platform=? "
-                         "AND event_type='session_end' ORDER BY julianday(timestamp) DESC LIMIT 1",
-                         (sid, platform)).fetchone()
         if end is not None:
             end_dt = parse(end[0])
             if end_dt is not None and (last_dt is None or end_dt >= last_dt):
@@ -255,7 +259,7 @@ class SessionMonitor(MonitorThread):
                     reason = end_reason(orjson.loads(zlib.decompress(end[1])))
                 except (zlib.error, orjson.JSONDecodeError, TypeError):
                     reason = "session_end"
-        return Row(ws, from_julian(first), last_dt, ended, reason, int(count))
+        return Row(ws, parse(first[0]) if first else None, last_dt, ended, reason, int(count))
 
     # -- idle timeout ------------------------------------------------------------------------
 

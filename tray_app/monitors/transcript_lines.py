@@ -134,9 +134,17 @@ def apply_capture(obj: dict[str, Any], cap: Capture, tools: ToolNames) -> None:
         cap.field(obj, "toolUseResult", privacy.SHELL_OUTPUT if shellish else privacy.FILE_CONTENTS)
 
 
+def line_time(obj: dict[str, Any]) -> str | None:
+    """The line's own time (file-history-snapshot lines keep it inside ``snapshot``)."""
+    snap = obj.get("snapshot")
+    return _valid_ts(obj.get("timestamp")) or (_valid_ts(snap.get("timestamp")) if isinstance(snap, dict) else None)
+
+
 def line_event(obj: dict[str, Any], line: bytes, *, path: Path, offset: int, line_no: int,
                file_session: str, workspace_hash: str | None, cap: Capture, tools: ToolNames,
-               now_iso: str, payload_max_bytes: int) -> dict[str, Any]:
+               fallback_ts: str, payload_max_bytes: int) -> dict[str, Any]:
+    """``fallback_ts`` is for lines without a time of their own (summary lines):
+    the time of the line before, so reading an old file never looks like activity now."""
     sid = obj.get("sessionId")
     session_id = sid if isinstance(sid, str) and sid else file_session
     uuid = obj.get("uuid")
@@ -165,7 +173,7 @@ def line_event(obj: dict[str, Any], line: bytes, *, path: Path, offset: int, lin
         "event_id": event_id,
         "platform": PLATFORM,
         "event_type": "transcript_trace",
-        "timestamp": _valid_ts(obj.get("timestamp")) or now_iso,
+        "timestamp": line_time(obj) or fallback_ts,
         "session_id": session_id,
         "external_session_id": session_id,
         "hook_type": kind if isinstance(kind, str) and kind else "unknown",

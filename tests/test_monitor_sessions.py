@@ -1,0 +1,232 @@
+"""SessionMonitor: the sessions table from committed batches, and idle timeouts.
+
+Rows go into a real telemetry.db through the engine's own SQLiteBatchWriter,
+and the monitor is fed exactly what the consumer hands its commit listeners.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import wait_for
+from monitor_fixtures import monitor_config, stream_events
+from tray_app import events
+from tray_app.engine.writer import SQLiteBatchWriter
+from tray_app.monitors.sessions import SessionMonitor
+from tray_app.monitors.state_store import StateStore, state_file
+from tray_app.redis_conn import endpoint_from_url
+
+T0 = datetime(2026, 3, 2, 9, 0, 0, tzinfo=timezone.utc)
+TIMEOUT_S = 1800.0
+
+
+class FakeClock:
+    def __init__(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+
+def ev(session: str, at: datetime, event_type: str = "user_prompt", platform: str = "claude_code",
+       ws: str | None = "ab12cd34ef56ab78", **payload: Any) -> dict[str, Any]:
+    return {"event_id": events.new_event_id(), "platform": platform, "event_type": event_type,
+            "timestamp": at.isoformat().replace("+00:00", "Z"), "session_id": session,
+            "workspace_hash": ws, "payload": payload, "metadata": {"source": "claude_hook"}}
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, url: str) -> None:
+        self.tmp_path = tmp_path
+        self.url = url
+        self.cfg = monitor_config(tmp_path / "home", url, session_idle_timeout_s=TIMEOUT_S, poll_interval_s=0.05)
+        self.writer = SQLiteBatchWriter(self.cfg.paths.database)
+        self.clock = FakeClock(T0)
+        self.n = 0
+
+    def monitor(self, **kw: Any) -> SessionMonitor:
+        mon = SessionMonitor(self.cfg, endpoint_from_url(self.url), clock=self.clock, monotonic=self.clock,
+                             apply_interval_s=0.0, **kw)
+        mon.apply_pending()  # take its position in raw_traces (catching up if there are rows)
+        return mon
+
+    def store(self, evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Commit like the consumer does; returns what it hands to on_commit."""
+        batch = []
+        for e in evs:
+            self.n += 1
+            batch.append((f"1-{self.n}", e))
+        stored = self.writer.write(batch)
+        return [{**e, "sequence": seq} for seq, e in stored.rows]
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        conn = sqlite3.connect(self.cfg.paths.database)
+        conn.row_factory = sqlite3.Row
+        try:
+            return {r["session_id"]: dict(r) for r in conn.execute("SELECT * FROM sessions")}
+        finally:
+            conn.close()
+
+
+@pytest.fixture()
+def h(tmp_path, redis_server) -> Harness:
+    harness = Harness(tmp_path, redis_server.url)
+    yield harness
+    harness.writer.close()
+
+
+def iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_rows_follow_committed_batches(h):
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0, "session_start"), ev("s1", T0 + timedelta(minutes=2)),
+                           ev("s2", T0 + timedelta(minutes=1), platform="cursor", ws=None)]))
+    mon.on_commit(h.store([ev("s1", T0 + timedelta(minutes=5), "assistant_response")]))
+    assert mon.apply_pending() == 4
+    rows = h.rows()
+    assert rows["s1"]["platform"] == "claude_code" and rows["s2"]["platform"] == "cursor"
+    assert rows["s1"]["started_at"] == iso(T0)
+    assert rows["s1"]["last_activity_at"] == iso(T0 + timedelta(minutes=5))
+    assert rows["s1"]["event_count"] == 3 and rows["s2"]["event_count"] == 1
+    assert rows["s1"]["workspace_hash"] == "ab12cd34ef56ab78" and rows["s1"]["ended_at"] is None
+    assert mon.health()["applied_sequence"] == 4
+
+
+def test_idle_timeout_counts_from_the_last_activity(h, redis_server):
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(minutes=50))]))
+    mon.apply_pending()
+    h.clock.set(T0 + timedelta(minutes=31))  # 31 min after the start, 19 after the last activity
+    assert mon.check_idle() == 0
+    assert h.rows()["s1"]["ended_at"] is None
+    h.clock.set(T0 + timedelta(minutes=50, seconds=1799))
+    assert mon.check_idle() == 0
+    h.clock.set(T0 + timedelta(minutes=80, seconds=1))
+    assert mon.check_idle() == 1
+    row = h.rows()["s1"]
+    assert row["ended_at"] == iso(T0 + timedelta(minutes=80)) and row["end_reason"] == "timeout"
+    (end,) = stream_events(redis_server.client())
+    assert end["event_type"] == "session_end" and end["session_id"] == "s1"
+    assert end["platform"] == "claude_code" and end["metadata"]["source"] == "session_monitor"
+    assert end["payload"]["reason"] == "timeout"
+    assert end["payload"]["last_activity_at"] == iso(T0 + timedelta(minutes=50))
+    assert end["timestamp"] == iso(T0 + timedelta(minutes=80))
+    assert mon.check_idle() == 0  # ended once
+    # the session_end itself comes back through the consumer: counted, not re-ended
+    mon.on_commit(h.store([end]))
+    mon.apply_pending()
+    row = h.rows()["s1"]
+    assert row["event_count"] == 3 and row["ended_at"] == iso(T0 + timedelta(minutes=80))
+
+
+def test_activity_after_a_timeout_reopens_and_times_out_again(h, redis_server):
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0)]))
+    mon.apply_pending()
+    h.clock.set(T0 + timedelta(hours=1))
+    assert mon.check_idle() == 1
+    mon.on_commit(h.store([ev("s1", T0 + timedelta(hours=2))]))
+    mon.apply_pending()
+    assert h.rows()["s1"]["ended_at"] is None
+    h.clock.set(T0 + timedelta(hours=3))
+    assert mon.check_idle() == 1
+    ends = [e for e in stream_events(redis_server.client()) if e["event_type"] == "session_end"]
+    assert len({e["event_id"] for e in ends}) == 2
+
+
+def test_redeliveries_are_not_counted_twice(h):
+    mon = h.monitor()
+    batch = h.store([ev("s1", T0), ev("s1", T0 + timedelta(seconds=5))])
+    mon.on_commit(batch)
+    mon.on_commit(batch)  # the same committed batch handed over again
+    redelivered = h.store([{k: v for k, v in e.items() if k != "sequence"} for e in batch])
+    assert [e["sequence"] for e in redelivered] == [e["sequence"] for e in batch]  # duplicates keep their row
+    mon.on_commit(redelivered + h.store([ev("s1", T0 + timedelta(seconds=9))]))
+    mon.apply_pending()
+    assert h.rows()["s1"]["event_count"] == 3
+
+
+def test_a_restart_catches_up_from_raw_traces_exactly(h, tmp_path):
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(minutes=1))]))
+    mon.apply_pending()
+    mon.close()
+    # events stored while the monitor was not running (no on_commit)
+    h.store([ev("s1", T0 + timedelta(minutes=2)), ev("s3", T0 + timedelta(minutes=3))])
+    # and a crash after the sessions commit, before the position was saved
+    store = StateStore(state_file(h.cfg.paths.state_dir, "sessions"))
+    store.put("sessions", "applied_sequence", 1)
+    store.close()
+    again = h.monitor()
+    again.run_once()
+    rows = h.rows()
+    assert rows["s1"]["event_count"] == 3  # recounted, not incremented
+    assert rows["s1"]["last_activity_at"] == iso(T0 + timedelta(minutes=2))
+    assert rows["s3"]["event_count"] == 1 and rows["s3"]["started_at"] == iso(T0 + timedelta(minutes=3))
+    assert again.health()["applied_sequence"] == 4 and again.health()["recounts"] == 1
+
+
+def test_hook_session_end_records_its_reason_and_late_events_do_not_undo_it(h):
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(minutes=3), "session_end",
+                                              reason="prompt_input_exit")]))
+    mon.apply_pending()
+    row = h.rows()["s1"]
+    assert row["ended_at"] == iso(T0 + timedelta(minutes=3)) and row["end_reason"] == "prompt_input_exit"
+    mon.on_commit(h.store([ev("s1", T0 + timedelta(minutes=1))]))  # older event, delivered late
+    mon.apply_pending()
+    assert h.rows()["s1"]["ended_at"] == iso(T0 + timedelta(minutes=3))
+    mon.on_commit(h.store([ev("s1", T0 + timedelta(minutes=9), "session_start")]))  # resumed
+    mon.apply_pending()
+    row = h.rows()["s1"]
+    assert row["ended_at"] is None and row["event_count"] == 4
+    h.clock.set(T0 + timedelta(hours=2))
+    assert mon.check_idle() == 1
+
+
+def test_errors_and_cursor_state_items_are_not_activity(h):
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(hours=5), "error"),
+                           ev("cursor-state:workspace:abc", T0, "database_trace", platform="cursor")]))
+    mon.apply_pending()
+    rows = h.rows()
+    assert set(rows) == {"s1"}
+    assert rows["s1"]["last_activity_at"] == iso(T0) and rows["s1"]["event_count"] == 2
+
+
+def test_queue_overflow_falls_back_to_an_exact_recount(h):
+    mon = h.monitor(max_queue_events=3)
+    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(seconds=1))]))
+    mon.on_commit(h.store([ev("s1", T0 + timedelta(seconds=2)), ev("s2", T0)]))  # overflow
+    mon.on_commit(h.store([ev("s2", T0 + timedelta(seconds=3))]))
+    mon.run_once()
+    rows = h.rows()
+    assert rows["s1"]["event_count"] == 3 and rows["s2"]["event_count"] == 2
+    assert rows["s2"]["last_activity_at"] == iso(T0 + timedelta(seconds=3))
+
+
+def test_the_thread_applies_commits_and_times_sessions_out(h, redis_server):
+    clock = FakeClock(datetime.now(timezone.utc))
+    mon = SessionMonitor(h.cfg, endpoint_from_url(h.url), clock=clock, apply_interval_s=0.01)
+    mon.start()
+    try:
+        mon.on_commit(h.store([ev("live", datetime.now(timezone.utc))]))
+        wait_for(lambda: h.rows().get("live"), what="sessions row")
+        clock.now += TIMEOUT_S + 60
+        mon.wake()
+        wait_for(lambda: h.rows()["live"]["end_reason"] == "timeout", what="idle end")
+        assert [e["event_type"] for e in stream_events(redis_server.client())] == ["session_end"]
+    finally:
+        mon.stop()
+        mon.join(5)
+    assert not mon.is_alive() and mon.health()["state"] == "stopped"
