@@ -290,3 +290,25 @@ def test_privacy_modes_apply_before_anything_leaves_the_hook(mode: str, app_home
         digest = "sha256:" + hashlib.sha256(PRIVATE["prompt"].encode()).hexdigest()
         prompts = [events.decode(f)["payload"].get("prompt") for _, f in raw]
         assert prompts.count(digest) == 2
+
+
+def test_hook_finds_the_apps_managed_redis(app_home: Path, server_binary) -> None:  # type: ignore[no-untyped-def]
+    """No URL anywhere: the app starts its private server (unix socket, random
+    password) and writes the endpoint file; the hook finds it there."""
+    from tray_app.config import load_config
+    from tray_app.redis_conn import RedisProvider
+
+    provider = RedisProvider(load_config())
+    ep = provider.start()
+    try:
+        assert ep.url.startswith("unix://") and ep.password
+        for assistant, sample in (("cursor", {**CURSOR_BASE, "hook_event_name": "stop", "status": "completed",
+                                               "loop_count": 1}),
+                                  ("claude", {**CLAUDE_BASE, "hook_event_name": "Stop", "stop_hook_active": True})):
+            proc, _ = run_hook(assistant, json.dumps(sample), hook_env(app_home))
+            assert_clean_exit(assistant, proc)
+        entries = stream_entries(ep.client())
+        assert [(e["platform"], e["hook_type"]) for e in entries] == [("cursor", "stop"), ("claude_code", "Stop")]
+        assert spool_files(app_home) == []
+    finally:
+        provider.stop()

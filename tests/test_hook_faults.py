@@ -255,6 +255,29 @@ def test_configured_cap(app_home: Path, redis_server: RedisProc) -> None:
     assert len(entry["payload"]) <= 2048 and events.decode(entry)["metadata"]["truncated"] is True
 
 
+@pytest.mark.slow
+def test_stdin_left_open_is_captured_after_the_watchdog(app_home: Path, redis_server: RedisProc) -> None:
+    """An assistant that never closes stdin cannot hang the hook: after the
+    watchdog (5 s) what arrived is captured and the hook exits 0."""
+    env = hook_env(app_home, redis_server.url)
+    start = time.monotonic()
+    proc = subprocess.Popen(installers.hook_command("cursor", script=HOOK), shell=True, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(PROMPT).encode())
+    proc.stdin.flush()  # ... and never closed
+    try:
+        assert proc.wait(timeout=20) == 0
+        took = time.monotonic() - start
+        assert proc.stdout is not None and proc.stdout.read() == b"{}\n"
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert 4.5 < took < 12
+    [entry] = stream_entries(redis_server.client())
+    assert events.decode(entry)["payload"] == PROMPT
+
+
 # ----------------------------------------------------------------------------- nothing works
 
 def test_spool_unwritable_and_redis_down(app_home: Path) -> None:

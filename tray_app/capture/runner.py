@@ -25,6 +25,38 @@ EVENTS_STREAM = "telemetry:events"
 #: [capture] max_input_bytes then caps what is kept
 READ_LIMIT = 64 * 1024 * 1024
 CURSOR_OUTPUT = b"{}\n"
+#: stdin must be closed by then (both assistants close it); what arrived is
+#: captured, and GRACE_S later the hook exits whatever it is doing
+WATCHDOG_S = 5
+GRACE_S = 2
+
+
+class StdinTimeout(Exception):
+    """The watchdog fired while stdin was still open."""
+
+
+def _hard_exit(signum, frame):
+    _say(f"gave up after {WATCHDOG_S + GRACE_S} s")
+    _os._exit(0)
+
+
+def _interrupt(signum, frame):
+    import _signal
+
+    _signal.signal(_signal.SIGALRM, _hard_exit)
+    _signal.alarm(GRACE_S)
+    raise StdinTimeout()
+
+
+def arm_watchdog():
+    """SIGALRM after WATCHDOG_S (POSIX only; _signal is already loaded)."""
+    try:
+        import _signal
+
+        _signal.signal(_signal.SIGALRM, _interrupt)
+        _signal.alarm(WATCHDOG_S)
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
 
 
 def read_stdin(limit=READ_LIMIT):
@@ -41,7 +73,7 @@ def read_stdin(limit=READ_LIMIT):
             if kept < limit:
                 chunks.append(chunk)
                 kept += len(chunk)
-    except OSError:
+    except (OSError, StdinTimeout):
         pass
     data = b"".join(chunks)
     if total > limit:
@@ -94,6 +126,7 @@ def run(arg, environ=None):
 def main(argv):
     """Never raises; the caller exits 0."""
     arg = argv[1] if len(argv) > 1 else ""
+    arm_watchdog()
     if arg.strip().lower() == "cursor":
         try:
             _os.write(1, CURSOR_OUTPUT)
