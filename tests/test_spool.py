@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from conftest import RedisProc, wait_for
-from test_hook_events import CLAUDE_BASE, CURSOR_BASE, assert_clean_exit, hook_env, run_hook, spool_files
+from test_hook_events import (CLAUDE_BASE, CURSOR_BASE, assert_clean_exit, hook_env, run_hook, spool_files,
+                              stream_entries as stream)
 from tray_app import events
 from tray_app.capture import spool, spoolfile
 from tray_app.redis_conn import EVENTS_STREAM
@@ -31,10 +31,6 @@ def spool_event(spool_dir: Path, i: int, now_ns: int | None = None) -> dict[str,
     name = spoolfile.file_name(fields["event_id"], now_ns)
     (spool_dir / name).write_bytes(json.dumps(fields).encode())
     return fields
-
-
-def stream(client: redis.Redis) -> list[dict[str, str]]:
-    return [{k.decode(): v.decode() for k, v in f.items()} for _, f in client.xrange(EVENTS_STREAM)]
 
 
 def test_drain_oldest_first_then_delete(tmp_path: Path, redis_server: RedisProc) -> None:

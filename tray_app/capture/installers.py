@@ -184,15 +184,18 @@ def _claude_hook_is_ours(hook: Any) -> bool:
     return isinstance(hook, dict) and is_ours(hook.get("command"))
 
 
+_ONLY_OURS = object()
+
+
 def _strip_claude_group(group: Any) -> Any:
-    """A matcher group without our commands; None when nothing else was in it."""
+    """A matcher group without our commands; _ONLY_OURS when nothing else was in it."""
     if not isinstance(group, dict) or not isinstance(group.get("hooks"), list):
         return group
     rest = [h for h in group["hooks"] if not _claude_hook_is_ours(h)]
     if len(rest) == len(group["hooks"]):
         return group
     if not rest:
-        return None
+        return _ONLY_OURS
     return {**group, "hooks": rest}
 
 
@@ -209,20 +212,14 @@ def _merge(assistant: str, path: Path, data: dict[str, Any], command: str | None
             ours = {"command": command} if want else None
             updated = _place(entries, ours, _cursor_entry_is_ours)
         else:
-            stripped: list[Any] = []
-            marks: list[Any] = []
-            for group in entries:
-                kept = _strip_claude_group(group)
-                if kept is None:
-                    marks.append(group)
-                    stripped.append(group)  # position holder, replaced or dropped below
-                else:
-                    stripped.append(kept)
             ours = None
             if want:
                 ours = {"matcher": "*" if event in CLAUDE_TOOL_EVENTS else "",
                         "hooks": [{"type": "command", "command": command, "timeout": CLAUDE_TIMEOUT_S}]}
-            updated = _place(stripped, ours, lambda g: any(g is m for m in marks))
+            # our commands taken out of every group; a group that held only ours marks
+            # the place where the current one goes back (or nothing, on uninstall)
+            stripped = [_strip_claude_group(group) for group in entries]
+            updated = _place(stripped, ours, lambda group: group is _ONLY_OURS)
         if updated == entries:
             continue
         touched = True

@@ -120,47 +120,43 @@ def _connect(kind, address, timeout_s):
 
 
 def _read_replies(sock, count, deadline):
-    """Read ``count`` replies; return them as (kind_byte, line) pairs.
+    """Read ``count`` replies; return them as (kind_byte, payload) pairs.
 
     Only the replies our commands produce occur: +simple, -error, :integer
     and $bulk (XADD's entry id)."""
     buf = b""
     replies = []
     pos = 0
+
+    def more(buf):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RespError("timed out waiting for Redis")
+        sock.settimeout(remaining)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RespError("Redis closed the connection")
+        return buf + chunk
+
     while len(replies) < count:
         end = buf.find(b"\r\n", pos)
         if end < 0:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RespError("timed out waiting for Redis")
-            sock.settimeout(remaining)
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise RespError("Redis closed the connection")
-            buf += chunk
+            buf = more(buf)
             continue
         kind, line = buf[pos:pos + 1], buf[pos + 1:end]
-        if kind == b"$":
-            size = int(line)
-            if size < 0:
-                replies.append((kind, None))
-                pos = end + 2
-                continue
-            if len(buf) < end + 2 + size + 2:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise RespError("timed out waiting for Redis")
-                sock.settimeout(remaining)
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise RespError("Redis closed the connection")
-                buf += chunk
-                continue
-            replies.append((kind, buf[end + 2:end + 2 + size]))
-            pos = end + 2 + size + 2
-        else:
+        if kind != b"$":
             replies.append((kind, line))
             pos = end + 2
+            continue
+        size = int(line)
+        if size < 0:  # nil
+            replies.append((kind, None))
+            pos = end + 2
+        elif len(buf) < end + 2 + size + 2:
+            buf = more(buf)
+        else:
+            replies.append((kind, buf[end + 2:end + 2 + size]))
+            pos = end + 2 + size + 2
     return replies
 
 

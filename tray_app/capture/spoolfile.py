@@ -5,7 +5,7 @@ the stream entry as one flat JSON object of strings, exactly the fields the
 hook would have sent with XADD. Names sort by creation time, so a directory
 listing gives the drain its order (oldest first) without a stat per file.
 
-A file is written as ``.<name>.tmp`` (0600) and renamed into place, so a
+A file is written as ``.<name>.<pid>.tmp`` (0600) and renamed into place, so a
 reader never sees a partial file. There is no fsync: a spooled event has the
 durability of the Redis it stands in for (appendfsync everysec), and a file
 torn by a power cut is unparseable, so the drain moves it to ``bad/`` and
@@ -15,11 +15,6 @@ Standard library only; the hook imports it only when it has to spool.
 """
 
 import time
-
-try:
-    import posix as _os
-except ImportError:  # Windows
-    import nt as _os  # type: ignore[no-redef]
 
 try:
     from . import hookconfig
@@ -50,25 +45,10 @@ def is_event_file(name):
 
 
 def write(spool_dir, event_id, data):
-    """Atomically write one spool file (0600); return its path. Raises OSError."""
-    hookconfig.make_dirs(spool_dir)
-    name = file_name(event_id)
-    path = hookconfig.join(spool_dir, name)
-    tmp = hookconfig.join(spool_dir, f"{TMP_PREFIX}{name}{TMP_SUFFIX}")
-    flags = _os.O_WRONLY | _os.O_CREAT | _os.O_EXCL | getattr(_os, "O_BINARY", 0)
-    fd = _os.open(tmp, flags, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[_os.write(fd, view):]
-        finally:
-            _os.close(fd)
-        _os.rename(tmp, path)
-    except BaseException:
-        try:
-            _os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Atomically write one spool file (0600); return its path. Raises OSError.
+
+    The temp name (``.<name>.<pid>.tmp``) matches TMP_PREFIX/TMP_SUFFIX, so the
+    drain can tell a file a hook never finished."""
+    path = hookconfig.join(spool_dir, file_name(event_id))
+    hookconfig.write_atomic(path, data)
     return path
