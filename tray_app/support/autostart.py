@@ -157,7 +157,7 @@ class LinuxAutostart:
             f"Exec={desktop_exec(command)}",
             f"Icon={self.icon}",
             "Terminal=false",
-            "Categories=Utility;Development;",
+            "Categories=Development;",
             "StartupNotify=false",
             f"Hidden={'true' if hidden else 'false'}",
             f"X-GNOME-Autostart-enabled={'false' if hidden else 'true'}",
