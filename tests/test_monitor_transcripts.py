@@ -278,3 +278,14 @@ def test_a_file_cut_back_to_its_first_lines_is_read_again(tmp_path, redis_server
     evs = stream_events(redis_server.client())
     assert evs[-1]["payload"]["message"]["content"] == "after the rewind"
     assert evs[-1]["metadata"]["line"] == 7
+
+
+def test_overlapping_roots_read_each_file_once(tmp_path, redis_server, projects):
+    write_conversation(projects, CWD)
+    link = tmp_path / "claude-config-link"
+    link.symlink_to(projects.root.parent)  # e.g. CLAUDE_CONFIG_DIR pointing at ~/.claude
+    cfg = monitor_config(tmp_path / "home", redis_server.url)
+    mon = ClaudeCodeTranscriptMonitor(cfg, endpoint_from_url(redis_server.url),
+                                      roots=[projects.root, link / "projects", projects.root / "-home-dev-shop"])
+    assert mon.run_once() == 13
+    assert mon.health()["files_tracked"] == 2

@@ -113,18 +113,27 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
 
     # -- discovery ----------------------------------------------------------------------------
 
-    def discover(self) -> list[Path]:
-        found: dict[str, Path] = {}
-        for root in self.roots:
-            if not root.is_dir():
+    def discover(self) -> list[tuple[Path, os.stat_result]]:
+        """Every ``*.jsonl`` under the roots with its stat, each file once (by
+        device and inode, so overlapping roots and symlinks do not double it)."""
+        found: dict[tuple[int, int], tuple[Path, os.stat_result]] = {}
+        stack = [str(r) for r in self.roots]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
                 continue
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames.sort()
-                for fn in sorted(filenames):
-                    if fn.endswith(".jsonl"):
-                        p = Path(dirpath) / fn
-                        found.setdefault(os.path.realpath(p), p)
-        return list(found.values())
+            for e in entries:
+                try:
+                    if e.is_dir(follow_symlinks=False):  # no symlink loops
+                        stack.append(e.path)
+                    elif e.name.endswith(".jsonl") and e.is_file():
+                        st = e.stat()
+                        found.setdefault((st.st_dev, st.st_ino), (Path(e.path), st))
+                except OSError:
+                    continue
+        return sorted(found.values(), key=lambda f: str(f[0]))
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -136,7 +145,7 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
         emitted = 0
         backlog = False
         present = set()
-        for path in files:
+        for path, st in files:
             key = str(path)
             present.add(key)
             if self.stopping:
@@ -145,13 +154,13 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
                 backlog = True
                 break
             try:
-                n, more = self._pass_file(path)
+                n, more = self._pass_file(path, st)
             except OSError as exc:
                 self.record_error(f"{path}: {exc.strerror or exc}")
                 continue
             emitted += n
             backlog = backlog or more
-        for gone in [k for k in self._marks if k not in present and not Path(k).exists()]:
+        for gone in [k for k in self._marks if k not in present and not os.path.exists(k)]:
             del self._marks[gone]
             self._tools.pop(gone, None)
             self.store.delete(FILE_SCOPE, gone)
@@ -159,16 +168,15 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
         self._set(files_tracked=len(self._marks), backlog=backlog)
         return emitted
 
-    def _pass_file(self, path: Path) -> tuple[int, bool]:
+    def _pass_file(self, path: Path, st: os.stat_result) -> tuple[int, bool]:
         assert self._marks is not None
         key = str(path)
-        st = os.stat(path)
         saved = self._marks.get(key)
+        if (saved is not None and saved.ino == st.st_ino and saved.size == st.st_size
+                and saved.mtime_ns == st.st_mtime_ns and saved.offset <= st.st_size):
+            return 0, False
         # work on a copy: only what _flush saved (after a successful XADD) is remembered
         mark = FileMark(**asdict(saved)) if saved is not None else None
-        if (mark is not None and mark.ino == st.st_ino and mark.size == st.st_size
-                and mark.mtime_ns == st.st_mtime_ns and mark.offset <= st.st_size):
-            return 0, False
         with open(path, "rb") as fh:
             if mark is None or self._must_restart(mark, st, fh):
                 if mark is not None:
