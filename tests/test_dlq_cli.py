@@ -212,3 +212,26 @@ def test_cli_errors_are_one_line(app_home, monkeypatch) -> None:
                  ("dlq", "purge", "--help")):
         r = run_cli(*args, env=env)
         assert r.returncode == 0 and len(r.stdout.splitlines()) > 3
+
+
+def test_cli_starts_the_private_server_for_itself_and_stops_it(app_home) -> None:
+    """No redis.url and the app not running: the command starts the private
+    server, answers, and leaves nothing running."""
+    from conftest import need
+    from tray_app.config import load_config
+    from tray_app.errors import ServerBinaryNotFound
+    from tray_app.fileutil import pid_alive
+    from tray_app.redis_server import find_server_binary
+
+    try:
+        find_server_binary()
+    except ServerBinaryNotFound as exc:
+        need(False, str(exc))
+    env = dict(os.environ)
+    r = run_cli("dlq", "list", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "no dead letters (0 in total)"
+    cfg = load_config()
+    pidfile = cfg.paths.redis_dir / "redis.pid"
+    assert not pidfile.exists() or not pid_alive(int(pidfile.read_text().strip() or 0))
+    assert not cfg.paths.endpoint_file.exists()

@@ -181,15 +181,16 @@ def cmd_autostart_status(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _redis(args: argparse.Namespace) -> Iterator[Any]:
-    """A client to the configured Redis; the private server is started for the
-    command if it is not running, and stopped after it (as `init` does)."""
+    """A client to the configured Redis. The private server, when it is not
+    running, is started for this command only and stopped after it (as `init`
+    does); the endpoint file hooks read is left alone."""
     import redis
 
     from tray_app.redis_conn import RedisProvider, translate
 
     cfg = get_config(args)
     provider = RedisProvider(cfg)
-    ep = provider.start(take_ownership=False)
+    ep = provider.start(take_ownership=False, write_endpoint=False)
     client = ep.client()
     try:
         try:
