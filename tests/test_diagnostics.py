@@ -164,6 +164,7 @@ def planted(user_home: Path, server_binary, tmp_path: Path, monkeypatch: pytest.
     c.close()
 
     # logs: secrets and content in the shapes a careless log line would have them
+    dashed_home = str(home).strip("/").replace("/", "-")  # Claude Code's project dir naming
     cfg.paths.log_dir.mkdir(parents=True, exist_ok=True)
     lines = [
         "2026-01-01 10:00:00 INFO MainThread tray_app.engine: started, 0 pending",
@@ -177,7 +178,7 @@ def planted(user_home: Path, server_binary, tmp_path: Path, monkeypatch: pytest.
         f"2026-01-01 10:00:06 WARNING app: fallback redis://default:{OTHER_URL_PW}@10.0.0.5:6379 failed",
         f"2026-01-01 10:00:07 DEBUG cursor: read cursorAuth/accessToken {CURSOR_TOKEN}",
         f"2026-01-01 10:00:08 DEBUG env: key {ENV_KEY}",
-        f"2026-01-01 10:00:09 INFO watcher: {home}/.claude/projects/-{str(home).strip('/').replace('/', '-')}-proj/a.jsonl",
+        f"2026-01-01 10:00:09 INFO watcher: {home}/.claude/projects/-{dashed_home}-proj/a.jsonl",
         "2026-01-01 10:00:10 INFO engine: stopped cleanly",
     ]
     cfg.paths.log_file.write_text("\n".join(lines) + "\n")

@@ -4,6 +4,7 @@ diagnostics.py scrubs and writes them."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sqlite3
@@ -76,17 +77,14 @@ def _walk(root: Path, limit: int) -> tuple[list[Path], bool]:
 
 
 def _claude_roots(cfg: Config) -> list[Path]:
+    extra = [Path(p).expanduser() for p in cfg.monitors.claude_projects_dirs]
     try:
         from tray_app.monitors.claude_transcripts import default_roots, unique_roots
-
-        roots = default_roots()
     except ImportError:
         home = Path.home()
-        roots = [home / ".claude" / "projects", home / ".config" / "claude" / "projects"]
-
-        def unique_roots(r: list[Path]) -> list[Path]:
-            return list(dict.fromkeys(r))
-    return unique_roots([*roots, *(Path(p).expanduser() for p in cfg.monitors.claude_projects_dirs)])
+        return list(dict.fromkeys([home / ".claude" / "projects", home / ".config" / "claude" / "projects",
+                                   *extra]))
+    return unique_roots([*default_roots(), *extra])
 
 
 def _state_store(path: Path) -> dict[str, Any]:
@@ -143,7 +141,7 @@ def monitors(cfg: Config) -> dict[str, Any]:
             listing.append({"name": rel, "bytes": st.st_size,
                             "modified": datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat()})
             if f.suffix in (".sqlite3", ".sqlite", ".db"):
-                stores[rel] = section(lambda f=f: _state_store(f), f"state store {rel}")
+                stores[rel] = section(functools.partial(_state_store, f), f"state store {rel}")
         if capped:
             listing.append({"note": f"listing cut at {MAX_STATE_FILES} files"})
     out["state_dir"] = {"path": str(state), "files": listing}
