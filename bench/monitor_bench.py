@@ -72,6 +72,9 @@ class NullEmitter:
         self.n += n
         return n
 
+    def may_hurry(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 

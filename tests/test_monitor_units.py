@@ -109,3 +109,24 @@ def test_build_monitors_returns_the_enabled_ones(tmp_path):
         assert {"last_pass_at", "items_emitted", "errors", "last_error", "state"} <= set(m.health())
     off = replace(cfg, monitors=replace(cfg.monitors, cursor_enabled=False, sessions_enabled=False))
     assert [m.name for m in build_monitors(off, ep)] == ["claude_transcripts"]
+
+
+def test_backlog_waits_when_the_engine_is_far_behind(redis_server, monkeypatch):
+    from tray_app.monitors import emit
+    from tray_app.redis_conn import EVENTS_STREAM, ensure_streams
+
+    em = emit.Emitter(endpoint_from_url(redis_server.url))
+    c = redis_server.client()
+    assert em.stream_lag() == 0 and em.may_hurry()
+    for i in range(5):
+        c.xadd(EVENTS_STREAM, {"n": str(i)})
+    assert em.stream_lag() == 5  # no consumer group yet: the stream's length
+    ensure_streams(c)
+    assert em.stream_lag() == 5  # the group has read nothing
+    c.xreadgroup("processors", "x", {EVENTS_STREAM: ">"}, count=3)
+    assert em.stream_lag() == 2
+    monkeypatch.setattr(emit, "MAX_STREAM_LAG", 2)
+    assert not em.may_hurry()
+    em.close()
+    down = emit.Emitter(endpoint_from_url("redis://127.0.0.1:1/0"), connect_timeout_s=0.2)
+    assert down.stream_lag() is None and not down.may_hurry()

@@ -105,7 +105,8 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
                   restarts_from_zero=0, backlog=False)
 
     def next_wait_s(self) -> float:
-        return 0.0 if self._backlog else self.poll_interval_s
+        # a backlog goes on at once, unless the engine is far behind (Redis memory)
+        return 0.0 if self._backlog and self.emitter.may_hurry() else self.poll_interval_s
 
     def close(self) -> None:
         self.emitter.close()

@@ -18,12 +18,15 @@ import redis
 
 from tray_app import events
 from tray_app.errors import RedisUnavailable
-from tray_app.redis_conn import EVENTS_STREAM, Endpoint
+from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint
 
 #: entries per pipeline round trip
 PIPELINE_ENTRIES = 500
 #: room left under ingest.max_entry_bytes for the fields besides the payload
 ENTRY_HEADROOM_BYTES = 16 * 1024
+#: a monitor with a backlog (a first read of a big database or transcript
+#: history) only goes on at once while the engine is this close behind
+MAX_STREAM_LAG = 20_000
 
 
 class Emitter:
@@ -61,6 +64,27 @@ class Emitter:
             self.close()
             raise RedisUnavailable(f"cannot add monitor events at {self.endpoint.masked}: {exc}") from None
         return len(entries)
+
+    def stream_lag(self) -> int | None:
+        """Entries the engine's group has not read yet (XLEN when there is no
+        group); None when Redis cannot say."""
+        try:
+            client = self._connection()
+            if not client.exists(EVENTS_STREAM):
+                return 0
+            for g in client.xinfo_groups(EVENTS_STREAM):
+                name = g.get("name")
+                if name in (GROUP, GROUP.encode()):
+                    lag = g.get("lag")
+                    return int(lag) if lag is not None else None
+            return int(client.xlen(EVENTS_STREAM))
+        except (redis.RedisError, OSError, ValueError, TypeError):
+            return None
+
+    def may_hurry(self) -> bool:
+        """True when a backlog may be sent on without waiting a poll interval."""
+        lag = self.stream_lag()
+        return lag is not None and lag < MAX_STREAM_LAG
 
     def close(self) -> None:
         if self._client is not None:
