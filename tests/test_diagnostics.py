@@ -281,6 +281,7 @@ def test_bundle_contains_no_canary_and_no_home_path(planted, user_home: Path, tm
     offsets = [r for r in kv if r["scope"] == "offsets"][0]
     assert offsets["key"] == "~/.claude/projects/p/a.jsonl" and offsets["state"]["offset"] == 4096
     assert any(r["path"] == "~/work/transcripts" for r in mon["claude_code"]["project_roots"])
+    assert mon["live"]["claude_transcripts"] == {"last_pass": "2026-01-01T00:00:00Z", "root": "~/.claude/projects"}
 
     hooks = json.loads(part(files, "hooks.json"))
     assert set(hooks) >= {"cursor", "claude"}

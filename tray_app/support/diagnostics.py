@@ -216,6 +216,10 @@ def export_bundle(cfg: Config, out_dir: Path | None = None, health: HealthSnapsh
         rp.close()
     parts["database.json"] = section(lambda: parts_mod.database(cfg), "database")
     parts["monitors.json"] = section(lambda: parts_mod.monitors(cfg), "monitors")
+    snapshot = parts["health.json"].get("snapshot") if isinstance(parts["health.json"], dict) else None
+    if isinstance(parts["monitors.json"], dict):
+        # the monitors' own report (last pass, items emitted, errors), as the engine published it
+        parts["monitors.json"]["live"] = (snapshot or {}).get("monitors") or None
     parts["hooks.json"] = section(lambda: parts_mod.hooks(cfg), "hooks")
     parts["spool.json"] = section(lambda: parts_mod.spool(cfg), "spool")
     logs = section(lambda: parts_mod.logs(cfg, log_lines), "logs")
