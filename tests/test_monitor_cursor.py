@@ -336,3 +336,23 @@ def test_locations_and_workspace_mapping(tmp_path):
     assert read_workspace_json(d) == "/home/u/all.code-workspace"
     (d / "workspace.json").write_text("{not json")
     assert read_workspace_json(d) is None
+
+
+def test_in_place_updates_are_found_by_the_reconciliation(tmp_path, redis_server, cursor):
+    now = [1_000_000.0]
+    mon = make_monitor(tmp_path, redis_server, cursor, clock=lambda: now[0], reconcile_interval_s=3600,
+                       chunk_rows=2, reconcile_rows_per_pass=4)
+    mon.run_once()
+    n = len(stream_events(redis_server.client()))
+    key = f"bubbleId:{CID}:{uid('a', CID, 1)}"
+    conn = cursor.writers["global"]
+    value = json.loads(conn.execute("SELECT value FROM cursorDiskKV WHERE key=?", (key,)).fetchone()[0])
+    value["text"] = "Added `total()` (step 1), now with tests."
+    conn.execute("UPDATE cursorDiskKV SET value=? WHERE key=?", (json.dumps(value), key))  # rowid kept
+    assert mon.run_once() == 0  # not before the reconciliation is due
+    now[0] += 3600
+    counts = [mon.run_once() for _ in range(4)]  # 4 rows per pass: the table takes a few passes
+    assert sum(counts) == 1
+    (ev,) = stream_events(redis_server.client())[n:]
+    assert ev["metadata"]["key"] == key and ev["payload"]["text"].endswith("now with tests.")
+    assert mon.run_once() == 0

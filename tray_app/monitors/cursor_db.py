@@ -16,7 +16,9 @@ Rules this module keeps (see docs/monitors.md):
   table's ``UNIQUE ON CONFLICT REPLACE`` gives every new or rewritten key a
   rowid above the current maximum, so a pass reads what changed and no more.
   A shrinking ``max(rowid)`` or another key at a remembered (rowid, key)
-  anchor (VACUUM renumbering), or a replaced file, resets the watermark; a periodic reconciliation walks the whole table in chunks
+  anchor (VACUUM renumbering), or a replaced file, resets the watermark; a
+  periodic reconciliation walks the whole table in chunks, a bounded number
+  of rows per pass,
   to catch in-place UPDATEs. Per-item digests in the state store make both
   re-scans emit only items whose content changed. ``ItemTable`` keys are
   three point lookups, skipped when the value's digest is unchanged.
@@ -87,7 +89,8 @@ class CursorDatabaseMonitor(MonitorThread):
                  emitter: Emitter | None = None, store: StateStore | None = None,
                  clock: Clock = time.time, monotonic: Clock = time.monotonic,
                  max_items_per_pass: int = 5000, chunk_rows: int = 500,
-                 reconcile_interval_s: float = 6 * 3600.0, busy_timeout_s: float = 0.05) -> None:
+                 reconcile_interval_s: float = 6 * 3600.0, reconcile_rows_per_pass: int = 20_000,
+                 busy_timeout_s: float = 0.05) -> None:
         super().__init__(NAME, cfg.monitors.poll_interval_s, clock=clock, monotonic=monotonic)
         self.cfg = cfg
         self.user_dir = user_dir or (Path(cfg.monitors.cursor_user_dir).expanduser()
@@ -101,6 +104,7 @@ class CursorDatabaseMonitor(MonitorThread):
         self.max_items_per_pass = max_items_per_pass
         self.chunk_rows = chunk_rows
         self.reconcile_interval_s = reconcile_interval_s
+        self.reconcile_rows_per_pass = reconcile_rows_per_pass
         self.busy_timeout_s = busy_timeout_s
         self._states: dict[str, dict[str, Any]] | None = None
         self._composer_ws: dict[str, str] | None = None
@@ -164,7 +168,10 @@ class CursorDatabaseMonitor(MonitorThread):
             return 0, False
         st = self._states.setdefault(db.db_id, {})
         now = self.clock()
-        if st.get("fp") == fs.fingerprint and st.get("recon_pos") is None:
+        # a reconciliation is due after reconcile_interval_s, if the file changed since the last one
+        due = (now - float(st.get("last_recon_at") or now) >= self.reconcile_interval_s
+               and st.get("recon_fp") != fs.fingerprint)
+        if st.get("fp") == fs.fingerprint and st.get("recon_pos") is None and not due:
             return 0, False
         if st.get("inode") not in (None, fs.inode):
             log.info("%s: %s was replaced: re-reading it (unchanged items are not re-sent)", NAME, db.path)
@@ -174,7 +181,7 @@ class CursorDatabaseMonitor(MonitorThread):
         conn = open_readonly(db.path, immutable=immutable, busy_timeout_s=self.busy_timeout_s)
         try:
             emitted = self._item_table(conn, db, st, fs, immutable)
-            n, more = self._disk_kv(conn, db, st, fs, immutable, now)
+            n, more = self._disk_kv(conn, db, st, fs, immutable, now, due)
             emitted += n
         finally:
             conn.close()
@@ -232,7 +239,7 @@ class CursorDatabaseMonitor(MonitorThread):
     # -- cursorDiskKV -------------------------------------------------------------------------
 
     def _disk_kv(self, conn: sqlite3.Connection, db: CursorDb, st: dict[str, Any], fs: FileState,
-                 immutable: bool, now: float) -> tuple[int, bool]:
+                 immutable: bool, now: float, due: bool) -> tuple[int, bool]:
         try:
             max_rowid = conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {DISK_KV}").fetchone()[0]
         except sqlite3.OperationalError as exc:
@@ -257,20 +264,23 @@ class CursorDatabaseMonitor(MonitorThread):
             self.store.put(DB_SCOPE, db.db_id, st)
         more = watermark < max_rowid
         # reconciliation: in-place UPDATEs keep their rowid; walk everything now and then
-        if st.get("recon_pos") is None and now - float(st.get("last_recon_at") or now) >= self.reconcile_interval_s:
-            st["recon_pos"], st["recon_until"] = 0, watermark
+        if st.get("recon_pos") is None and due:
+            st["recon_pos"], st["recon_until"], st["recon_fp"] = 0, watermark, fs.fingerprint
         if "last_recon_at" not in st:
-            st["last_recon_at"] = now  # the first full read counts as one
-        while st.get("recon_pos") is not None and self._budget > 0 and not self.stopping:
+            st["last_recon_at"], st["recon_fp"] = now, fs.fingerprint  # the first full read counts as one
+        rows_left = self.reconcile_rows_per_pass
+        while st.get("recon_pos") is not None and self._budget > 0 and rows_left > 0 and not self.stopping:
             pos, until = int(st["recon_pos"]), min(int(st["recon_until"]), max_rowid)
             if pos >= until:
                 st["recon_pos"], st["last_recon_at"] = None, now
                 break
             n, last = self._chunk(conn, db, fs, immutable, pos, until)
             emitted += n
+            rows_left -= self.chunk_rows
             st["recon_pos"] = last
             self.store.put(DB_SCOPE, db.db_id, st)
-        more = more or st.get("recon_pos") is not None
+        # a reconciliation in progress keeps the database from being skipped (see
+        # _pass_db) but goes on at the normal pace, not as a backlog
         return emitted, more
 
     def _chunk(self, conn: sqlite3.Connection, db: CursorDb, fs: FileState, immutable: bool,
