@@ -430,6 +430,14 @@ def test_redactor_home_boundaries_and_known_values() -> None:
         "0123456789abcdef assistant_response /work/some/project"
 
 
+def test_redactor_log_line_caps_huge_lines() -> None:
+    r = Redactor(home="/nonexistent-home")
+    line = "INFO start " + "x" * 100_000 + " password=abcdef12"
+    out = r.log_line(line, max_chars=200)
+    assert len(out) < 260 and out.endswith(f"[line cut: {len(line) - 200} more chars]")
+    assert "abcdef12" not in out
+
+
 def test_redactor_values() -> None:
     r = Redactor(home="/h/u")
     data = {"text": "secret words", "password": "pw1", "count": 3, "path": "/h/u/a", "n": None,

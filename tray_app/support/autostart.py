@@ -117,9 +117,12 @@ class LinuxAutostart:
     def __init__(self, config_home: Path | None = None, config_dirs: list[Path] | None = None,
                  command: list[str] | None = None, icon: str = APP_NAME) -> None:
         env = os.environ
-        self.config_home = config_home or Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        # the XDG base directory spec: relative paths in these variables are ignored
+        xdg_home = env.get("XDG_CONFIG_HOME", "")
+        self.config_home = config_home or (Path(xdg_home) if os.path.isabs(xdg_home) else Path.home() / ".config")
         if config_dirs is None:
-            config_dirs = [Path(p) for p in (env.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":") if p]
+            config_dirs = [Path(p) for p in (env.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")
+                           if os.path.isabs(p)]
         self.config_dirs = config_dirs
         self._command = command
         self.icon = icon

@@ -210,10 +210,12 @@ class Redactor:
 
     def log_line(self, line: str, max_chars: int = 1000) -> str:
         """A log line: scrubbed, long quoted strings dropped, length capped."""
-        s = self.text(line)
+        dropped = max(0, len(line) - 4 * max_chars)  # bound the scrubbing work on huge lines
+        s = self.text(line[:4 * max_chars] if dropped else line)
         s = _LONG_QUOTED.sub(lambda m: f"<{len(m.group(0)) - 2} chars>", s)
-        if len(s) > max_chars:
-            s = s[:max_chars] + f" [line cut: {len(s) - max_chars} more chars]"
+        if len(s) > max_chars or dropped:
+            extra = max(0, len(s) - max_chars) + dropped
+            s = s[:max_chars] + f" [line cut: {extra} more chars]"
         return s
 
     def value(self, obj: Any) -> Any:
