@@ -75,6 +75,7 @@ def test_cli_enable_status_disable(xdg: Path) -> None:
     r = run_cli("autostart", "enable", env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"enabled: {entry}"
+    assert entry.stat().st_mode & 0o777 == 0o600
     keys = parse_desktop_entry(entry.read_text())
     assert keys["Type"] == "Application" and keys["Hidden"] == "false"
     assert keys["X-GNOME-Autostart-enabled"] == "true" and keys["Terminal"] == "false"

@@ -169,11 +169,11 @@ class LinuxAutostart:
         ])
 
     def enable(self) -> None:
-        atomic_write(self.path, self.render(), mode=0o644)
+        atomic_write(self.path, self.render(), mode=0o600)
 
     def disable(self) -> None:
         if self._system_entry() is not None:
-            atomic_write(self.path, self.render(hidden=True), mode=0o644)
+            atomic_write(self.path, self.render(hidden=True), mode=0o600)
             return
         try:
             self.path.unlink()
@@ -220,7 +220,7 @@ class MacLaunchAgent:
         return bool(data.get("RunAtLoad")) and not data.get("Disabled", False)
 
     def enable(self) -> None:
-        atomic_write(self.path, self.render(), mode=0o644)
+        atomic_write(self.path, self.render(), mode=0o600)
 
     def disable(self) -> None:
         try:
