@@ -356,3 +356,24 @@ def test_in_place_updates_are_found_by_the_reconciliation(tmp_path, redis_server
     (ev,) = stream_events(redis_server.client())[n:]
     assert ev["metadata"]["key"] == key and ev["payload"]["text"].endswith("now with tests.")
     assert mon.run_once() == 0
+
+
+def test_fingerprint_sees_every_commit_even_when_the_wal_looks_the_same(tmp_path):
+    """After a checkpoint the WAL is rewritten from its start (same size) and
+    mtime ticks are coarse: the -shm index header still tells a commit."""
+    from tray_app.monitors.cursor_files import file_state
+
+    fx = CursorFixture(tmp_path / "User")
+    conn = fx.make_global()
+    for i in range(20):
+        put(conn, "cursorDiskKV", f"bubbleId:{CID}:{i}", {"_v": 3, "type": 1, "text": "x" * 3000})
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    put(conn, "cursorDiskKV", f"bubbleId:{CID}:a", {"_v": 3, "type": 1, "text": "a"})  # WAL restarts
+    wal = Path(f"{fx.global_path}-wal")
+    before, st = file_state(fx.global_path), wal.stat()
+    put(conn, "cursorDiskKV", f"bubbleId:{CID}:b", {"_v": 3, "type": 1, "text": "b"})
+    assert wal.stat().st_size == st.st_size  # overwrote old frames in place
+    os.utime(wal, ns=(st.st_atime_ns, st.st_mtime_ns))  # as if within the same mtime tick
+    os.utime(fx.global_path, ns=(fx.global_path.stat().st_atime_ns, fx.global_path.stat().st_mtime_ns))
+    assert file_state(fx.global_path).fingerprint != before.fingerprint
+    fx.close()

@@ -9,8 +9,9 @@ under its ``User`` directory:
 
 A database's *fingerprint* is what a pass compares before opening anything:
 inode, size and mtime of the database and of its ``-wal``, plus the few
-header bytes SQLite changes on every commit (the file change counter) or WAL
-reset (the salts). Two stats and two 32-byte reads: microseconds.
+header bytes SQLite changes on every commit: the file change counter, the WAL
+salts and the WAL-index header in ``-shm``. Two stats and three short reads:
+microseconds.
 """
 
 from __future__ import annotations
@@ -166,7 +167,11 @@ def file_state(path: Path) -> FileState:
     wst = _stat(wal)
     fp: list[Any] = [st.st_ino, st.st_size, st.st_mtime_ns, header[24:28].hex(), header[92:96].hex()]
     if wst is not None:
-        fp += [wst.st_ino, wst.st_size, wst.st_mtime_ns, _head(wal, 32).hex()]
+        # After a checkpoint the WAL is rewritten from its start: the file keeps its
+        # size, and mtime ticks are coarse (a few ms). The WAL-index header in -shm
+        # (iChange, mxFrame, salts, checksums) changes on every commit.
+        fp += [wst.st_ino, wst.st_size, wst.st_mtime_ns, _head(wal, 32).hex(),
+               _head(Path(f"{path}-shm"), 48).hex()]
     return FileState(fp, True, st.st_ino, wal_mode, wst is not None)
 
 
