@@ -19,6 +19,7 @@ notifier and worker stop -> the single-instance lock is released.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -285,6 +286,10 @@ def run_tray(cfg: Config) -> int:
 
 
 def _run_locked(cfg: Config) -> int:
+    if sys.platform.startswith("linux"):
+        # An icon and a popup menu never draw with OpenGL, but GDK probes GLX on
+        # some X servers and maps Mesa (libLLVM, ~50 MB RSS). bench/tray_footprint.py.
+        os.environ.setdefault("GDK_GL", "disable")
     try:
         import pystray
     except Exception as exc:  # noqa: BLE001 - no display, no GTK, no Xlib...
