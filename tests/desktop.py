@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ROOT, need, wait_for
 
 TOOLS = ("Xvfb", "dbus-daemon", "trayer", "dunst", "dunstctl", "xdotool", "xwininfo", "import")

@@ -7,7 +7,6 @@ Screenshots go to test-artifacts/desktop/ (docs/tray-menu.png is one of them).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -19,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from conftest import ROOT, RedisProc, run_cli, wait_for
 from desktop import ARTIFACTS, Desktop, desktop  # noqa: F401 - fixture
 from engine_util import make_event, pending_count, push, stored_events
+from PIL import Image
 
 pytestmark = pytest.mark.desktop
 

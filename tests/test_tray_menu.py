@@ -5,10 +5,31 @@ from __future__ import annotations
 import pytest
 
 from tray_app.config import TraySettings
-from tray_app.engine.health import DEGRADED, PAUSED, RUNNING, STARTING, STOPPED, HealthSnapshot
-from tray_app.tray.menu import (A_AUTOSTART, A_PAUSE, A_QUIT, A_RESUME, A_RETRY_DLQ, A_STATUS,
-                                I_DEGRADED, I_ERROR, I_PAUSED, I_RUNNING, I_STARTING, build_menu,
-                                format_rate, icon_state, status_line)
+from tray_app.engine.health import (
+    DEGRADED,
+    PAUSED,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    HealthSnapshot,
+)
+from tray_app.tray.menu import (
+    A_AUTOSTART,
+    A_PAUSE,
+    A_QUIT,
+    A_RESUME,
+    A_RETRY_DLQ,
+    A_STATUS,
+    I_DEGRADED,
+    I_ERROR,
+    I_PAUSED,
+    I_RUNNING,
+    I_STARTING,
+    build_menu,
+    format_rate,
+    icon_state,
+    status_line,
+)
 
 TRAY = TraySettings(dlq_warn_threshold=10, spool_warn_threshold=100)
 

@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from tray_app.single_instance import SingleInstance
 from tray_app.tray.notifier import Notifier, fallback_command
 

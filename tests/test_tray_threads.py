@@ -5,7 +5,6 @@ a model at most once a second and only when it changed."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
@@ -14,13 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import need, wait_for
+
 from tray_app.config import TraySettings, load_config
 from tray_app.engine.health import PAUSED, RUNNING, HealthSnapshot
 from tray_app.tray.alerts import AlertPolicy
-from tray_app.tray.menu import A_EXPORT, A_PAUSE, A_QUIT, A_RESUME, A_RETRY_DLQ, build_menu
-from tray_app.tray.refresh import MENU_FILE, RefreshGate, Refresher
+from tray_app.tray.menu import (
+    A_EXPORT,
+    A_PAUSE,
+    A_QUIT,
+    A_RESUME,
+    A_RETRY_DLQ,
+    build_menu,
+)
+from tray_app.tray.refresh import MENU_FILE, Refresher, RefreshGate
 from tray_app.tray.ui import GLibMarshal, TrayView, pystray_menu
 
 TRAY = TraySettings()
@@ -245,7 +251,7 @@ class FakeNotifier:
         self.sent: list[tuple[str, str]] = []
         self.app_icon: Path | None = None
 
-    def start(self) -> "FakeNotifier":
+    def start(self) -> FakeNotifier:
         return self
 
     def stop(self, timeout_s: float = 2.0) -> None:

@@ -34,12 +34,31 @@ from tray_app.tray import icons
 from tray_app.tray.actions import ActionWorker, export_diagnostics, open_path
 from tray_app.tray.alerts import AlertPolicy, Notice
 from tray_app.tray.host import EngineHost
-from tray_app.tray.menu import (A_AUTOSTART, A_EXPORT, A_OPEN_DATA, A_OPEN_LOGS, A_PAUSE, A_QUIT,
-                                A_RESUME, A_RETRY_DLQ, A_STATUS, APP_TITLE, I_STARTING, ICON_STATES,
-                                MenuModel, build_menu)
+from tray_app.tray.menu import (
+    A_AUTOSTART,
+    A_EXPORT,
+    A_OPEN_DATA,
+    A_OPEN_LOGS,
+    A_PAUSE,
+    A_QUIT,
+    A_RESUME,
+    A_RETRY_DLQ,
+    A_STATUS,
+    APP_TITLE,
+    I_STARTING,
+    ICON_STATES,
+    MenuModel,
+    build_menu,
+)
 from tray_app.tray.notifier import Button, Notifier
 from tray_app.tray.refresh import MENU_FILE, Refresher
-from tray_app.tray.ui import TrayView, backend_name, enable_xorg_clicks, marshal_for, pystray_menu
+from tray_app.tray.ui import (
+    TrayView,
+    backend_name,
+    enable_xorg_clicks,
+    marshal_for,
+    pystray_menu,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +90,8 @@ class TrayApp:
             A_RESUME: self.resume,
             A_RETRY_DLQ: self.retry_dead_letters,
             A_EXPORT: self.export,
-            A_OPEN_DATA: lambda: open_path(cfg.paths.data_dir),
-            A_OPEN_LOGS: lambda: open_path(cfg.paths.log_dir),
+            A_OPEN_DATA: lambda: self.open_folder(cfg.paths.data_dir),
+            A_OPEN_LOGS: lambda: self.open_folder(cfg.paths.log_dir),
             A_AUTOSTART: self.toggle_autostart,
             A_QUIT: self.quit,
         })
@@ -185,7 +204,7 @@ class TrayApp:
         model = self.model()
         try:
             path = export_diagnostics(self.cfg, self.host.health(), model.text())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("diagnostics export failed")
             self.notifier.notify("Diagnostics export failed", str(exc), "normal", kind="export")
             return
@@ -193,6 +212,11 @@ class TrayApp:
         self.notifier.notify("Diagnostics bundle saved", str(path), "low", kind="export",
                              icon=self.icon_files.get("running"))
         open_path(path.parent)
+
+    def open_folder(self, path: Path) -> None:
+        if not open_path(path):
+            self.notifier.notify(APP_TITLE, f"Could not open a file manager; the folder is {path}",
+                                 kind="open")
 
     def toggle_autostart(self) -> None:
         if self.autostart is None:
@@ -202,7 +226,7 @@ class TrayApp:
                 self.autostart.disable()
             else:
                 self.autostart.enable()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("start at login: toggle failed")
             self.notifier.notify("Start at login", f"Could not change it: {exc}", kind="autostart")
         self.refresher.autostart = self._autostart_enabled()
@@ -262,8 +286,8 @@ def _tell_already_running(cfg: Config, message: str) -> None:
                                          "in the system tray.", "low", kind="already_running")
         if fut is not None:
             fut.result(6.0)
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as exc:  # noqa: BLE001 - best effort; the message went to stderr and the log
+        log.debug("could not notify the second launch: %s", exc)
     finally:
         notifier.stop()
 

@@ -102,6 +102,6 @@ class EngineHost:
             if self.provider is not None:
                 try:
                     self.provider.stop()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("stopping the private Redis failed")
         return ok

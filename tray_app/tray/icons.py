@@ -21,13 +21,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw
 
-from tray_app.tray.menu import I_DEGRADED, I_ERROR, I_PAUSED, I_RUNNING, I_STARTING, ICON_STATES
+from tray_app.tray.menu import (
+    I_DEGRADED,
+    I_ERROR,
+    I_PAUSED,
+    I_RUNNING,
+    I_STARTING,
+    ICON_STATES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,7 @@ def assets_dir() -> Path | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mask(name: str) -> Image.Image:
     d = assets_dir()
     if d is not None:

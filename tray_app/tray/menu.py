@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tray_app.config import TraySettings
-from tray_app.engine.health import DEGRADED, PAUSED, RUNNING, STARTING, STOPPED, HealthSnapshot
+from tray_app.engine.health import (
+    DEGRADED,
+    PAUSED,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    HealthSnapshot,
+)
 
 APP_TITLE = "Telemetry Tray"
 
@@ -55,7 +62,7 @@ class MenuEntry:
     #: the item run by a left click on the icon (shown bold)
     default: bool = False
     separator: bool = False
-    submenu: tuple["MenuEntry", ...] = ()
+    submenu: tuple[MenuEntry, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         if self.separator:

@@ -46,8 +46,8 @@ def fallback_command(title: str, message: str, urgency: str = "normal", icon: Pa
     if platform == "darwin":
         def q(s: str) -> str:
             return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return ["osascript", "-e", f"display notification {q(message)} with title {q(APP_TITLE)} "
-                                   f"subtitle {q(title)}"]
+        script = f"display notification {q(message)} with title {q(APP_TITLE)} subtitle {q(title)}"
+        return ["osascript", "-e", script]
     if platform == "win32":
         return None
     cmd = ["notify-send", "--app-name", APP_TITLE, "--urgency",
@@ -72,7 +72,7 @@ class Notifier:
 
     # ---- lifecycle
 
-    def start(self) -> "Notifier":
+    def start(self) -> Notifier:
         self._thread = threading.Thread(target=self._run, name="tray-notify", daemon=True)
         self._thread.start()
         self._ready.wait(5.0)
@@ -116,7 +116,7 @@ class Notifier:
             try:
                 if await self._send_desktop_notifier(title, message, urgency, icon, buttons):
                     via = "desktop-notifier"
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure means: use the command
                 log.warning("desktop-notifier failed: %s", exc)
         if not via:
             via = await self._send_command(title, message, urgency, icon)
@@ -166,7 +166,7 @@ class Notifier:
                 *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE)
             _, err = await asyncio.wait_for(proc.communicate(), SEND_TIMEOUT_S)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             return f"log only ({cmd[0]} failed: {exc.__class__.__name__})"
         if proc.returncode != 0:
             reason = (err or b"").decode(errors="replace").strip().splitlines()[-1:] or ["error"]
