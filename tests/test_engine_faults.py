@@ -23,9 +23,12 @@ from tray_app.engine.engine import Engine
 from tray_app.redis_conn import DLQ_STREAM, EVENTS_STREAM, endpoint_from_url, ensure_streams
 
 
-def start_headless(env: dict[str, str]) -> subprocess.Popen[str]:
+def start_headless(env: dict[str, str], log: Path | None = None) -> subprocess.Popen[str]:
+    """The engine as its own process; its console log goes to a file (a pipe nobody
+    reads would fill up and block it)."""
+    out = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-m", "tray_app", "run", "--headless", "--no-monitors"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=out, text=True)
 
 
 def group_unacked(c: redis.Redis) -> int:
@@ -246,7 +249,8 @@ def test_read_only_database_then_recovers(small_fs: Path, app_env, redis_server:
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     try:
-        wait_for(lambda: row_count(db_path) == 150, timeout=30, what="ingest resumes when writable")
+        wait_for(lambda: row_count(db_path) == 150, timeout=30,
+                 what=f"ingest resumes when writable ({eng.health().reasons}, {eng.health().last_error})")
         wait_for(lambda: eng.health().sqlite_ok, what="health recovered")
     finally:
         eng.stop(5)
@@ -256,7 +260,8 @@ def test_headless_run_status_and_orderly_sigterm(app_env: dict[str, str], redis_
     c = redis_server.client()
     none = run_cli("status", env=app_env)
     assert none.returncode == 3 and "No engine is running" in none.stdout
-    proc = start_headless(app_env)
+    log = Path(app_env["TELEMETRY_TRAY_HOME"]) / "headless.log"
+    proc = start_headless(app_env, log)
     try:
         db_path = load_config().paths.database
         push(c, [make_event(i) for i in range(1000)])
@@ -274,7 +279,7 @@ def test_headless_run_status_and_orderly_sigterm(app_env: dict[str, str], redis_
         push(c, [make_event(i) for i in range(500)])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-        err = proc.stderr.read() if proc.stderr else ""
+        err = log.read_text()
         assert "received SIGTERM; stopping" in err and "engine: stopped" in err
     finally:
         if proc.poll() is None:

@@ -144,7 +144,10 @@ def encode(event: Mapping[str, Any]) -> dict[str, str]:
 
 
 def entry_size(fields: Mapping[Any, Any]) -> int:
-    return sum(len(k) + len(v) for k, v in fields.items())
+    return sum(map(len, fields)) + sum(map(len, fields.values()))
+
+
+_JSON_KEYS = {"payload": "payload", b"payload": "payload", "metadata": "metadata", b"metadata": "metadata"}
 
 
 def decode(fields: Mapping[bytes | str, bytes | str], max_bytes: int | None = None) -> dict[str, Any]:
@@ -154,25 +157,27 @@ def decode(fields: Mapping[bytes | str, bytes | str], max_bytes: int | None = No
         if size > max_bytes:
             raise InvalidEntry(R_OVERSIZED, f"entry is {size} bytes, the limit is {max_bytes}")
     event: dict[str, Any] = {}
-    for k, v in fields.items():
-        try:
-            key = k.decode("utf-8") if isinstance(k, bytes) else k
-            val = v.decode("utf-8") if isinstance(v, bytes) else v
-        except UnicodeDecodeError as exc:
-            raise InvalidEntry(R_UTF8, f"field {k!r}: {exc.reason} at byte {exc.start}") from None
-        event[key] = val
-    for key in JSON_FIELDS:
-        raw = event.get(key)
-        if raw is None or raw == "":
-            event.pop(key, None)
-            continue
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidEntry(R_JSON, f"field {key!r}: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise InvalidEntry(R_TYPE, f"field {key!r}: expected a JSON object, found {type(parsed).__name__}")
-        event[key] = parsed
+    try:
+        for k, v in fields.items():
+            json_key = _JSON_KEYS.get(k)
+            if json_key is not None:
+                # orjson parses bytes directly (and rejects invalid UTF-8 itself)
+                if not v:
+                    continue
+                try:
+                    parsed = orjson.loads(v)
+                except orjson.JSONDecodeError as exc:
+                    if isinstance(v, bytes):
+                        v.decode("utf-8")  # name invalid UTF-8 as such, not as bad JSON
+                    raise InvalidEntry(R_JSON, f"field {json_key!r}: {exc}") from None
+                if type(parsed) is not dict:
+                    raise InvalidEntry(R_TYPE, f"field {json_key!r}: expected a JSON object, "
+                                               f"found {type(parsed).__name__}")
+                event[json_key] = parsed
+            else:
+                event[k.decode() if isinstance(k, bytes) else k] = v.decode() if isinstance(v, bytes) else v
+    except UnicodeDecodeError as exc:
+        raise InvalidEntry(R_UTF8, f"field {k!r}: {exc.reason} at byte {exc.start}") from None
     reason = validate(event)
     if reason is not None:
         raise InvalidEntry(*reason)

@@ -78,7 +78,6 @@ class Maintenance(threading.Thread):
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._client: redis.Redis | None = None
-        self._db: sqlite3.Connection | None = None
         self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0}
         self._spool_mod: Any = None
         try:
@@ -106,8 +105,6 @@ class Maintenance(threading.Thread):
         finally:
             if self._client is not None:
                 self._client.close()
-            if self._db is not None:
-                self._db.close()
 
     def tick(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -190,13 +187,20 @@ class Maintenance(threading.Thread):
             client.delete(HEALTH_KEY)
 
     def _db_stats(self) -> dict[str, Any]:
+        """Rows and today's counts, from a short-lived read-only connection.
+
+        Not kept open between ticks: SQLite shares one WAL-index mapping per file
+        within a process, and one opened while the volume was read-only would keep
+        the writer failing with "readonly database" after the volume recovers."""
         path = self.cfg.paths.database
         if not path.exists():
             return {}
         try:
-            if self._db is None:
-                self._db = schema.connect(path, readonly=True, timeout_s=0.1)
-            db = self._db
+            db = schema.connect(path, readonly=True, timeout_s=0.1)
+        except sqlite3.Error as exc:
+            log.debug("db stats: %s", exc)
+            return {}
+        try:
             rows = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
             midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
             since = midnight.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
@@ -206,10 +210,9 @@ class Maintenance(threading.Thread):
             return {"db_rows": int(rows), "today_events": int(today), "today_sessions": int(sessions)}
         except sqlite3.Error as exc:
             log.debug("db stats: %s", exc)
-            if self._db is not None:
-                self._db.close()
-                self._db = None
             return {}
+        finally:
+            db.close()
 
 
 def _monitor_health(m: Any) -> dict[str, Any]:
