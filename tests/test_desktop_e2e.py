@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,32 @@ def test_tray_as_a_person_uses_it(app_factory: Any, desktop: Desktop,  # noqa: F
                   and "Backlog: 0, pending: 0" in m["text"], "drained after Resume")
     assert len(stored_events(app.database)) == 360
 
-    # 5. Redis stops: a notification, the icon turns to a warning
+    # 5. Export diagnostics: a bundle, a notification with its path, the folder shown
+    desktop.dunst_history()
+    app.open_menu()
+    app.choose("Export diagnostics bundle...", app.menu())
+    saved = wait_for(lambda: [n for n in desktop.dunst_history() if n["summary"] == "Diagnostics bundle saved"],
+                     timeout=30, what="the 'bundle saved' notification")
+    bundle = Path(saved[0]["body"].strip())
+    assert bundle.is_file() and zipfile.is_zipfile(bundle), bundle
+    opened = wait_for(lambda: (desktop.dir / "xdg-open.log").is_file()
+                      and (desktop.dir / "xdg-open.log").read_text().splitlines(), timeout=10,
+                      what="the folder to be opened")
+    assert opened == [str(bundle.parent)]
+
+    # 6. Start at login: the check item writes the autostart entry and shows the tick
+    entry = Path(app.env["HOME"]) / ".config" / "autostart" / "telemetry-tray.desktop"
+    assert not entry.exists()
+    app.open_menu()
+    app.choose("Start at login", app.menu())
+    app.wait_menu(lambda m: "[x] Start at login" in m["text"], "Start at login ticked")
+    assert entry.is_file() and "Exec=" in entry.read_text()
+    app.open_menu()
+    app.choose("Start at login", app.menu())
+    app.wait_menu(lambda m: "[ ] Start at login" in m["text"], "Start at login unticked")
+    assert not entry.exists()
+
+    # 7. Redis stops: a notification, the icon turns to a warning
     desktop.dunst_history()                            # start from a clean slate
     redis_server.stop()
     app.wait_menu(lambda m: m["status"].startswith("Redis unreachable") and m["icon_state"] == "degraded",
@@ -187,7 +213,7 @@ def test_tray_as_a_person_uses_it(app_factory: Any, desktop: Desktop,  # noqa: F
     assert hist[0]["appname"] == "Telemetry Tray"
     assert hist[0]["icon_path"].endswith(".png") and Path(hist[0]["icon_path"]).is_file()
 
-    # 6. Redis back: the recovery notification, running again
+    # 8. Redis back: the recovery notification, running again
     redis_server.start()
     wait_for(lambda: [n for n in desktop.dunst_history() if n["summary"] == "Redis reachable again"],
              timeout=30, what="dunst to receive the recovery notification")
@@ -197,7 +223,7 @@ def test_tray_as_a_person_uses_it(app_factory: Any, desktop: Desktop,  # noqa: F
     push(client, last)
     app.wait_menu(lambda m: "Today: 420 events" in m["text"], "420 events after the outage")
 
-    # 7. Quit: exits within the deadline, every pushed event stored exactly once
+    # 9. Quit: exits within the deadline, every pushed event stored exactly once
     app.open_menu()
     app.choose("Quit", app.menu())
     started = time.monotonic()
