@@ -7,7 +7,7 @@ set -eu
 what="${1:-app}"
 APP="python3.11 python3.11-venv python3.11-dev gcc pkg-config libgirepository1.0-dev libcairo2-dev
      gir1.2-gtk-3.0 gir1.2-ayatanaappindicator3-0.1 libnotify-bin"
-TEST="xvfb xauth trayer dunst xdotool dbus dbus-x11 imagemagick x11-utils fonts-dejavu-core"
+TEST="xvfb xauth trayer dunst xdotool dbus dbus-x11 imagemagick x11-utils fonts-dejavu-core desktop-file-utils"
 case "$what" in
   app) pkgs="$APP" ;;
   test) pkgs="$APP $TEST" ;;

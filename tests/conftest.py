@@ -128,6 +128,14 @@ def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("TELEMETRY_TRAY_HOME", str(home))
+    # the user's own home (Cursor's and Claude's files, autostart entries) is never touched
+    user = tmp_path / "user-home"
+    user.mkdir()
+    monkeypatch.setenv("HOME", str(user))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(user / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(user / ".local" / "share"))
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(user / ".claude"))
+    monkeypatch.delenv("APPDATA", raising=False)
     return home
 
 

@@ -56,3 +56,11 @@ def test_paths_json(app_home: Path) -> None:
     assert data["database"].endswith("telemetry.db")
     text = run_cli("paths")
     assert data["spool_dir"] in text.stdout
+
+
+def test_usage_errors_are_one_line() -> None:
+    for args in (("paths", "--bogus"), ("nosuchcommand",), ("config", "show", "--jsn")):
+        out = run_cli(*args)
+        assert out.returncode == 64, args
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "error:" in lines[0] and "--help" in lines[0], out.stderr

@@ -121,7 +121,7 @@ CURSOR_SAMPLES: list[tuple[str, str, dict[str, Any]]] = [
       "tool_use_id": "call_2", "duration": 12}),
     ("postToolUseFailure", "tool_result",
      {"tool_name": "Shell", "tool_input": {"command": "false"}, "error": "exit status 1", "tool_use_id": "call_3"}),
-    ("subagentStart", "hook_event", {"subagent_type": "explore", "prompt": "find usages"}),
+    ("subagentStart", "subagent_start", {"subagent_type": "explore", "prompt": "find usages"}),
     ("subagentStop", "subagent_stop", {"subagent_type": "explore", "status": "completed"}),
     ("preCompact", "context_compact", {"trigger": "auto", "context_usage_percent": 91}),
     ("beforeTabFileRead", "file_read", {"file_path": f"{WS}/b.ts", "content": "let x = 1"}),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import need, ROOT
 from tray_app.support.autostart import LABEL, parse_desktop_entry
 
 PACKAGING = ROOT / "packaging"
@@ -92,8 +92,8 @@ def test_icons_from_the_repository_art(tmp_path: Path) -> None:
 @pytest.mark.timeout(1200)
 def test_pyinstaller_build_smoke(tmp_path: Path) -> None:
     """Build the one-folder app and run it: --version, doctor, 100 events -> 100 rows."""
-    if importlib.util.find_spec("PyInstaller") is None:
-        pytest.skip("PyInstaller not installed (pip install pyinstaller)")
+    need(importlib.util.find_spec("PyInstaller") is not None,
+         "PyInstaller not installed (it is in the [test] extra)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_TRAY_")}
     env.update(PYTHON=sys.executable, BUILD_DIR=str(tmp_path / "build"))
     r = subprocess.run(["bash", str(PACKAGING / "smoke.sh")], capture_output=True, text=True, env=env,

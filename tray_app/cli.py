@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from tray_app import __version__
 from tray_app.cli_common import add_json_flag, get_config, print_json
@@ -29,8 +30,15 @@ PLUGINS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the error and where to get help), exit 64."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(64, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="telemetry-tray",
         description="Local telemetry for AI coding assistants (Cursor, Claude Code). "
                     "With no command, starts the tray app.",
@@ -39,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE",
                         help="config file to use (default: config.toml in the config dir; "
                              "or TELEMETRY_TRAY_CONFIG)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in PLUGINS:
         try:
             module = importlib.import_module(name)

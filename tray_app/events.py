@@ -28,7 +28,7 @@ EVENT_TYPES = frozenset({
     "session_start", "session_end", "user_prompt", "assistant_response",
     "assistant_thought", "tool_use", "tool_result", "mcp_execution",
     "shell_execution", "file_read", "file_edit", "context_compact",
-    "notification", "stop", "subagent_stop", "database_trace",
+    "notification", "stop", "subagent_start", "subagent_stop", "database_trace",
     "transcript_trace", "error", "hook_event",
 })
 
