@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, RedisProc, run_cli, wait_for
+from conftest import ROOT, RedisProc, need, run_cli, wait_for
 from desktop import ARTIFACTS, Desktop, desktop  # noqa: F401 - fixture
 from engine_util import make_event, pending_count, push, stored_events
 from PIL import Image
@@ -246,8 +246,10 @@ def test_xorg_backend_click_gives_status_and_pause(app_factory: Any, desktop: De
     whose actions pause and export."""
     try:
         import Xlib  # noqa: F401
+        have_xlib = True
     except ImportError:
-        pytest.skip("python-xlib not installed")
+        have_xlib = False
+    need(have_xlib, "python-xlib not installed (a pystray dependency on Linux)")
     app = app_factory(PYSTRAY_BACKEND="xorg")
     app.wait_menu(lambda m: m["icon_state"] == "running", "running")
     push(redis_server.client(), [make_event(i) for i in range(30)])
