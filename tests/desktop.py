@@ -76,6 +76,12 @@ class Desktop:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     shots: list[Path] = field(default_factory=list)
 
+    SESSION_KEYS = ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "PATH")
+
+    def session_env(self) -> dict[str, str]:
+        """Only what a program needs to join this desktop (merge into its env)."""
+        return {k: self.env[k] for k in self.SESSION_KEYS if k in self.env}
+
     # ---- looking
 
     def run(self, *args: str, check: bool = True, timeout: float = 20) -> str:

@@ -7,6 +7,8 @@ Screenshots go to test-artifacts/desktop/ (docs/tray-menu.png is one of them).
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import shutil
 import signal
@@ -97,10 +99,10 @@ def app_factory(desktop: Desktop, app_env: dict[str, str], tmp_path: Path) -> It
 
     def start(**extra: str) -> App:
         env = dict(app_env)
-        env.update(desktop.env)
-        user_home = tmp_path / "user"   # monitors look in ~/.claude, ~/.config/Cursor: empty here
-        user_home.mkdir(exist_ok=True)
-        env.update({"HOME": str(user_home), "PYSTRAY_BACKEND": "gtk",
+        env.update(desktop.session_env())
+        # HOME and XDG_CONFIG_HOME are a temp dir (app_home): monitors and autostart see no real home
+        assert env["HOME"] != pwd.getpwuid(os.getuid()).pw_dir
+        env.update({"PYSTRAY_BACKEND": "gtk",
                     "NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"})
         env.update(extra)
         app = App(Path(env["TELEMETRY_TRAY_HOME"]), desktop, env)
@@ -190,7 +192,8 @@ def test_tray_as_a_person_uses_it(app_factory: Any, desktop: Desktop,  # noqa: F
     assert opened == [str(bundle.parent)]
 
     # 6. Start at login: the check item writes the autostart entry and shows the tick
-    entry = Path(app.env["HOME"]) / ".config" / "autostart" / "telemetry-tray.desktop"
+    config_home = Path(app.env.get("XDG_CONFIG_HOME") or Path(app.env["HOME"]) / ".config")
+    entry = config_home / "autostart" / "telemetry-tray.desktop"
     assert not entry.exists()
     app.open_menu()
     app.choose("Start at login", app.menu())

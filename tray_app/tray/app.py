@@ -221,15 +221,22 @@ class TrayApp:
     def toggle_autostart(self) -> None:
         if self.autostart is None:
             return
+        was = self._autostart_enabled()
         try:
-            if self.autostart.is_enabled():
+            if was:
                 self.autostart.disable()
             else:
                 self.autostart.enable()
         except Exception as exc:
             log.exception("start at login: toggle failed")
             self.notifier.notify("Start at login", f"Could not change it: {exc}", kind="autostart")
-        self.refresher.autostart = self._autostart_enabled()
+        now = self._autostart_enabled()
+        try:
+            where = self.autostart.for_platform().location()
+        except Exception:  # noqa: BLE001 - only for the log line
+            where = "?"
+        log.info("start at login: %s -> %s (%s)", was, now, where)
+        self.refresher.autostart = now
         self.refresher.poke()
 
     def quit(self) -> None:
