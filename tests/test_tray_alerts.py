@@ -44,13 +44,15 @@ def test_redis_outage_is_announced_after_the_grace_then_recovery_once() -> None:
     assert p.observe(REDIS_DOWN) == []
     c.advance(1.5)
     [n] = p.observe(REDIS_DOWN)
-    assert (n.kind, n.title, n.urgency, n.recovery) == (K_REDIS, "Redis unreachable", "critical", False)
+    # nothing is lost (events are spooled): a warning, with the tray's warning icon
+    assert (n.kind, n.title, n.urgency, n.recovery) == (K_REDIS, "Redis unreachable", "normal", False)
+    assert n.icon_state == "degraded"
     assert "1,204 events spooled" in n.message
     for _ in range(10):                          # still down: no repeats
         c.advance(60)
         assert p.observe(REDIS_DOWN) == []
     [r] = p.observe(OK)
-    assert (r.title, r.recovery, r.urgency) == ("Redis reachable again", True, "low")
+    assert (r.title, r.recovery, r.urgency, r.icon_state) == ("Redis reachable again", True, "low", "running")
     assert p.observe(OK) == []                   # recovery announced once
 
 
@@ -92,6 +94,7 @@ def test_database_failure_messages_and_change_of_cause() -> None:
     p = policy(c, interval=60, grace=0)
     [n] = p.observe(db_down("locked"))
     assert (n.kind, n.title) == (K_DATABASE, "Database writes failing: locked by another program")
+    assert (n.urgency, n.icon_state) == ("critical", "error")   # events are not being stored
     assert "will be stored" in n.message
     c.advance(5)
     assert p.observe(db_down("disk_full")) == []  # new cause, but within the interval

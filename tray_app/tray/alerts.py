@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tray_app.engine.health import STARTING, STOPPED, HealthSnapshot
-from tray_app.tray.menu import SQLITE_TEXT, plural
+from tray_app.tray.menu import I_DEGRADED, I_ERROR, I_RUNNING, SQLITE_TEXT, plural
 
 K_REDIS = "redis"
 K_DATABASE = "database"
@@ -37,9 +37,16 @@ class Notice:
     kind: str
     title: str
     message: str
-    #: "critical" for failures, "normal" for warnings, "low" for recoveries
+    #: "critical" when events are not being stored, "normal" for warnings, "low" for recoveries
     urgency: str = "normal"
     recovery: bool = False
+
+    @property
+    def icon_state(self) -> str:
+        """The tray look this notice reports (its notification carries that icon)."""
+        if self.recovery:
+            return I_RUNNING
+        return I_ERROR if self.urgency == "critical" else I_DEGRADED
 
 
 @dataclass
@@ -78,8 +85,7 @@ class AlertPolicy:
         out += self._failure(
             K_REDIS, redis_down, now, detail="down",
             notice=lambda: Notice(K_REDIS, "Redis unreachable",
-                                  "Telemetry cannot reach Redis." + spooled,
-                                  "critical"),
+                                  "Telemetry cannot reach Redis." + spooled),
             recovery=lambda: Notice(K_REDIS, "Redis reachable again",
                                     "Telemetry is connected; spooled events are being stored.",
                                     "low", recovery=True))

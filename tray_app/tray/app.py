@@ -115,9 +115,8 @@ class TrayApp:
             self.view.show(model)
 
     def _alert(self, notice: Notice) -> None:
-        state = "running" if notice.recovery else ("error" if notice.urgency == "critical" else "degraded")
         self.notifier.notify(notice.title, notice.message, notice.urgency,
-                             icon=self.icon_files.get(state), kind=notice.kind)
+                             icon=self.icon_files.get(notice.icon_state), kind=notice.kind)
 
     def start_background(self) -> None:
         """Everything but the UI loop; called from pystray's setup thread."""
