@@ -73,6 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             finally:
                 client.close()
             engine = Engine(cfg, endpoint, with_monitors=not args.no_monitors)
+            from tray_app.engine import tuning
+
+            tuning.apply()
             done = threading.Event()
 
             def on_signal(signum: int, _frame: object) -> None:

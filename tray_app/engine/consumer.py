@@ -33,34 +33,13 @@ from tray_app.engine.health import DEGRADED, PAUSED, RUNNING, STOPPED, Health, L
 from tray_app.engine.writer import KIND_TEXT, SQLiteBatchWriter, Stored
 from tray_app.errors import DatabaseError, RedisUnavailable
 from tray_app.events import R_RETRIES, InvalidEntry, decode
-from tray_app.redis_conn import CDC_STREAM, DLQ_STREAM, EVENTS_STREAM, GROUP, DLQ_DROPPED_KEY, Endpoint
+from tray_app.engine.publisher import CDCPublisher, Job
+from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]
 
-#: CDC entries and XACK for a committed batch in one atomic server-side step:
-#: KEYS = cdc stream, events stream; ARGV = group, cdc maxlen, n, then n x
-#: (sequence, event_id, session_id, event_type, platform, timestamp), then the
-#: stream ids to acknowledge. One command instead of one XADD per event keeps
-#: the client's packing cost per batch, not per event (bench/ingest_bench.py).
-CDC_ACK_LUA = """
-local n = tonumber(ARGV[3])
-local i = 4
-for _ = 1, n do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-    'sequence', ARGV[i], 'event_id', ARGV[i+1], 'session_id', ARGV[i+2],
-    'event_type', ARGV[i+3], 'platform', ARGV[i+4], 'timestamp', ARGV[i+5])
-  i = i + 6
-end
-local acked = 0
-while i <= #ARGV do
-  local last = math.min(i + 999, #ARGV)
-  acked = acked + redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, i, last))
-  i = last + 1
-end
-return acked
-"""
 CommitListener = Callable[[list[dict[str, Any]]], None]
 
 
@@ -109,13 +88,19 @@ class FastPathConsumer(threading.Thread):
         self._client: redis.Redis | None = None
         self._read_pending = True     # our own PEL first, after start and reconnect
         self._next_claim = 0.0
-        self._script_sha: str | None = None
+        self.publisher = CDCPublisher(cfg, endpoint)
         self._redis_backoff = Backoff(self.ing.backoff_initial_s, self.ing.backoff_max_s)
         self._db_backoff = Backoff(self.ing.backoff_initial_s, self.ing.backoff_max_s)
         self._db_error: DatabaseError | None = None
         self._redis_error: str | None = None
-        self.totals = {"ingested": 0, "acked": 0, "dead": 0, "dups": 0}
+        self._counts = {"ingested": 0, "dups": 0}
         self.fatal: BaseException | None = None
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """Rows stored, entries acknowledged, dead letters, duplicates since start."""
+        return {"ingested": self._counts["ingested"], "acked": self.publisher.acked,
+                "dead": self.publisher.dead, "dups": self._counts["dups"]}
 
     # -- control (any thread) ------------------------------------------------------------
 
@@ -147,17 +132,26 @@ class FastPathConsumer(threading.Thread):
             log.error("consumer cannot start: %s", exc)
             self._set_state()
             return
+        self.publisher.start()
         try:
             while not self._stopping.is_set():
                 self._turn()
             self._shutdown()
         finally:
+            self.publisher.stop()
+            self.publisher.join(self.cfg.redis.socket_timeout_s + 1)
             self.writer.close()
             if self._client is not None:
                 self._client.close()
             self._set_state(final=True)
 
     def _turn(self) -> None:
+        failure = self.publisher.take_failure()
+        if failure is not None:
+            # a committed batch was not acknowledged: re-read our pending entries
+            self._read_pending = True
+            self._redis_failed(failure)
+            return
         if self._db_error is not None:
             # backpressure: read nothing until the batch in hand commits
             if not self._wait(self._db_backoff.next_delay()):
@@ -209,7 +203,6 @@ class FastPathConsumer(threading.Thread):
                 client.close()
                 raise _unavailable(exc) from None
             self._client = client
-            self._script_sha = None  # a restarted server has no scripts loaded
             if self._redis_error is not None:
                 log.info("redis: reconnected to %s", self.endpoint.masked)
             self._redis_error = None
@@ -234,18 +227,20 @@ class FastPathConsumer(threading.Thread):
         self.health.update(last_error=message, last_error_at=time.time())
         self._wait(self._redis_backoff.next_delay())
 
-    def _read_new(self, client: redis.Redis) -> None:
+    def _read_new(self, client: redis.Redis, block: bool = True) -> None:
         want = self.batch_size - len(self.batch)
         if want <= 0:
             return  # the batch in hand is full (COUNT 0 would mean "everything")
-        block = self.ing.block_ms
+        block_ms: int | None = self.ing.block_ms
         if len(self.batch):
             # a batch is open: wait no longer than its flush deadline
             left = self.ing.flush_interval_ms / 1000 - (self.clock() - (self.batch.started or 0))
-            block = max(1, min(block, int(left * 1000)))
+            block_ms = max(1, min(self.ing.block_ms, int(left * 1000)))
+        if not block:
+            block_ms = None
         try:
             reply = client.xreadgroup(GROUP, self.name_in_group, {EVENTS_STREAM: ">"},
-                                      count=want, block=block)
+                                      count=want, block=block_ms)
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
                 _ensure_group(client)
@@ -352,33 +347,34 @@ class FastPathConsumer(threading.Thread):
             self._db_error = None
             self._db_backoff.reset()
         ids = [sid for sid, _, _ in self.batch.entries]
-        # With a backlog, the next read rides along in the same round trip; it is
-        # only sent after this batch committed, so one batch is held at a time.
+        cdc: list[Any] = []
+        if stored is not None:
+            for seq, ev in stored.rows:
+                cdc += (seq, ev["event_id"], ev["session_id"], ev["event_type"], ev["platform"],
+                        ev["timestamp"])
+        job = Job(cdc=cdc, ids=ids, dead=dead)
         backlog = (len(ids) >= self.batch_size and not self._read_pending
-                   and not self._paused.is_set() and not self._stopping.is_set()
-                   and self.clock() < self._next_claim)
-        prefetch = self.batch_size if backlog else 0
-        try:
-            nxt = self._publish_and_ack(stored, dead, ids, prefetch)
-        except RedisUnavailable as exc:
-            # committed but not acknowledged: redelivery is harmless (idempotent insert)
-            self.batch.clear()
-            self._redis_failed(str(exc))
-            return
+                   and not self._paused.is_set() and not self._stopping.is_set())
         self.batch.clear()
-        self.batch.add(nxt, {}, self.clock())
-        n_new = stored.inserted if stored else 0
-        self.totals["ingested"] += n_new
-        self.totals["acked"] += len(ids)
-        self.totals["dead"] += len(dead)
-        self.totals["dups"] += stored.duplicates if stored else 0
+        if backlog and self._client is not None:
+            # With a backlog, read the next batch before handing this one's round
+            # trip to the publisher: the server answers the read first, then runs
+            # the CDC/ack script while we decode and write (one batch in hand).
+            try:
+                self._read_new(self._client, block=False)
+            except RedisUnavailable as exc:
+                self.publisher.submit(job)
+                self._redis_failed(str(exc))
+                return
+        # committed: the round trip (CDC, dead letters, XACK) runs in the publisher,
+        # overlapping the next batch; a failure there means redelivery, not loss
+        self.publisher.submit(job)
+        self._counts["ingested"] += stored.inserted if stored else 0
+        self._counts["dups"] += stored.duplicates if stored else 0
         self.rate.add(len(good))
         if stored is not None:
             self.latency.add(stored.commit_ms)
             self._adapt(stored.commit_ms, len(good))
-        if dead:
-            log.warning("dead-lettered %d entries (%s)", len(dead),
-                        ", ".join(sorted({str(d['reason']) for d in dead})))
         self._set_state()
         if stored is not None and self.listeners:
             events = [{**ev, "sequence": seq} for seq, ev in stored.rows]
@@ -387,50 +383,6 @@ class FastPathConsumer(threading.Thread):
                     fn(events)
                 except Exception:  # a listener must never stop ingest
                     log.exception("commit listener %r failed", fn)
-
-    def _publish_and_ack(self, stored: Stored | None, dead: list[dict[bytes | str, bytes | str]],
-                         ids: list[str], prefetch: int = 0) -> list[Entry]:
-        """One round trip after COMMIT: dead letters, CDC entries + XACK (atomic,
-        in a script), and optionally the next read. Returns the prefetched entries."""
-        client = self._connection() if self._client is None else self._client
-        args: list[Any] = [GROUP, self.ing.cdc_maxlen, len(stored.rows) if stored else 0]
-        if stored is not None:
-            for seq, ev in stored.rows:
-                args += (seq, ev["event_id"], ev["session_id"], ev["event_type"], ev["platform"],
-                         ev["timestamp"])
-        args += ids
-        try:
-            if self._script_sha is None:
-                self._script_sha = client.script_load(CDC_ACK_LUA)
-            pipe = client.pipeline(transaction=True)
-            for d in dead:
-                pipe.xadd(DLQ_STREAM, d)  # type: ignore[arg-type]
-            if dead:
-                pipe.xtrim(DLQ_STREAM, maxlen=self.ing.dlq_maxlen, approximate=False)
-            pipe.evalsha(self._script_sha, 2, CDC_STREAM, EVENTS_STREAM, *args)
-            if prefetch:
-                pipe.xreadgroup(GROUP, self.name_in_group, {EVENTS_STREAM: ">"}, count=prefetch)
-            results = pipe.execute(raise_on_error=False)
-            script_result = results[len(dead) + (1 if dead else 0)]
-            if isinstance(script_result, redis.ResponseError) and "NOSCRIPT" in str(script_result):
-                # the server restarted or flushed its scripts: load and run it again
-                self._script_sha = client.script_load(CDC_ACK_LUA)
-                client.evalsha(self._script_sha, 2, CDC_STREAM, EVENTS_STREAM, *args)
-            elif isinstance(script_result, Exception):
-                raise script_result
-        except (redis.RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
-        if dead:
-            dropped = results[len(dead)]
-            if isinstance(dropped, int) and dropped:
-                try:
-                    client.incrby(DLQ_DROPPED_KEY, dropped)
-                except (redis.RedisError, OSError):
-                    pass
-                log.warning("DLQ cap (%d) reached: %d dead letters dropped", self.ing.dlq_maxlen, dropped)
-        if prefetch and not isinstance(results[-1], Exception):
-            return _entries(results[-1])
-        return []
 
     def _adapt(self, commit_ms: float, n: int) -> None:
         """Keep commit latency near target_commit_ms within the configured bounds."""
@@ -475,11 +427,12 @@ class FastPathConsumer(threading.Thread):
             state = STOPPED
             reasons = ["Stopped"]
         p50, p95 = self.latency.percentiles()
+        totals = self.totals
         self.health.update(
             state=state, reasons=tuple(reasons) or ("Running",),
             rate_10s=self.rate.rate(10), rate_1m=self.rate.rate(60),
-            total_ingested=self.totals["ingested"], total_acked=self.totals["acked"],
-            total_dead_letters=self.totals["dead"], total_duplicates=self.totals["dups"],
+            total_ingested=totals["ingested"], total_acked=totals["acked"],
+            total_dead_letters=totals["dead"], total_duplicates=totals["dups"],
             redis_ok=self._redis_error is None and self._client is not None,
             redis_status="ok" if self._redis_error is None else self._redis_error,
             sqlite_ok=self._db_error is None,

@@ -13,6 +13,7 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +25,32 @@ from tray_app.events import dumps_compact, source_of
 
 log = logging.getLogger(__name__)
 
-#: zlib level: 1 is ~3x faster than 6 on ~1.5 KB events for ~10% bigger rows (bench/)
+#: zlib level: on ~1.5 KB events, 1 is faster than 6 for ~2% bigger rows (bench/)
 COMPRESS_LEVEL = 1
 BUSY_TIMEOUT_S = 0.25
+#: batches at least this big are compressed on two threads
+PARALLEL_MIN = 64
+#: page cache of the writer connection (KiB): keeps the hot index pages of a
+#: large table in memory, which random (uuid4) ids touch all over
+CACHE_KIB = 16 * 1024
+
+
+#: events up to this size are compressed with a small deflate state (8 KiB
+#: window): zlib.compress's default state is ~256 KiB, which glibc serves with
+#: mmap/munmap on every call, costing more than the deflate itself (25 us vs
+#: 10 us per ~1.5 KB event here). The output is an ordinary zlib stream.
+SMALL_EVENT = 16 * 1024
+
+
+def compress(data: bytes) -> bytes:
+    if len(data) <= SMALL_EVENT:
+        c = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, 13, 5)
+        return c.compress(data) + c.flush()
+    return zlib.compress(data, COMPRESS_LEVEL)
+
+
+def _compress_all(datas: list[bytes]) -> list[bytes]:
+    return [compress(d) for d in datas]
 
 INSERT_SQL = (
     "INSERT INTO raw_traces (event_id, session_id, external_session_id, event_type, platform, "
@@ -97,12 +121,14 @@ class SQLiteBatchWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def open(self) -> None:
         if self._conn is not None:
             return
         try:
             self._conn = schema.open_database(self.path, timeout_s=BUSY_TIMEOUT_S)
+            self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         except SchemaTooNew:
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -110,6 +136,9 @@ class SQLiteBatchWriter:
             raise translate(exc, self.path) from None
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -122,6 +151,19 @@ class SQLiteBatchWriter:
             self.close()
         except sqlite3.Error:
             self._conn = None
+
+    def _compress(self, datas: list[bytes]) -> list[bytes]:
+        """zlib releases the GIL while it deflates, so a large batch is compressed
+        in two halves at once: one here, one on a helper thread (a second core is
+        idle while the consumer works; bench/ingest_bench.py)."""
+        if len(datas) < PARALLEL_MIN:
+            return _compress_all(datas)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compress")
+        half = len(datas) // 2
+        tail = self._pool.submit(_compress_all, datas[half:])
+        head = _compress_all(datas[:half])
+        return head + tail.result()
 
     def row_count(self) -> int:
         self.open()
@@ -138,19 +180,26 @@ class SQLiteBatchWriter:
         assert conn is not None
         started = time.perf_counter()
         ingested_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        blobs = self._compress([dumps_compact(ev) for _, ev in batch])
         params = [
             (ev["event_id"], ev["session_id"], ev.get("external_session_id"), ev["event_type"],
              ev["platform"], ev.get("hook_type"), ev["timestamp"], ev.get("workspace_hash"),
-             source_of(ev), sid, ingested_at, zlib.compress(dumps_compact(ev), COMPRESS_LEVEL))
-            for sid, ev in batch
+             source_of(ev), sid, ingested_at, blob)
+            for (sid, ev), blob in zip(batch, blobs)
         ]
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 before = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+                changes = conn.total_changes
                 conn.executemany(INSERT_SQL, params)
-                new = dict(conn.execute(
-                    "SELECT event_id, sequence FROM raw_traces WHERE sequence > ?", (before,)).fetchall())
+                inserted = conn.total_changes - changes
+                if inserted == len(params):
+                    # no duplicates: under our write lock, new rowids are max+1, max+2, ...
+                    new = {ev["event_id"]: before + i + 1 for i, (_, ev) in enumerate(batch)}
+                else:
+                    new = dict(conn.execute(
+                        "SELECT event_id, sequence FROM raw_traces WHERE sequence > ?", (before,)).fetchall())
                 missing = [ev["event_id"] for _, ev in batch if ev["event_id"] not in new]
                 if missing:
                     # duplicates: their rows exist from an earlier delivery; CDC them again

@@ -1,0 +1,178 @@
+"""CDCPublisher: after a batch commits, one Redis round trip publishes its CDC
+entries, writes its dead letters and acknowledges it.
+
+It runs in its own thread with its own connection, so the round trip for
+batch N overlaps the reading, decoding and SQLite work of batch N+1 (on a
+laptop's two cores the Redis server and the consumer then both stay busy).
+At most one job is in flight: ``submit`` waits for the previous one, which
+bounds what is held in memory to the batch in hand plus the small CDC
+arguments of the batch being acknowledged.
+
+A failed round trip loses nothing: the batch is committed but not
+acknowledged, so its entries are redelivered (the consumer re-reads its own
+pending entries after ``failure`` is reported) and stored as duplicates,
+which the idempotent insert ignores and CDC publishes again (at least once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from tray_app.config import Config
+from tray_app.redis_conn import CDC_STREAM, DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, Endpoint, translate
+
+log = logging.getLogger(__name__)
+
+#: CDC entries and XACK for a committed batch in one atomic server-side step:
+#: KEYS = cdc stream, events stream; ARGV = group, cdc maxlen, n, then n x
+#: (sequence, event_id, session_id, event_type, platform, timestamp), then the
+#: stream ids to acknowledge. One command per batch instead of one XADD per
+#: event keeps the client's packing cost per batch (bench/ingest_bench.py).
+CDC_ACK_LUA = """
+local n = tonumber(ARGV[3])
+local i = 4
+for _ = 1, n do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+    'sequence', ARGV[i], 'event_id', ARGV[i+1], 'session_id', ARGV[i+2],
+    'event_type', ARGV[i+3], 'platform', ARGV[i+4], 'timestamp', ARGV[i+5])
+  i = i + 6
+end
+local acked = 0
+while i <= #ARGV do
+  local last = math.min(i + 999, #ARGV)
+  acked = acked + redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, i, last))
+  i = last + 1
+end
+return acked
+"""
+
+
+@dataclass
+class Job:
+    cdc: list[Any]                                  # flattened 6-tuples
+    ids: list[str]                                  # stream ids to acknowledge
+    dead: list[dict[bytes | str, bytes | str]] = field(default_factory=list)
+
+
+class CDCPublisher(threading.Thread):
+    def __init__(self, cfg: Config, endpoint: Endpoint) -> None:
+        super().__init__(name="cdc-publisher", daemon=True)
+        self.cfg = cfg
+        self.endpoint = endpoint
+        self._job: Job | None = None
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._client: redis.Redis | None = None
+        self._sha: str | None = None
+        #: set when a round trip failed; the consumer reads and clears it
+        self.failure: str | None = None
+        self.acked = 0
+        self.dead = 0
+
+    # -- consumer side -------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Hand over a committed batch; waits while the previous one is in flight."""
+        with self._cond:
+            while self._job is not None and self.is_alive():
+                self._cond.wait(0.5)
+            if not self.is_alive():
+                self._run_job(job)  # not started or already stopped: do it inline
+                return
+            self._job = job
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._job is None, timeout)
+
+    def take_failure(self) -> str | None:
+        with self._cond:
+            failure, self.failure = self.failure, None
+            return failure
+
+    def stop(self) -> None:
+        """Finish the job in hand, then end."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    # -- thread --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._job is not None or self._stopping)
+                    job = self._job
+                    if job is None:
+                        return
+                self._run_job(job)
+                with self._cond:
+                    self._job = None
+                    self._cond.notify_all()
+        finally:
+            self._close()
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            self._round_trip(job)
+        except (redis.RedisError, OSError) as exc:
+            message = str(translate(exc, self.endpoint))
+            log.warning("cdc/ack round trip failed (%s); the batch will be redelivered", message)
+            self._close()
+            with self._cond:
+                self.failure = message
+
+    def _connection(self) -> redis.Redis:
+        if self._client is None:
+            self._client = self.endpoint.client(socket_timeout=self.cfg.redis.socket_timeout_s,
+                                                connect_timeout=self.cfg.redis.connect_timeout_s)
+            self._sha = None
+        return self._client
+
+    def _close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001 - closing a broken socket
+                pass
+        self._client = None
+
+    def _round_trip(self, job: Job) -> None:
+        ing = self.cfg.ingest
+        client = self._connection()
+        if self._sha is None:
+            self._sha = client.script_load(CDC_ACK_LUA)
+        args = [GROUP, ing.cdc_maxlen, len(job.cdc) // 6, *job.cdc, *job.ids]
+        pipe = client.pipeline(transaction=True)
+        for d in job.dead:
+            pipe.xadd(DLQ_STREAM, d)  # type: ignore[arg-type]
+        if job.dead:
+            pipe.xtrim(DLQ_STREAM, maxlen=ing.dlq_maxlen, approximate=False)
+        pipe.evalsha(self._sha, 2, CDC_STREAM, EVENTS_STREAM, *args)
+        results = pipe.execute(raise_on_error=False)
+        script = results[-1]
+        if isinstance(script, redis.ResponseError) and "NOSCRIPT" in str(script):
+            # the server restarted or flushed its scripts: load it and run it again
+            self._sha = client.script_load(CDC_ACK_LUA)
+            client.evalsha(self._sha, 2, CDC_STREAM, EVENTS_STREAM, *args)
+        elif isinstance(script, Exception):
+            raise script
+        self.acked += len(job.ids)
+        self.dead += len(job.dead)
+        if job.dead:
+            dropped = results[len(job.dead)]
+            if isinstance(dropped, int) and dropped:
+                try:
+                    client.incrby(DLQ_DROPPED_KEY, dropped)
+                except (redis.RedisError, OSError):
+                    pass
+                log.warning("DLQ cap (%d) reached: %d dead letters dropped", ing.dlq_maxlen, dropped)
+            log.warning("dead-lettered %d entries (%s)", len(job.dead),
+                        ", ".join(sorted({str(d["reason"]) for d in job.dead})))
