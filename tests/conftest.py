@@ -129,7 +129,7 @@ def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("TELEMETRY_TRAY_HOME", str(home))
     # the user's own home (Cursor's and Claude's files, autostart entries) is never touched
-    user = tmp_path / "user-home"
+    user = tmp_path / "isolated-user-home"
     user.mkdir()
     monkeypatch.setenv("HOME", str(user))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(user / ".config"))
