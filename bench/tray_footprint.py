@@ -214,6 +214,14 @@ def main() -> int:
                            "load_app_cpu_s": round(cpu_s(proc) - c0, 2),
                            "app_rss_peak_under_load_mb": round(peak / 1e6, 1),
                            "app_rss_after_load_mb": round(proc.memory_info().rss / 1e6, 1)})
+            # the engine returns a burst's memory to the OS once ingest has been
+            # quiet for ~10 s: sample for 15 s and report where it settles
+            settle_end = time.monotonic() + 15
+            settled = proc.memory_info().rss
+            while time.monotonic() < settle_end:
+                settled = min(settled, proc.memory_info().rss)
+                time.sleep(0.5)
+            report["app_rss_settled_after_load_mb"] = round(settled / 1e6, 1)
             client.close()
 
         t0 = time.monotonic()

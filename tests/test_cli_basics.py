@@ -64,3 +64,20 @@ def test_usage_errors_are_one_line() -> None:
         assert out.returncode == 64, args
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "error:" in lines[0] and "--help" in lines[0], out.stderr
+
+
+def test_wheel_ships_assets_and_hook(tmp_path: Path) -> None:
+    """An installed app (not a checkout) has its icons and the hook script."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                          "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"tray_app/assets/shape-disc.png", "tray_app/assets/glyph-pause.png",
+            "tray_app/capture/hook.py", "tray_app/py.typed"} <= names

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from tray_app.config import Config
-from tray_app.engine import schema
+from tray_app.engine import schema, tuning
 from tray_app.engine.health import Health
 from tray_app.redis_conn import DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, HEALTH_KEY, Endpoint
 
@@ -80,6 +80,7 @@ class Maintenance(threading.Thread):
         self._client: redis.Redis | None = None
         self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0}
         self._spool_mod: Any = None
+        self._was_busy = False
         try:
             from tray_app.capture import spool as spool_mod
             self._spool_mod = spool_mod
@@ -123,12 +124,23 @@ class Maintenance(threading.Thread):
                 log.debug("spool stats failed: %s", exc)
         if changes:
             self.health.update(**changes)
+        self._trim_after_burst()
         try:
             client = self._connection()
             self._redis_work(client, now, final)
         except (redis.RedisError, OSError) as exc:
             log.debug("maintenance: redis: %s", exc)
             self._drop()
+
+    def _trim_after_burst(self) -> None:
+        """Once ingest has been quiet for 10 s after a burst, return the memory
+        the burst used to the OS (the app sits idle most of the day)."""
+        busy = self.health.snapshot().rate_10s > 0
+        if busy:
+            self._was_busy = True
+        elif self._was_busy:
+            self._was_busy = False
+            tuning.release_memory()
 
     def _connection(self) -> redis.Redis:
         if self._client is None:

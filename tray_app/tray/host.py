@@ -85,6 +85,9 @@ class EngineHost:
             finally:
                 client.close()
             engine = Engine(self.cfg, endpoint, with_monitors=self.with_monitors)
+            from tray_app.engine import tuning
+
+            tuning.apply()
             engine.start()
             self.engine = engine
 
