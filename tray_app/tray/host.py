@@ -74,8 +74,9 @@ class EngineHost:
                 endpoint = provider.start()
                 self.provider = provider
             endpoint = self.provider.endpoint
-            log.info("redis: %s%s; database: %s", endpoint.masked,
-                     " (private server)" if endpoint.managed else "", self.cfg.paths.database)
+            from tray_app.engine.cli import log_startup
+
+            log_startup(self.cfg, endpoint)  # config, redis (masked), database, versions
             client = endpoint.client()
             try:
                 ensure_streams(client)
