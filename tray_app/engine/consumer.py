@@ -347,11 +347,9 @@ class FastPathConsumer(threading.Thread):
             self._db_error = None
             self._db_backoff.reset()
         ids = [sid for sid, _, _ in self.batch.entries]
-        cdc: list[Any] = []
-        if stored is not None:
-            for seq, ev in stored.rows:
-                cdc += (seq, ev["event_id"], ev["session_id"], ev["event_type"], ev["platform"],
-                        ev["timestamp"])
+        cdc = [] if stored is None else [
+            (str(seq), ev["event_id"], ev["session_id"], ev["event_type"], ev["platform"], ev["timestamp"])
+            for seq, ev in stored.rows]
         job = Job(cdc=cdc, ids=ids, dead=dead)
         backlog = (len(ids) >= self.batch_size and not self._read_pending
                    and not self._paused.is_set() and not self._stopping.is_set())

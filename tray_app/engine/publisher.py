@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 
 from tray_app.config import Config
@@ -28,24 +29,25 @@ from tray_app.redis_conn import CDC_STREAM, DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_
 
 log = logging.getLogger(__name__)
 
-#: CDC entries and XACK for a committed batch in one atomic server-side step:
-#: KEYS = cdc stream, events stream; ARGV = group, cdc maxlen, n, then n x
-#: (sequence, event_id, session_id, event_type, platform, timestamp), then the
-#: stream ids to acknowledge. One command per batch instead of one XADD per
-#: event keeps the client's packing cost per batch (bench/ingest_bench.py).
+#: CDC entries and XACK for a committed batch in one atomic server-side step.
+#: KEYS = cdc stream, events stream; ARGV = group, cdc maxlen, a JSON array of
+#: [sequence, event_id, session_id, event_type, platform, timestamp] rows, a JSON
+#: array of the stream ids to acknowledge. Two JSON strings instead of one
+#: argument per value keep the client's work per batch, not per event, which
+#: matters because the client is CPU-bound (bench/ingest_bench.py).
 CDC_ACK_LUA = """
-local n = tonumber(ARGV[3])
-local i = 4
-for _ = 1, n do
+local rows = cjson.decode(ARGV[3])
+for _, r in ipairs(rows) do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-    'sequence', ARGV[i], 'event_id', ARGV[i+1], 'session_id', ARGV[i+2],
-    'event_type', ARGV[i+3], 'platform', ARGV[i+4], 'timestamp', ARGV[i+5])
-  i = i + 6
+    'sequence', r[1], 'event_id', r[2], 'session_id', r[3],
+    'event_type', r[4], 'platform', r[5], 'timestamp', r[6])
 end
+local ids = cjson.decode(ARGV[4])
 local acked = 0
-while i <= #ARGV do
-  local last = math.min(i + 999, #ARGV)
-  acked = acked + redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, i, last))
+local i = 1
+while i <= #ids do
+  local last = math.min(i + 999, #ids)
+  acked = acked + redis.call('XACK', KEYS[2], ARGV[1], unpack(ids, i, last))
   i = last + 1
 end
 return acked
@@ -54,7 +56,7 @@ return acked
 
 @dataclass
 class Job:
-    cdc: list[Any]                                  # flattened 6-tuples
+    cdc: list[tuple[str, ...]]                      # (sequence, event_id, ..., timestamp)
     ids: list[str]                                  # stream ids to acknowledge
     dead: list[dict[bytes | str, bytes | str]] = field(default_factory=list)
 
@@ -149,7 +151,7 @@ class CDCPublisher(threading.Thread):
         client = self._connection()
         if self._sha is None:
             self._sha = client.script_load(CDC_ACK_LUA)
-        args = [GROUP, ing.cdc_maxlen, len(job.cdc) // 6, *job.cdc, *job.ids]
+        args = [GROUP, ing.cdc_maxlen, orjson.dumps(job.cdc), orjson.dumps(job.ids)]
         pipe = client.pipeline(transaction=True)
         for d in job.dead:
             pipe.xadd(DLQ_STREAM, d)  # type: ignore[arg-type]
