@@ -289,3 +289,32 @@ def test_installed_commands_deliver_events(home: dict[str, str], app_home: Path,
                                              "prompt": "p"}), env, command=group["hooks"][0]["command"])
     assert_clean_exit("claude", proc)
     assert [e["platform"] for e in stream_entries(redis_server.client())] == ["cursor", "claude_code"]
+
+
+def test_packaged_app_uses_a_system_python_for_hooks(monkeypatch, tmp_path) -> None:
+    """In the PyInstaller app sys.executable is the app: hooks need a real Python."""
+    import os
+    import sys
+
+    from tray_app.capture import installers
+    from tray_app.errors import ConfigError
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    real = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    (bindir / "python3").symlink_to(real)
+    monkeypatch.setenv("PATH", str(bindir))
+    assert installers.interpreter() == installers.Path(real)
+    cmd = installers.hook_command("claude")
+    assert cmd.startswith(installers.quote(real)) and "-I -S" in cmd
+    # a shim on PATH is skipped; nothing usable is a one-line error saying what to install
+    (bindir / "python3").unlink()
+    (bindir / "python3").write_text("#!/bin/sh\nexec python3 \"$@\"\n")
+    (bindir / "python3").chmod(0o755)
+    try:
+        installers.interpreter()
+    except ConfigError as exc:
+        assert "Python >= 3.11" in str(exc) and "\n" not in str(exc)
+    else:
+        raise AssertionError("a shim must not be used")

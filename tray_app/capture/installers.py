@@ -66,7 +66,11 @@ def interpreter() -> Path:
     """The real interpreter binary: a venv's base interpreter, symlinks resolved.
 
     Never a version-manager shim (pyenv/asdf shims are shell scripts that cost
-    ~80 ms per call): the running interpreter is what such a shim exec'd."""
+    ~80 ms per call): the running interpreter is what such a shim exec'd. In the
+    packaged (PyInstaller) app, sys.executable is the app itself, which cannot
+    run a script: the hooks then use a system Python >= 3.11 (stdlib only)."""
+    if getattr(sys, "frozen", False):
+        return system_python()
     exe = getattr(sys, "_base_executable", None) or sys.executable
     path = Path(os.path.realpath(exe))
     try:
@@ -78,6 +82,31 @@ def interpreter() -> Path:
         raise ConfigError(f"{path}: the Python interpreter is a script (a version-manager shim?); "
                           f"run telemetry-tray with the real interpreter")
     return path
+
+
+def system_python(names: tuple[str, ...] = ("python3.13", "python3.12", "python3.11", "python3"),
+                  search_path: str | None = None) -> Path:
+    """The first real (non-shim) Python >= 3.11 on PATH, for the packaged app."""
+    import shutil
+
+    for name in names:
+        found = shutil.which(name, path=search_path)
+        if not found:
+            continue
+        real = Path(os.path.realpath(found))
+        try:
+            with open(real, "rb") as fh:
+                if fh.read(2) == b"#!":
+                    continue  # a shim
+            out = subprocess.run([str(real), "-I", "-S", "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.stdout.strip() == "True":
+            return real
+    raise ConfigError("the packaged app's hooks need Python >= 3.11 on PATH (standard library only): "
+                      "install python3 (e.g. `sudo apt install python3`, `brew install python`) and run "
+                      "`telemetry-tray hooks install` again")
 
 
 def quote(arg: str) -> str:
