@@ -79,8 +79,11 @@ def role_engine(url: str, home: str, n: int) -> dict:
     eng = Engine(cfg, endpoint_from_url(url), with_monitors=False)
     lat: list[float] = []
     orig = eng.consumer.writer.write
+    first: list[float] = []
 
     def timed(batch):  # type: ignore[no-untyped-def]
+        if not first:
+            first.append(time.perf_counter())
         r = orig(batch)
         lat.append(r.commit_ms)
         return r
@@ -90,12 +93,15 @@ def role_engine(url: str, home: str, n: int) -> dict:
 
     tuning.apply()  # as the app's faces do at start-up
     t0 = time.perf_counter()
+    c0 = _cpu_s()
     eng.start()
     while eng.consumer.totals["acked"] < n:
         time.sleep(0.005)
-    elapsed = time.perf_counter() - t0
+    # steady state: from the first batch in hand (start-up excluded, as in the baseline)
+    elapsed = time.perf_counter() - (first[0] if first else t0)
+    cpu = _cpu_s() - c0
     eng.stop(10)
-    return _result(n, elapsed, lat)
+    return _result(n, elapsed, lat, cpu)
 
 
 def role_baseline(url: str, home: str, n: int) -> dict:
@@ -109,12 +115,15 @@ def role_baseline(url: str, home: str, n: int) -> dict:
     lat: list[float] = []
     done = 0
     t0 = time.perf_counter()
+    c0 = _cpu_s()
     while done < n:
         reply = c.xreadgroup(GROUP, "baseline", {STREAM: ">"}, count=500, block=100)
         if not reply:
             continue
         entries = reply[0][1]
         b0 = time.perf_counter()
+        if not done:
+            t0 = b0  # steady state: from the first batch in hand
         rows = []
         for sid, f in entries:
             d = {k.decode(): v.decode() for k, v in f.items()}
@@ -129,12 +138,18 @@ def role_baseline(url: str, home: str, n: int) -> dict:
         lat.append((time.perf_counter() - b0) * 1000)
         c.xack(STREAM, GROUP, *[sid for sid, _ in entries])
         done += len(entries)
-    return _result(n, time.perf_counter() - t0, lat)
+    return _result(n, time.perf_counter() - t0, lat, _cpu_s() - c0)
 
 
-def _result(n: int, elapsed: float, lat: list[float]) -> dict:
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _result(n: int, elapsed: float, lat: list[float], cpu_s: float = 0.0) -> dict:
     s = sorted(lat) or [0.0]
     return {"events": n, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed),
+            "cpu_us_per_event": round(cpu_s / n * 1e6, 1),
             "batch_p50_ms": round(s[len(s) // 2], 2), "batch_p95_ms": round(s[int(len(s) * 0.95)], 2),
             "batches": len(lat), "peak_rss_mb": peak_rss_mb()}
 
@@ -248,8 +263,10 @@ def main() -> None:
                 results.append(row)
                 e, b = row["engine"], row["baseline"]
                 print(f"{start_name:>16} | {ds_name:>16} | engine {e['events_per_s']:>7,}/s "
-                      f"p50 {e['batch_p50_ms']:>6} ms p95 {e['batch_p95_ms']:>6} ms rss {e['peak_rss_mb']:>5} MB | "
+                      f"p50 {e['batch_p50_ms']:>6} ms p95 {e['batch_p95_ms']:>6} ms rss {e['peak_rss_mb']:>5} MB "
+                      f"cpu {e['cpu_us_per_event']:>5} us/ev | "
                       f"baseline {b['events_per_s']:>7,}/s p50 {b['batch_p50_ms']:>6} ms "
+                      f"cpu {b['cpu_us_per_event']:>5} us/ev "
                       f"rss {b['peak_rss_mb']:>5} MB | ratio {row['ratio']}", flush=True)
         print(json.dumps(results))
     finally:

@@ -9,6 +9,7 @@ so the consumer can back off without blaming the message.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 import zlib
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 #: zlib level: on ~1.5 KB events, 1 is faster than 6 for ~2% bigger rows (bench/)
 COMPRESS_LEVEL = 1
 BUSY_TIMEOUT_S = 0.25
+#: the writer checkpoints by itself only if the WAL grows past this
+WAL_MAX_BYTES = 64 * 1024 * 1024
 #: batches at least this big are compressed on two threads
 PARALLEL_MIN = 64
 #: page cache of the writer connection (KiB): keeps the hot index pages of a
@@ -129,6 +132,9 @@ class SQLiteBatchWriter:
         try:
             self._conn = schema.open_database(self.path, timeout_s=BUSY_TIMEOUT_S)
             self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            # checkpoints run on the maintenance thread (maintenance.checkpoint), so a
+            # commit never also copies the WAL into the database and fsyncs it
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
         except SchemaTooNew:
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -164,6 +170,19 @@ class SQLiteBatchWriter:
         tail = self._pool.submit(_compress_all, datas[half:])
         head = _compress_all(datas[:half])
         return head + tail.result()
+
+    def _wal_guard(self) -> None:
+        """Safety net should the maintenance thread fall behind: never let the
+        WAL grow past WAL_MAX_BYTES."""
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size > WAL_MAX_BYTES and self._conn is not None:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("checkpoint failed: %s", exc)
 
     def row_count(self) -> int:
         self.open()
@@ -226,6 +245,7 @@ class SQLiteBatchWriter:
             if err.kind in ("corrupt", "io", "read_only"):
                 self.reset()
             raise err from None
+        self._wal_guard()
         rows: list[tuple[int, dict[str, Any]]] = []
         seen: set[str] = set()
         for _, ev in batch:
