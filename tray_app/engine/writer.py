@@ -45,7 +45,16 @@ CACHE_KIB = 16 * 1024
 SMALL_EVENT = 16 * 1024
 
 
+try:  # ISA-L: standard zlib streams, same size at level 1, ~45% less CPU (bench/)
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # no wheel for this platform: the stdlib path below
+    _isal_zlib = None
+
+
 def compress(data: bytes) -> bytes:
+    """``data`` as a standard zlib stream (``zlib.decompress`` reads it)."""
+    if _isal_zlib is not None:
+        return _isal_zlib.compress(data, COMPRESS_LEVEL)
     if len(data) <= SMALL_EVENT:
         c = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, 13, 5)
         return c.compress(data) + c.flush()
