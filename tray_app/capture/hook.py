@@ -22,5 +22,5 @@ else:
 try:
     from posix import _exit  # skip interpreter teardown: nothing is left to flush
 except ImportError:
-    _exit = sys.exit
+    _exit = sys.exit  # type: ignore[assignment]
 _exit(0)

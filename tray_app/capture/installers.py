@@ -237,6 +237,7 @@ def _merge(assistant: str, path: Path, data: dict[str, Any], command: str | None
     for event in list(hooks) + [e for e in events if e not in hooks]:
         entries = hooks.get(event, [])
         want = command is not None and event in events
+        ours: dict[str, Any] | None
         if assistant == "cursor":
             ours = {"command": command} if want else None
             updated = _place(entries, ours, _cursor_entry_is_ours)
@@ -383,7 +384,8 @@ def status(assistant: str, env: Mapping[str, str] | None = None, command: str | 
     except ConfigError as exc:
         return Status(assistant, path, path.exists(), str(exc), (), (), events)
     want = command or hook_command(assistant)
-    installed, stale = [], []
+    installed: list[str] = []
+    stale: list[str] = []
     for event, entries in hooks.items():
         cmds = _our_commands(assistant, entries)
         if not cmds:

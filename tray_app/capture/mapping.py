@@ -16,7 +16,7 @@ import time
 try:
     from posix import urandom
 except ImportError:  # Windows
-    from nt import urandom  # type: ignore[no-redef]
+    from nt import urandom  # type: ignore[no-redef,attr-defined]
 
 try:
     from _sha2 import sha256 as _sha256  # CPython >= 3.12

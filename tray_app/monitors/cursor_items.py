@@ -129,7 +129,8 @@ def _iso_any(value: Any) -> str | None:
 def item_time(it: Item) -> str | None:
     v = it.value if isinstance(it.value, dict) else {}
     if it.key.startswith("bubbleId:"):
-        timing = v.get("timingInfo") if isinstance(v.get("timingInfo"), dict) else {}
+        timing_info = v.get("timingInfo")
+        timing: dict[str, Any] = timing_info if isinstance(timing_info, dict) else {}
         return _iso_any(v.get("createdAt")) or _iso_ms(timing.get("clientEndTime"))
     if it.key == GENERATIONS_KEY:
         return _iso_ms(v.get("unixMs"))

@@ -153,7 +153,8 @@ def line_event(obj: dict[str, Any], line: bytes, *, path: Path, offset: int, lin
     else:
         event_id = events.deterministic_event_id(PLATFORM, "line", str(path), str(offset), line_digest(line))
     kind = obj.get("type")
-    msg = obj.get("message") if isinstance(obj.get("message"), dict) else {}
+    message = obj.get("message")
+    msg: dict[str, Any] = message if isinstance(message, dict) else {}
     payload = privacy.redact(obj)
     apply_capture(payload, cap, tools)
     payload = fit_payload(payload, payload_max_bytes)
