@@ -148,7 +148,7 @@ def entry_size(fields: Mapping[Any, Any]) -> int:
 
 
 #: known field names as bytes -> str, so decoding an entry decodes no key twice
-_KEYS = {name.encode(): name for name in REQUIRED_FIELDS + OPTIONAL_FIELDS}
+_KEYS: dict[bytes | str, str] = {name.encode(): name for name in REQUIRED_FIELDS + OPTIONAL_FIELDS}
 _KEYS.update({name: name for name in REQUIRED_FIELDS + OPTIONAL_FIELDS})
 
 

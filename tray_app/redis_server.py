@@ -224,6 +224,8 @@ class ManagedServer:
         kw.update(kwargs)
         if self.use_unix:
             return redis.Redis(unix_socket_path=str(self.socket_path), **kw)
+        if self.port is None:
+            raise RedisUnavailable("managed redis: no port yet (the server was not started)")
         return redis.Redis(host=self.host, port=self.port, **kw)
 
     def ping(self) -> bool:

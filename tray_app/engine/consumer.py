@@ -38,7 +38,8 @@ from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[str, dict[bytes, bytes]]
+Fields = dict[bytes | str, bytes | str]
+Entry = tuple[str, Fields]
 
 CommitListener = Callable[[list[dict[str, Any]]], None]
 
@@ -47,7 +48,7 @@ class Batch:
     """Entries read but not yet committed and acknowledged."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple[str, dict[bytes, bytes], int]] = []  # (id, fields, delivery count)
+        self.entries: list[tuple[str, Fields, int]] = []  # (id, fields, delivery count)
         self.started: float | None = None
 
     def __len__(self) -> int:
@@ -304,7 +305,8 @@ class FastPathConsumer(threading.Thread):
         ids = sorted((sid for sid, _ in entries), key=_id_key)
         rows = client.xpending_range(EVENTS_STREAM, GROUP, min=ids[0], max=ids[-1],
                                      count=len(ids) + 1000, consumername=self.name_in_group)
-        return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        return {_s(str(r["message_id"]) if isinstance(r["message_id"], int) else r["message_id"]):
+                int(r["times_delivered"]) for r in rows}
 
     # -- flush ---------------------------------------------------------------------------
 

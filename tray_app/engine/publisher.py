@@ -56,7 +56,7 @@ return acked
 
 @dataclass
 class Job:
-    cdc: list[tuple[str, ...]]                      # (sequence, event_id, ..., timestamp)
+    cdc: list[tuple[str, str, str, str, str, str]]  # (sequence, event_id, ..., timestamp)
     ids: list[str]                                  # stream ids to acknowledge
     dead: list[dict[bytes | str, bytes | str]] = field(default_factory=list)
 
@@ -151,7 +151,7 @@ class CDCPublisher(threading.Thread):
         client = self._connection()
         if self._sha is None:
             self._sha = client.script_load(CDC_ACK_LUA)
-        args = [GROUP, ing.cdc_maxlen, orjson.dumps(job.cdc), orjson.dumps(job.ids)]
+        args: list[str | int | bytes] = [GROUP, ing.cdc_maxlen, orjson.dumps(job.cdc), orjson.dumps(job.ids)]
         pipe = client.pipeline(transaction=True)
         for d in job.dead:
             pipe.xadd(DLQ_STREAM, d)  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ CACHE_KIB = 16 * 1024
 SMALL_EVENT = 16 * 1024
 
 
+_isal_zlib: Any
 try:  # ISA-L: standard zlib streams, same size at level 1, ~45% less CPU (bench/)
     from isal import isal_zlib as _isal_zlib
 except ImportError:  # no wheel for this platform: the stdlib path below
@@ -180,6 +181,29 @@ class SQLiteBatchWriter:
         head = _compress_all(datas[:half])
         return head + tail.result()
 
+    @staticmethod
+    def _sequences_with_duplicates(conn: sqlite3.Connection, batch: Sequence[tuple[str, dict[str, Any]]],
+                                   before: int) -> list[tuple[int, dict[str, Any]]]:
+        """(sequence, event) once per event_id of the batch when some were already
+        stored (a redelivery) or repeated: the new rows by their sequence range,
+        the others looked up, so every event gets a CDC entry (at least once)."""
+        seq = dict(conn.execute("SELECT event_id, sequence FROM raw_traces WHERE sequence > ?",
+                                (before,)).fetchall())
+        missing = list(dict.fromkeys(ev["event_id"] for _, ev in batch if ev["event_id"] not in seq))
+        for i in range(0, len(missing), 500):
+            chunk = missing[i:i + 500]
+            q = ",".join("?" * len(chunk))
+            seq.update(conn.execute(f"SELECT event_id, sequence FROM raw_traces WHERE event_id IN ({q})",
+                                    chunk).fetchall())
+        rows: list[tuple[int, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for _, ev in batch:
+            eid = ev["event_id"]
+            if eid not in seen:
+                seen.add(eid)
+                rows.append((seq[eid], ev))
+        return rows
+
     def _wal_guard(self) -> None:
         """Safety net should the maintenance thread fall behind: never let the
         WAL grow past WAL_MAX_BYTES."""
@@ -222,25 +246,12 @@ class SQLiteBatchWriter:
                 changes = conn.total_changes
                 conn.executemany(INSERT_SQL, params)
                 inserted = conn.total_changes - changes
+                rows: list[tuple[int, dict[str, Any]]]
                 if inserted == len(params):
                     # no duplicates: under our write lock, new rowids are max+1, max+2, ...
-                    new = {ev["event_id"]: before + i + 1 for i, (_, ev) in enumerate(batch)}
+                    rows = [(before + i + 1, ev) for i, (_, ev) in enumerate(batch)]
                 else:
-                    new = dict(conn.execute(
-                        "SELECT event_id, sequence FROM raw_traces WHERE sequence > ?", (before,)).fetchall())
-                missing = [ev["event_id"] for _, ev in batch if ev["event_id"] not in new]
-                if missing:
-                    # duplicates: their rows exist from an earlier delivery; CDC them again
-                    found: dict[str, int] = {}
-                    uniq = list(dict.fromkeys(missing))
-                    for i in range(0, len(uniq), 500):
-                        chunk = uniq[i:i + 500]
-                        q = ",".join("?" * len(chunk))
-                        found.update(conn.execute(
-                            f"SELECT event_id, sequence FROM raw_traces WHERE event_id IN ({q})", chunk).fetchall())
-                    new_all = {**found, **new}
-                else:
-                    new_all = new
+                    rows = self._sequences_with_duplicates(conn, batch, before)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -255,14 +266,5 @@ class SQLiteBatchWriter:
                 self.reset()
             raise err from None
         self._wal_guard()
-        rows: list[tuple[int, dict[str, Any]]] = []
-        seen: set[str] = set()
-        for _, ev in batch:
-            eid = ev["event_id"]
-            if eid in seen:
-                continue
-            seen.add(eid)
-            rows.append((new_all[eid], ev))
-        inserted = len(new)
         return Stored(rows=rows, inserted=inserted, duplicates=len(batch) - inserted,
                       commit_ms=(time.perf_counter() - started) * 1000)
