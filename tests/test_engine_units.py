@@ -110,3 +110,34 @@ def test_cdc_and_dlq_caps(app_env, redis_server: RedisProc, monkeypatch) -> None
         assert 100 <= c.xlen(CDC_STREAM) < 2000  # approximate MAXLEN: trimmed by whole nodes
     finally:
         eng.stop(5)
+
+
+def test_rates_fall_to_zero_when_ingest_stops(app_env, redis_server: RedisProc, monkeypatch) -> None:
+    """The tray's "Ingest: N events/s" must not freeze at the last burst's rate."""
+    monkeypatch.setenv("TELEMETRY_TRAY_INGEST_HEALTH_PUBLISH_INTERVAL_S", "0.1")
+    monkeypatch.setenv("TELEMETRY_TRAY_INGEST_FLUSH_INTERVAL_MS", "1")
+    now = [1000.0]
+    lock = threading.Lock()
+
+    def clock() -> float:
+        with lock:
+            return now[0]
+
+    cfg = load_config()
+    c = redis_server.client()
+    ensure_streams(c)
+    eng = Engine(cfg, endpoint_from_url(redis_server.url), with_monitors=False, clock=clock)
+    eng.start()
+    try:
+        push(c, [make_event(i) for i in range(120)])
+        wait_for(lambda: pending_count(c) == 120, what="the batch read")
+        with lock:
+            now[0] += 0.5  # old enough to flush, same second
+        wait_for(lambda: row_count(cfg.paths.database) == 120, what="rows")
+        wait_for(lambda: eng.health().rate_1m == 2.0, what="120 events in the last minute = 2.0/s")
+        with lock:
+            now[0] += 61
+        wait_for(lambda: eng.health().rate_1m == 0.0 and eng.health().rate_10s == 0.0,
+                 what="rates back to 0 a minute later")
+    finally:
+        eng.stop(5)

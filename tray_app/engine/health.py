@@ -70,19 +70,22 @@ class HealthSnapshot:
 
 
 class RateMeter:
-    """Events per second over sliding windows, from per-second buckets."""
+    """Events per second over sliding windows, from per-second buckets.
+    Thread-safe: the consumer adds, the maintenance thread reads."""
 
     def __init__(self, clock: Any = time.monotonic) -> None:
         self._clock = clock
+        self._lock = threading.Lock()
         self._buckets: deque[list[float]] = deque()  # [second, count]
 
     def add(self, n: int) -> None:
         sec = int(self._clock())
-        if self._buckets and self._buckets[-1][0] == sec:
-            self._buckets[-1][1] += n
-        else:
-            self._buckets.append([sec, n])
-        self._trim(sec)
+        with self._lock:
+            if self._buckets and self._buckets[-1][0] == sec:
+                self._buckets[-1][1] += n
+            else:
+                self._buckets.append([sec, n])
+            self._trim(sec)
 
     def _trim(self, now_sec: int) -> None:
         while self._buckets and self._buckets[0][0] <= now_sec - 60:
@@ -90,8 +93,9 @@ class RateMeter:
 
     def rate(self, window_s: int) -> float:
         now = int(self._clock())
-        self._trim(now)
-        total = sum(c for s, c in self._buckets if s > now - window_s)
+        with self._lock:
+            self._trim(now)
+            total = sum(c for s, c in self._buckets if s > now - window_s)
         return total / float(window_s)
 
 

@@ -136,7 +136,10 @@ class Maintenance(threading.Thread):
 
     def tick(self, final: bool = False) -> None:
         now = time.monotonic()
-        changes: dict[str, Any] = {}
+        # the consumer only refreshes its numbers when it does something; the
+        # rates must also fall back to 0 when nothing arrives
+        rate = self.consumer.rate
+        changes: dict[str, Any] = {"rate_10s": rate.rate(10), "rate_1m": rate.rate(60)}
         if self.monitors:
             changes["monitors"] = {getattr(m, "name", type(m).__name__): _monitor_health(m)
                                    for m in self.monitors}
@@ -149,8 +152,7 @@ class Maintenance(threading.Thread):
                 changes.update(spool_files=st.files, spool_bad=st.bad, spool_oldest_age_s=st.oldest_age_s)
             except Exception as exc:  # noqa: BLE001
                 log.debug("spool stats failed: %s", exc)
-        if changes:
-            self.health.update(**changes)
+        self.health.update(**changes)
         self._trim_after_burst()
         if not final and self.health.snapshot().sqlite_ok:
             checkpoint(self.cfg.paths.database)
