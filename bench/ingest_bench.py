@@ -219,7 +219,6 @@ def main() -> None:
         print(json.dumps(fn(args.url, args.home, args.events)))
         return
 
-    import redis
 
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import RedisProc  # the same real server the tests use

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RedisProc, wait_for
-from engine_util import make_event, pending_count, push, row_count, stored_events
+from engine_util import make_event, pending_count, push, row_count
 from tray_app.config import load_config
 from tray_app.engine.engine import Engine
 from tray_app.redis_conn import CDC_STREAM, DLQ_STREAM, EVENTS_STREAM, endpoint_from_url, ensure_streams

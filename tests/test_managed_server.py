@@ -3,7 +3,6 @@ adopted rather than duplicated, loopback only, stopped on exit, durable."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
