@@ -173,7 +173,8 @@ def test_newer_schema_is_refused_and_left_untouched(app_env, redis_server: Redis
 
 
 def test_trimming_never_removes_unacknowledged(app_env, redis_server: RedisProc) -> None:
-    from tray_app.engine.maintenance import _id_tuple, safe_trim_id, trim_events
+    from tray_app.engine.maintenance import safe_trim_id, trim_events
+    from tray_app.redis_conn import stream_id_key as _id_tuple
 
     c = redis_server.client()
     ensure_streams(c)

@@ -28,6 +28,17 @@ DLQ_DROPPED_KEY = "telemetry:dlq:dropped"
 STREAMS = (EVENTS_STREAM, DLQ_STREAM, CDC_STREAM)
 
 
+def text(value: bytes | str | int) -> str:
+    """A reply value as str (replies are bytes: clients use decode_responses=False)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_id_key(sid: str) -> tuple[int, int]:
+    """A stream id ("ms-seq") as a sortable tuple."""
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     url: str

@@ -34,7 +34,8 @@ from tray_app.engine.writer import KIND_TEXT, SQLiteBatchWriter, Stored
 from tray_app.errors import DatabaseError, RedisUnavailable
 from tray_app.events import R_RETRIES, InvalidEntry, decode
 from tray_app.engine.publisher import CDCPublisher, Job
-from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint
+from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, stream_id_key
+from tray_app.redis_conn import text as _s
 
 log = logging.getLogger(__name__)
 
@@ -302,11 +303,10 @@ class FastPathConsumer(threading.Thread):
     def _deliveries(self, client: redis.Redis, entries: list[Entry]) -> dict[str, int]:
         if not entries:
             return {}
-        ids = sorted((sid for sid, _ in entries), key=_id_key)
+        ids = sorted((sid for sid, _ in entries), key=stream_id_key)
         rows = client.xpending_range(EVENTS_STREAM, GROUP, min=ids[0], max=ids[-1],
                                      count=len(ids) + 1000, consumername=self.name_in_group)
-        return {_s(str(r["message_id"]) if isinstance(r["message_id"], int) else r["message_id"]):
-                int(r["times_delivered"]) for r in rows}
+        return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     # -- flush ---------------------------------------------------------------------------
 
@@ -439,15 +439,6 @@ class FastPathConsumer(threading.Thread):
             sqlite_status="ok" if self._db_error is None else self._db_error.kind,
             commit_p50_ms=round(p50, 2), commit_p95_ms=round(p95, 2), batch_size=self.batch_size,
             consumer=self.name_in_group)
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def _id_key(sid: str) -> tuple[int, int]:
-    ms, _, seq = sid.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _entries(reply: Any) -> list[Entry]:

@@ -12,7 +12,6 @@ Threads it owns, joined against one shared deadline on stop():
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import socket
 import time
@@ -155,4 +154,4 @@ def _build_monitors(cfg: Config, endpoint: Endpoint) -> list[Any]:
         return []
 
 
-__all__ = ["Engine", "consumer_name", "os"]
+__all__ = ["Engine", "consumer_name"]

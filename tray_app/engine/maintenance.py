@@ -22,7 +22,8 @@ import redis
 from tray_app.config import Config
 from tray_app.engine import schema, tuning
 from tray_app.engine.health import Health
-from tray_app.redis_conn import DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, HEALTH_KEY, Endpoint
+from tray_app.redis_conn import DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint, stream_id_key
+from tray_app.redis_conn import text as _s
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +33,22 @@ CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 
 
 def checkpoint(path: Path, min_wal_bytes: int = CHECKPOINT_WAL_BYTES) -> bool:
-    """A PASSIVE checkpoint (never blocks the writer or readers) once the WAL has
-    grown past ``min_wal_bytes``. The engine's writer turns automatic checkpoints
-    off so that commits never pay for one; this thread does them instead."""
+    """Checkpoint the WAL from a short-lived connection of this thread. The
+    engine's writer turns automatic checkpoints off so that commits never pay
+    for one; this thread does them instead."""
     try:
         if os.stat(f"{path}-wal").st_size < min_wal_bytes:
-            return False
-    except OSError:
-        return False
-    try:
+            return False  # the common case costs one stat, no connection
         conn = sqlite3.connect(str(path), timeout=0.1, isolation_level=None)
-    except sqlite3.Error:
+    except (OSError, sqlite3.Error):
         return False
     try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        return True
+        return schema.checkpoint_if_large(conn, path, min_wal_bytes)
     except sqlite3.Error as exc:
         log.debug("checkpoint: %s", exc)
         return False
     finally:
         conn.close()
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _id_tuple(sid: str) -> tuple[int, int]:
-    ms, _, seq = sid.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def safe_trim_id(client: redis.Redis, stream: str = EVENTS_STREAM) -> str | None:
@@ -72,13 +60,13 @@ def safe_trim_id(client: redis.Redis, stream: str = EVENTS_STREAM) -> str | None
     floor: tuple[int, int] | None = None
     for g in groups:
         name = _s(g["name"])
-        last = _id_tuple(_s(g["last-delivered-id"]))
+        last = stream_id_key(_s(g["last-delivered-id"]))
         need = (last[0], last[1] + 1)  # everything up to last-delivered was delivered
         if int(g.get("pending", 0)):
             summary = client.xpending(stream, name)
             lowest = summary.get("min")
             if lowest:
-                need = min(need, _id_tuple(_s(lowest)))
+                need = min(need, stream_id_key(_s(lowest)))
         floor = need if floor is None else min(floor, need)
     if floor is None or floor == (0, 1):
         return None
@@ -213,7 +201,7 @@ class Maintenance(threading.Thread):
         changes: dict[str, Any] = {}
         if isinstance(groups, list):
             for g in groups:
-                if _s(g["name"]) == "processors":
+                if _s(g["name"]) == GROUP:
                     changes["pending"] = int(g.get("pending") or 0)
                     lag = g.get("lag")
                     if lag is None and isinstance(events_len, int):

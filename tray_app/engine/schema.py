@@ -7,6 +7,7 @@ knows is refused (SchemaTooNew) and left untouched.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -111,8 +112,6 @@ def open_database(path: Path, timeout_s: float = 0.0) -> sqlite3.Connection:
     newer schema is refused before anything (not even the journal mode) changes."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
-        import os
-
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)
     conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
@@ -127,3 +126,15 @@ def open_database(path: Path, timeout_s: float = 0.0) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def checkpoint_if_large(conn: sqlite3.Connection, path: Path | str, min_wal_bytes: int) -> bool:
+    """A PASSIVE checkpoint (blocks neither the writer nor readers) once the WAL
+    has grown past ``min_wal_bytes``. True when one ran."""
+    try:
+        if os.stat(f"{path}-wal").st_size < min_wal_bytes:
+            return False
+    except OSError:
+        return False
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    return True

@@ -110,8 +110,6 @@ KIND_TEXT = {
 
 
 def _volume_read_only(path: Path) -> bool:
-    import os
-
     for p in (path, path.parent):
         try:
             if os.statvfs(p).f_flag & os.ST_RDONLY:
@@ -207,15 +205,12 @@ class SQLiteBatchWriter:
     def _wal_guard(self) -> None:
         """Safety net should the maintenance thread fall behind: never let the
         WAL grow past WAL_MAX_BYTES."""
-        try:
-            size = os.stat(f"{self.path}-wal").st_size
-        except OSError:
+        if self._conn is None:
             return
-        if size > WAL_MAX_BYTES and self._conn is not None:
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:
-                log.warning("checkpoint failed: %s", exc)
+        try:
+            schema.checkpoint_if_large(self._conn, self.path, WAL_MAX_BYTES)
+        except sqlite3.Error as exc:
+            log.warning("checkpoint failed: %s", exc)
 
     def row_count(self) -> int:
         self.open()
