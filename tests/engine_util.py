@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 import zlib
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,41 @@ def stored_events(path: Path) -> dict[str, dict[str, Any]]:
 
 def pending_count(client: redis.Redis) -> int:
     return int(client.xpending(EVENTS_STREAM, "processors")["pending"])
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (thread-safe)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        import threading
+
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+@contextmanager
+def running_engine(redis_url: str, **kw: Any) -> Iterator[Any]:
+    """An Engine (no monitors) on the current TELEMETRY_TRAY_* environment,
+    started, and stopped however the test ends."""
+    from tray_app.config import load_config
+    from tray_app.engine.engine import Engine
+    from tray_app.redis_conn import endpoint_from_url, ensure_streams
+
+    ep = endpoint_from_url(redis_url)
+    client = ep.client()
+    ensure_streams(client)
+    client.close()
+    eng = Engine(load_config(), ep, with_monitors=False, **kw)
+    eng.start()
+    try:
+        yield eng
+    finally:
+        eng.stop(5)

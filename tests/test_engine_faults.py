@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from conftest import ROOT, RedisProc, need, run_cli, wait_for
-from engine_util import make_event, pending_count, push, row_count
+from engine_util import make_event, pending_count, push, row_count, running_engine
 from tray_app.config import load_config
 from tray_app.engine.engine import Engine
 from tray_app.redis_conn import DLQ_STREAM, EVENTS_STREAM, endpoint_from_url, ensure_streams
@@ -75,14 +75,10 @@ def test_dead_consumers_pending_entries_are_claimed(app_env, redis_server: Redis
     # another machine's engine reads them and dies before acknowledging
     got = c.xreadgroup("processors", "laptop-b-dead", {EVENTS_STREAM: ">"}, count=200)
     assert len(got[0][1]) == 200 and pending_count(c) == 200
-    cfg = load_config()
-    eng = Engine(cfg, endpoint_from_url(redis_server.url), with_monitors=False)
-    eng.start()
-    try:
+    with running_engine(redis_server.url) as eng:
+        cfg = eng.cfg
         wait_for(lambda: row_count(cfg.paths.database) == 200, timeout=20, what="claimed rows")
         wait_for(lambda: pending_count(c) == 0, what="claimed entries acknowledged")
-    finally:
-        eng.stop(5)
 
 
 def test_entry_delivered_too_often_is_dead_lettered(app_env, redis_server: RedisProc, monkeypatch) -> None:
@@ -95,27 +91,20 @@ def test_entry_delivered_too_often_is_dead_lettered(app_env, redis_server: Redis
     c.xreadgroup("processors", "crashy", {EVENTS_STREAM: ">"}, count=2)
     # the first entry has already been delivered 9 times (it kept crashing someone)
     c.xclaim(EVENTS_STREAM, "processors", "crashy", 0, [ids[0]], retrycount=9)
-    cfg = load_config()
-    eng = Engine(cfg, endpoint_from_url(redis_server.url), with_monitors=False)
-    eng.start()
-    try:
+    with running_engine(redis_server.url) as eng:
+        cfg = eng.cfg
         wait_for(lambda: c.xlen(DLQ_STREAM) == 1, timeout=20, what="dead letter")
         wait_for(lambda: row_count(cfg.paths.database) == 1, what="the other entry stored")
         wait_for(lambda: pending_count(c) == 0, what="both acknowledged")
-    finally:
-        eng.stop(5)
     (_, dead), = c.xrange(DLQ_STREAM)
     assert dead[b"reason"] == b"retries_exhausted" and dead[b"original_id"].decode() == ids[0]
     assert int(dead[b"delivery_count"]) > 5
 
 
 def test_redis_restart_mid_load(app_env, redis_server: RedisProc) -> None:
-    cfg = load_config()
     c = redis_server.client()
-    ensure_streams(c)
-    eng = Engine(cfg, endpoint_from_url(redis_server.url), with_monitors=False)
-    eng.start()
-    try:
+    with running_engine(redis_server.url) as eng:
+        cfg = eng.cfg
         first = [make_event(i) for i in range(3000)]
         second = [make_event(i) for i in range(3000)]
         push(c, first)
@@ -129,8 +118,6 @@ def test_redis_restart_mid_load(app_env, redis_server: RedisProc) -> None:
         wait_for(lambda: row_count(cfg.paths.database) == 6000, timeout=60, what="every event stored")
         wait_for(lambda: pending_count(c) == 0, what="nothing pending")
         wait_for(lambda: eng.health().redis_ok and eng.health().state == "running", what="recovered")
-    finally:
-        eng.stop(5)
     assert c.xlen(DLQ_STREAM) == 0
 
 
@@ -145,12 +132,9 @@ conn.execute("ROLLBACK")
 
 
 def test_locked_database_no_acks_no_dead_letters(app_env, redis_server: RedisProc) -> None:
-    cfg = load_config()
     c = redis_server.client()
-    ensure_streams(c)
-    eng = Engine(cfg, endpoint_from_url(redis_server.url), with_monitors=False)
-    eng.start()
-    try:
+    with running_engine(redis_server.url) as eng:
+        cfg = eng.cfg
         push(c, [make_event(i) for i in range(100)])
         wait_for(lambda: row_count(cfg.paths.database) == 100, what="first rows")
         locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(cfg.paths.database)],
@@ -172,8 +156,6 @@ def test_locked_database_no_acks_no_dead_letters(app_env, redis_server: RedisPro
         wait_for(lambda: group_unacked(c) == 0, what="all acknowledged")
         wait_for(lambda: eng.health().sqlite_ok, what="health recovered")
         assert c.xlen(DLQ_STREAM) == 0
-    finally:
-        eng.stop(5)
 
 
 @pytest.fixture()

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import random
-import threading
 
 from conftest import RedisProc, wait_for
-from engine_util import make_event, pending_count, push, row_count
+from engine_util import FakeClock, make_event, pending_count, push, row_count, running_engine
 from tray_app import events
-from tray_app.config import load_config
 from tray_app.engine.backoff import Backoff
 from tray_app.engine.dlq import DLQ_FIELDS, dead_letter, original_fields, retries_exhausted
-from tray_app.engine.engine import Engine
 from tray_app.engine.health import RateMeter
-from tray_app.redis_conn import CDC_STREAM, DLQ_STREAM, EVENTS_STREAM, endpoint_from_url, ensure_streams
+from tray_app.redis_conn import CDC_STREAM, DLQ_STREAM, EVENTS_STREAM
 
 
 def test_backoff_is_capped_jittered_and_resets() -> None:
@@ -69,75 +66,42 @@ def test_batch_flushes_on_age_measured_by_the_injected_clock(app_env, redis_serv
     """A small batch waits for flush_interval_ms on the engine's clock, not the wall's."""
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_FLUSH_INTERVAL_MS", "60000")
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_BLOCK_MS", "20")
-    now = [0.0]
-    lock = threading.Lock()
-
-    def clock() -> float:
-        with lock:
-            return now[0]
-
-    cfg = load_config()
+    clock = FakeClock()
     c = redis_server.client()
-    ensure_streams(c)
-    eng = Engine(cfg, endpoint_from_url(redis_server.url), with_monitors=False, clock=clock)
-    eng.start()
-    try:
+    with running_engine(redis_server.url, clock=clock) as eng:
         push(c, [make_event(i) for i in range(3)])
         wait_for(lambda: pending_count(c) == 3, what="the 3 entries read into the batch")
-        assert row_count(cfg.paths.database) == 0, "a young, small batch is not flushed yet"
-        with lock:
-            now[0] += 61.0
-        wait_for(lambda: row_count(cfg.paths.database) == 3, what="flushed once old enough")
-    finally:
-        eng.stop(5)
+        assert row_count(eng.cfg.paths.database) == 0, "a young, small batch is not flushed yet"
+        clock.advance(61.0)
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 3, what="flushed once old enough")
 
 
 def test_cdc_and_dlq_caps(app_env, redis_server: RedisProc, monkeypatch) -> None:
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_CDC_MAXLEN", "100")
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_DLQ_MAXLEN", "10")
-    cfg = load_config()
     c = redis_server.client()
-    ensure_streams(c)
-    eng = Engine(cfg, endpoint_from_url(redis_server.url), with_monitors=False)
-    eng.start()
-    try:
+    with running_engine(redis_server.url) as eng:
         push(c, [make_event(i) for i in range(2000)])
         for i in range(15):
             c.xadd(EVENTS_STREAM, {"event_id": f"bad-{i}", "platform": "vim"})
-        wait_for(lambda: row_count(cfg.paths.database) == 2000, timeout=30, what="rows")
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 2000, timeout=30, what="rows")
         wait_for(lambda: eng.health().dlq_dropped == 5, timeout=15, what="5 dead letters counted as dropped")
         assert c.xlen(DLQ_STREAM) == 10
         assert 100 <= c.xlen(CDC_STREAM) < 2000  # approximate MAXLEN: trimmed by whole nodes
-    finally:
-        eng.stop(5)
 
 
 def test_rates_fall_to_zero_when_ingest_stops(app_env, redis_server: RedisProc, monkeypatch) -> None:
     """The tray's "Ingest: N events/s" must not freeze at the last burst's rate."""
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_HEALTH_PUBLISH_INTERVAL_S", "0.1")
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_FLUSH_INTERVAL_MS", "1")
-    now = [1000.0]
-    lock = threading.Lock()
-
-    def clock() -> float:
-        with lock:
-            return now[0]
-
-    cfg = load_config()
+    clock = FakeClock(1000.0)
     c = redis_server.client()
-    ensure_streams(c)
-    eng = Engine(cfg, endpoint_from_url(redis_server.url), with_monitors=False, clock=clock)
-    eng.start()
-    try:
+    with running_engine(redis_server.url, clock=clock) as eng:
         push(c, [make_event(i) for i in range(120)])
         wait_for(lambda: pending_count(c) == 120, what="the batch read")
-        with lock:
-            now[0] += 0.5  # old enough to flush, same second
-        wait_for(lambda: row_count(cfg.paths.database) == 120, what="rows")
+        clock.advance(0.5)  # old enough to flush, same second
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 120, what="rows")
         wait_for(lambda: eng.health().rate_1m == 2.0, what="120 events in the last minute = 2.0/s")
-        with lock:
-            now[0] += 61
+        clock.advance(61)
         wait_for(lambda: eng.health().rate_1m == 0.0 and eng.health().rate_10s == 0.0,
                  what="rates back to 0 a minute later")
-    finally:
-        eng.stop(5)

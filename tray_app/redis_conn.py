@@ -33,6 +33,15 @@ def text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def close_quietly(client: redis.Redis | None) -> None:
+    """Close a client whose socket may already be broken."""
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - closing a broken socket
+            pass
+
+
 def stream_id_key(sid: str) -> tuple[int, int]:
     """A stream id ("ms-seq") as a sortable tuple."""
     ms, _, seq = sid.partition("-")

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -34,7 +35,7 @@ from tray_app.engine.writer import KIND_TEXT, SQLiteBatchWriter, Stored
 from tray_app.errors import DatabaseError, RedisUnavailable
 from tray_app.events import R_RETRIES, InvalidEntry, decode
 from tray_app.engine.publisher import CDCPublisher, Job
-from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, stream_id_key
+from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, close_quietly, stream_id_key
 from tray_app.redis_conn import text as _s
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,7 @@ class FastPathConsumer(threading.Thread):
             self.publisher.stop()
             self.publisher.join(self.cfg.redis.socket_timeout_s + 1)
             self.writer.close()
-            if self._client is not None:
-                self._client.close()
+            close_quietly(self._client)
             self._set_state(final=True)
 
     def _turn(self) -> None:
@@ -214,11 +214,7 @@ class FastPathConsumer(threading.Thread):
         return self._client
 
     def _drop_connection(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001 - closing a broken socket
-                pass
+        close_quietly(self._client)
         self._client = None
 
     def _redis_failed(self, message: str) -> None:
@@ -240,23 +236,15 @@ class FastPathConsumer(threading.Thread):
             block_ms = max(1, min(self.ing.block_ms, int(left * 1000)))
         if not block:
             block_ms = None
-        try:
+        with _group_command(client):
             reply = client.xreadgroup(GROUP, self.name_in_group, {EVENTS_STREAM: ">"},
                                       count=want, block=block_ms)
-        except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                _ensure_group(client)
-                return
-            raise _unavailable(exc) from None
-        except (redis.RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
-        entries = _entries(reply)
-        self.batch.add(entries, {}, self.clock())
+            self.batch.add(_entries(reply), {}, self.clock())
 
     def _read_own_pending(self, client: redis.Redis) -> None:
         """Entries delivered to this consumer name earlier and never acknowledged
         (e.g. the engine was killed): they come first after a (re)start."""
-        try:
+        with _group_command(client):
             reply = client.xreadgroup(GROUP, self.name_in_group, {EVENTS_STREAM: "0"},
                                       count=self.batch_size)
             entries = [(sid, f) for sid, f in _entries(reply) if f]
@@ -269,12 +257,10 @@ class FastPathConsumer(threading.Thread):
             self.batch.add(entries, self._deliveries(client, entries), self.clock())
             if entries:
                 log.info("recovering %d pending entries of consumer %s", len(entries), self.name_in_group)
-        except (redis.RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
 
     def _claim_stale(self, client: redis.Redis) -> None:
         """XAUTOCLAIM entries idle longer than claim_idle_ms from any consumer."""
-        try:
+        with _group_command(client):
             start = "0-0"
             claimed: list[Entry] = []
             while len(claimed) < self.batch_size:
@@ -292,13 +278,6 @@ class FastPathConsumer(threading.Thread):
             if claimed:
                 log.info("claimed %d stale pending entries", len(claimed))
                 self.batch.add(claimed, self._deliveries(client, claimed), self.clock())
-        except redis.ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                _ensure_group(client)
-                return
-            raise _unavailable(exc) from None
-        except (redis.RedisError, OSError) as exc:
-            raise _unavailable(exc) from None
 
     def _deliveries(self, client: redis.Redis, entries: list[Entry]) -> dict[str, int]:
         if not entries:
@@ -453,6 +432,24 @@ def _entries(reply: Any) -> list[Entry]:
         for sid, fields in entries:
             out.append((_s(sid), fields or {}))
     return out
+
+
+@contextmanager
+def _group_command(client: redis.Redis) -> Iterator[None]:
+    """Redis errors of a group command become RedisUnavailable; a missing group
+    (the stream was deleted or the server flushed) is created again and the
+    command counts as having returned nothing."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise _unavailable(exc) from None
+        try:
+            _ensure_group(client)
+        except (redis.RedisError, OSError) as exc2:
+            raise _unavailable(exc2) from None
+    except (redis.RedisError, OSError) as exc:
+        raise _unavailable(exc) from None
 
 
 def _ensure_group(client: redis.Redis) -> None:

@@ -22,7 +22,8 @@ import redis
 from tray_app.config import Config
 from tray_app.engine import schema, tuning
 from tray_app.engine.health import Health
-from tray_app.redis_conn import DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint, stream_id_key
+from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
+                                 close_quietly, stream_id_key)
 from tray_app.redis_conn import text as _s
 
 log = logging.getLogger(__name__)
@@ -168,11 +169,7 @@ class Maintenance(threading.Thread):
         return self._client
 
     def _drop(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(self._client)
         self._client = None
 
     def _redis_work(self, client: redis.Redis, now: float, final: bool) -> None:

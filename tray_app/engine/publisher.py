@@ -24,7 +24,8 @@ import orjson
 import redis
 
 from tray_app.config import Config
-from tray_app.redis_conn import CDC_STREAM, DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, Endpoint, translate
+from tray_app.redis_conn import (CDC_STREAM, DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, Endpoint,
+                                 close_quietly, translate)
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +139,7 @@ class CDCPublisher(threading.Thread):
         return self._client
 
     def _close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001 - closing a broken socket
-                pass
+        close_quietly(self._client)
         self._client = None
 
     def _round_trip(self, job: Job) -> None:
