@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchutil import cpu_model  # noqa: E402
 from tray_app.capture import installers  # noqa: E402
 from tray_app.redis_server import find_server_binary  # noqa: E402
 
@@ -47,16 +48,6 @@ SAMPLE = {
     "attachments": [{"type": "file", "filePath": "/home/dev/projects/shop/main.ts"}],
 }
 TARGETS = {"up": 1.5, "up-tcp": 1.5, "down": 2.0}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def percentile(xs: list[float], q: float) -> float:

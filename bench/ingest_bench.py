@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import sqlite3
@@ -191,21 +190,6 @@ def run_role(role: str, url: str, home: Path, n: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import redis
-
-    return (f"{platform.platform()}; {os.cpu_count()} cpus ({cpu}); Python {platform.python_version()}; "
-            f"SQLite {sqlite3.sqlite_version}; redis-py {redis.__version__}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
@@ -221,6 +205,7 @@ def main() -> None:
 
 
     sys.path.insert(0, str(ROOT / "tests"))
+    from benchutil import machine
     from conftest import RedisProc  # the same real server the tests use
     from tray_app.redis_server import find_server_binary
     from tray_app.engine import schema

@@ -43,22 +43,13 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
+from benchutil import cpu_model  # noqa: E402
 from tray_app.config import load_config  # noqa: E402
 from tray_app.monitors.claude_transcripts import ClaudeCodeTranscriptMonitor  # noqa: E402
 from tray_app.monitors.cursor_db import CursorDatabaseMonitor  # noqa: E402
 from tray_app.monitors.emit import Emitter  # noqa: E402
 from tray_app.redis_conn import endpoint_from_url  # noqa: E402
 from tray_app.redis_server import find_server_binary  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class NullEmitter:

@@ -192,6 +192,17 @@ def decode(fields: Mapping[bytes | str, bytes | str], max_bytes: int | None = No
     return event
 
 
+def iso_or_none(value: Any) -> str | None:
+    """``value`` when it is an ISO-8601 timestamp string the contract accepts, else None."""
+    if isinstance(value, str) and value:
+        try:
+            parse_timestamp(value)
+            return value
+        except ValueError:
+            return None
+    return None
+
+
 def validate(event: Mapping[str, Any]) -> tuple[str, str] | None:
     """(reason, detail) why ``event`` is invalid, or None when it is valid."""
     for key in REQUIRED_FIELDS:

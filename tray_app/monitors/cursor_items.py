@@ -117,12 +117,8 @@ def _iso_ms(ms: Any) -> str | None:
 
 
 def _iso_any(value: Any) -> str | None:
-    if isinstance(value, str) and value:
-        try:
-            events.parse_timestamp(value)
-            return value
-        except ValueError:
-            return None
+    if isinstance(value, str):
+        return events.iso_or_none(value)
     return _iso_ms(value)
 
 

@@ -54,16 +54,6 @@ def parse_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
     return obj, None
 
 
-def _valid_ts(value: Any) -> str | None:
-    if isinstance(value, str) and value:
-        try:
-            events.parse_timestamp(value)
-            return value
-        except ValueError:
-            return None
-    return None
-
-
 class ToolNames:
     """tool_use id -> tool name, for telling shell output from file contents in
     the tool_result lines that follow (bounded; lost on restart, where the
@@ -137,7 +127,7 @@ def apply_capture(obj: dict[str, Any], cap: Capture, tools: ToolNames) -> None:
 def line_time(obj: dict[str, Any]) -> str | None:
     """The line's own time (file-history-snapshot lines keep it inside ``snapshot``)."""
     snap = obj.get("snapshot")
-    return _valid_ts(obj.get("timestamp")) or (_valid_ts(snap.get("timestamp")) if isinstance(snap, dict) else None)
+    return events.iso_or_none(obj.get("timestamp")) or (events.iso_or_none(snap.get("timestamp")) if isinstance(snap, dict) else None)
 
 
 def line_event(obj: dict[str, Any], line: bytes, *, path: Path, offset: int, line_no: int,
