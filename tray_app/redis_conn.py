@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 
 from tray_app.config import Config, mask_url
-from tray_app.errors import ConfigError, RedisTooOld, RedisUnavailable
+from tray_app.errors import ConfigError, RedisUnavailable
 from tray_app.fileutil import atomic_write
 from tray_app.redis_server import ManagedServer, check_version, no_retry
 
@@ -158,30 +158,31 @@ def server_version(client: redis.Redis) -> tuple[int, int, int]:
     return nums[0], nums[1], nums[2]
 
 
+def ensure_group(client: redis.Redis) -> bool:
+    """Create the consumer group (and the stream) if missing. True when created."""
+    try:
+        client.xgroup_create(EVENTS_STREAM, GROUP, id="0", mkstream=True)
+        return True
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+        return False
+
+
 def ensure_streams(client: redis.Redis) -> list[tuple[str, str]]:
     """Create, idempotently, our streams and the consumer group.
     Returns (thing, "created" | "found") pairs."""
-    version = server_version(client)
-    try:
-        check_version(version, "the Redis server")
-    except RedisTooOld:
-        raise
+    check_version(server_version(client), "the Redis server")
     report: list[tuple[str, str]] = []
     for stream in STREAMS:
         existed = bool(client.exists(stream))
-        if stream == EVENTS_STREAM:
-            try:
-                client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-                report.append((f"group {GROUP} on {stream}", "created"))
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-                report.append((f"group {GROUP} on {stream}", "found"))
-        elif not existed:
+        if not existed and stream != EVENTS_STREAM:
             # XADD + XDEL leaves an empty stream; MKSTREAM via a throwaway group is
             # the other way, but a stray group would hold back trimming.
             entry = client.xadd(stream, {"init": "1"})
             client.xdel(stream, entry)
-        report.insert(len(report) - (1 if stream == EVENTS_STREAM else 0),
-                      (f"stream {stream}", "found" if existed else "created"))
+        report.append((f"stream {stream}", "found" if existed else "created"))
+        if stream == EVENTS_STREAM:
+            created = ensure_group(client)
+            report.append((f"group {GROUP} on {stream}", "created" if created else "found"))
     return report

@@ -35,7 +35,7 @@ from tray_app.engine.writer import KIND_TEXT, SQLiteBatchWriter, Stored
 from tray_app.errors import DatabaseError, RedisUnavailable
 from tray_app.events import R_RETRIES, InvalidEntry, decode
 from tray_app.engine.publisher import CDCPublisher, Job
-from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, close_quietly, stream_id_key
+from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, close_quietly, ensure_group, stream_id_key
 from tray_app.redis_conn import text as _s
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class FastPathConsumer(threading.Thread):
                                           connect_timeout=self.cfg.redis.connect_timeout_s)
             try:
                 client.ping()
-                _ensure_group(client)
+                ensure_group(client)
             except (redis.RedisError, OSError) as exc:
                 client.close()
                 raise _unavailable(exc) from None
@@ -445,19 +445,11 @@ def _group_command(client: redis.Redis) -> Iterator[None]:
         if "NOGROUP" not in str(exc):
             raise _unavailable(exc) from None
         try:
-            _ensure_group(client)
+            ensure_group(client)
         except (redis.RedisError, OSError) as exc2:
             raise _unavailable(exc2) from None
     except (redis.RedisError, OSError) as exc:
         raise _unavailable(exc) from None
-
-
-def _ensure_group(client: redis.Redis) -> None:
-    try:
-        client.xgroup_create(EVENTS_STREAM, GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
 
 
 def _unavailable(exc: BaseException) -> RedisUnavailable:
