@@ -54,19 +54,34 @@ class HealthSnapshot:
     updated_at: float = 0.0
     consumer: str = ""
     monitors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: engine threads (consumer, publisher, maintenance, monitors) that died and
+    #: were restarted: one line each, "name: error (restarted N times)"
+    thread_errors: tuple[str, ...] = ()
+    thread_restarts: int = 0
+    #: the private Redis server: "ok", "restarting", or why it is down
+    server_status: str = ""
+    server_restarts: int = 0
+    #: consumers of the group that belong to another installation (another
+    #: home on the same Redis splits the events between two databases)
+    foreign_consumers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["reasons"] = list(self.reasons)
+        for name in _TUPLE_FIELDS:
+            d[name] = list(getattr(self, name))
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HealthSnapshot":
         known = {f for f in cls.__dataclass_fields__}
         clean = {k: v for k, v in data.items() if k in known}
-        if "reasons" in clean:
-            clean["reasons"] = tuple(clean["reasons"])
+        for name in _TUPLE_FIELDS:
+            if name in clean:
+                clean[name] = tuple(clean[name])
         return cls(**clean)
+
+
+_TUPLE_FIELDS = ("reasons", "thread_errors", "foreign_consumers")
 
 
 class RateMeter:
