@@ -7,11 +7,21 @@ knows is refused (SchemaTooNew) and left untouched.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 from tray_app.errors import SchemaTooNew
+
+log = logging.getLogger(__name__)
+
+#: the files SQLite keeps next to the database; it creates them with the
+#: database's own mode (so a 0600 database gives 0600 companions)
+COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+#: the mode of every database file the app creates
+DB_FILE_MODE = 0o600
 
 MIGRATIONS: list[tuple[int, str]] = [
     (1, """
@@ -107,13 +117,76 @@ def migrate(conn: sqlite3.Connection, path: str = "telemetry.db") -> int:
     return LATEST
 
 
+def repair_modes(path: Path | str) -> list[str]:
+    """Make the database's files user-only again so a database that was made
+    read-only and then restored can be written (SQLite creates ``-wal`` and
+    ``-shm`` with the database's mode at that moment, so a ``chmod 0444`` leaves
+    0444 companions behind that outlive the restore).
+
+    Only when the database itself is writable by us, and only files we own
+    that are regular files (never follows a symlink): companions get 0600, the
+    database keeps its owner bits and loses group/other bits. Returns one line
+    per file changed (for the log); an unchangeable file is left as it is (the
+    open then reports read_only and the writer retries)."""
+    path = Path(path)
+    changed: list[str] = []
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return changed
+    if not stat.S_ISREG(st.st_mode) or not os.access(path, os.W_OK):
+        return changed  # read-only on purpose (or not ours): leave everything alone
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    targets = [(path, stat.S_IMODE(st.st_mode) & 0o700 | 0o600 if st.st_uid == me else None, st)]
+    for suffix in COMPANION_SUFFIXES:
+        companion = Path(f"{path}{suffix}")
+        try:
+            cst = os.lstat(companion)
+        except OSError:
+            continue
+        targets.append((companion, DB_FILE_MODE, cst))
+    for p, want, fst in targets:
+        if want is None or fst.st_uid != me or not stat.S_ISREG(fst.st_mode):
+            continue
+        have = stat.S_IMODE(fst.st_mode)
+        if have == want:
+            continue
+        try:
+            os.chmod(p, want)
+        except OSError as exc:
+            log.warning("database: cannot change the mode of %s (%o): %s", p, have, exc.strerror or exc)
+            continue
+        changed.append(f"{p.name}: {have:o} -> {want:o}")
+    if changed:
+        log.info("database: repaired file modes (%s)", ", ".join(changed))
+    return changed
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty database file 0600 before SQLite does (SQLite would use
+    0644 less the umask, and gives -wal/-shm the database's mode)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), DB_FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, DB_FILE_MODE)  # the umask may have taken bits away, never added: be exact
+    except (AttributeError, OSError):
+        pass
+    finally:
+        os.close(fd)
+
+
 def open_database(path: Path, timeout_s: float = 0.0) -> sqlite3.Connection:
     """Open (creating if needed, 0600) and migrate telemetry.db. A database of a
-    newer schema is refused before anything (not even the journal mode) changes."""
+    newer schema is refused before anything (not even the journal mode) changes.
+
+    The writer calls this on every reopen after a failure, so the file-mode
+    repair (repair_modes) runs each time it retries: a database whose mode was
+    restored recovers by itself."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
+    _create_private(path)
+    repair_modes(path)
     conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
                            check_same_thread=False)
     try:
