@@ -159,3 +159,80 @@ def test_old_server_version_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(RedisTooOld, match=r"6\.0\.16.*>= 6\.2"):
         find_server_binary(str(fake))
+
+
+def _aof_files(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "appendonlydir").glob("*.incr.aof"))
+
+
+def test_ensure_running_restarts_a_killed_private_server(app_home: Path, server_binary) -> None:
+    """SIGKILL of the private server: ensure_running() brings it back on the same
+    socket with the same password, and what was written before is still there."""
+    from conftest import wait_for
+
+    cfg = load_config()
+    provider = RedisProvider(cfg)
+    ep = provider.start()
+    try:
+        assert provider.ensure_running() is True  # fast path: it answers
+        c = ep.client()
+        ensure_streams(c)
+        entry = c.xadd("telemetry:events", {"k": "before-kill"})
+        c.close()
+        srv = provider.server
+        assert srv is not None
+        wait_for(lambda: any(b"before-kill" in f.read_bytes() for f in _aof_files(srv.data_dir)),
+                 what="the entry in the append-only file")
+        old_pid = srv.pid or 0
+        os.kill(old_pid, 9)
+        wait_for(lambda: not pid_alive(old_pid) or _zombie(old_pid), what="the server to die")
+        with pytest.raises(redis.ConnectionError):
+            ep.client().ping()
+
+        assert provider.ensure_running() is True
+        assert srv.pid != old_pid and pid_alive(srv.pid or 0)
+        # the same endpoint (socket and password) the hooks hold still works
+        assert read_endpoint_file(cfg) == ep
+        c2 = ep.client()
+        assert c2.xrange("telemetry:events", min=entry, max=entry) == [(entry, {b"k": b"before-kill"})]
+        assert c2.xinfo_groups("telemetry:events")[0]["name"] == b"processors"
+        c2.close()
+        assert provider.last_recovery is None
+    finally:
+        provider.stop()
+    assert not pid_alive(provider.server.pid or 0)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def test_ensure_running_on_external_redis_only_pings(app_env, redis_server) -> None:
+    provider = RedisProvider(load_config())
+    provider.start(write_endpoint=False)
+    assert provider.ensure_running() is True
+    redis_server.kill()
+    assert provider.ensure_running() is False  # never starts anything for a user's Redis
+    assert provider.server is None and provider.last_recovery is None
+
+
+def test_ensure_running_before_start_is_false_not_an_error(app_home: Path) -> None:
+    assert RedisProvider(load_config()).ensure_running() is False
+
+
+def test_stop_leaves_an_unrelated_process_in_the_pid_file_alone(app_home: Path, server_binary) -> None:
+    """A stale pid file naming another program (pid reused): stop() must not signal it."""
+    cfg = load_config()
+    srv = ManagedServer(cfg.paths)
+    srv.run_dir.mkdir(parents=True, exist_ok=True)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        srv.pidfile.write_text(f"{sleeper.pid}\n")
+        srv.stop(force=True)  # no server answers: SHUTDOWN fails
+        assert sleeper.poll() is None, "stop() signalled a process that is not our server"
+    finally:
+        sleeper.kill()
+        sleeper.wait()

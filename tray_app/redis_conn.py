@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -117,6 +118,8 @@ class RedisProvider:
         self.cfg = cfg
         self.server: ManagedServer | None = None
         self.endpoint: Endpoint | None = None
+        self._lock = threading.Lock()
+        self._ping_client: redis.Redis | None = None
 
     def start(self, spawn: bool = True, take_ownership: bool = True,
               write_endpoint: bool = True) -> Endpoint:
@@ -138,8 +141,65 @@ class RedisProvider:
         return ep
 
     def stop(self) -> None:
+        with self._lock:
+            close_quietly(self._ping_client)
+            self._ping_client = None
         if self.server is not None:
             self.server.stop()
+
+    # -- supervision -------------------------------------------------------------------
+
+    @property
+    def last_recovery(self) -> str | None:
+        """One line saying what the private server's last recovery set aside and
+        where (a corrupt append-only file moved to ``data/redis/corrupt-<time>/``,
+        or a truncated tail loaded with its last events lost), or None when
+        nothing had to be recovered. It changes only when a new recovery happens
+        (each message names its own directory), so a supervisor can notify the
+        user once per value."""
+        return self.server.last_recovery if self.server is not None else None
+
+    def ensure_running(self) -> bool:
+        """True when the server answers PING. Cheap when it does (one PING on a
+        kept connection, no spawn), so a supervisor may call it every second.
+
+        When the server is the private one and it does not answer, it is
+        restarted with the same data directory, configuration, socket (or
+        port) and password, so the endpoint file and the hooks keep working;
+        returns whether it answers afterwards. For a Redis the user runs
+        (``[redis] url``) it only pings. Never raises: a failure is logged and
+        gives False. Call ``start()`` first."""
+        try:
+            if self._ping():
+                return True
+            server = self.server
+            if server is None or self.endpoint is None or not self.endpoint.managed:
+                return False
+            with self._lock:
+                if self._ping():  # another thread restarted it meanwhile
+                    return True
+                log.warning("managed redis: not answering; restarting it")
+                server.restart()
+                ep = Endpoint(url=server.url, password=server.password(), managed=True)
+                self.endpoint = ep
+                write_endpoint_file(self.cfg, ep)
+            return self._ping()
+        except Exception as exc:  # noqa: BLE001 - a supervisor's probe must never raise
+            log.warning("managed redis: could not bring it back: %s", exc)
+            return False
+
+    def _ping(self) -> bool:
+        ep = self.endpoint
+        if ep is None:
+            return False
+        try:
+            if self._ping_client is None:
+                self._ping_client = ep.client(socket_timeout=1.0, connect_timeout=1.0)
+            return bool(self._ping_client.ping())
+        except (redis.RedisError, OSError):
+            close_quietly(self._ping_client)
+            self._ping_client = None
+            return False
 
 
 def translate(exc: BaseException, ep: Endpoint | None = None) -> RedisUnavailable:

@@ -34,7 +34,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tray_app.errors import ConfigError, RedisTooOld, RedisUnavailable, ServerBinaryNotFound
+from tray_app.errors import (
+    ConfigError,
+    RedisTooOld,
+    RedisUnavailable,
+    ServerBinaryNotFound,
+    TelemetryTrayError,
+)
 from tray_app.fileutil import atomic_write, pid_alive
 from tray_app.paths import Paths, make_private_dir
 
@@ -181,6 +187,8 @@ class ManagedServer:
         self.port: int | None = None
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        #: what the last recovery set aside (see RedisProvider.last_recovery)
+        self.last_recovery: str | None = None
 
     # -- public ------------------------------------------------------------------------
 
@@ -218,6 +226,26 @@ class ManagedServer:
         self._spawn()
         return self
 
+    def restart(self) -> None:
+        """Bring back a server that stopped answering: adopt a running one if
+        another process already restarted it, else stop what is left of ours
+        and start it again with the same data directory, configuration,
+        socket (or port) and password."""
+        for d in (self.run_dir, self.socket_dir, self.data_dir, self.paths.log_dir):
+            make_private_dir(d)
+        if self._try_adopt(take_ownership=True):
+            return
+        pid = self.pid or self._pid_from_file()
+        if pid and pid_alive(pid) and self._is_our_server(pid):
+            log.warning("managed redis: pid %s is alive but does not answer; stopping it", pid)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._wait_exit(pid, STOP_TIMEOUT_S)
+        self._reap()
+        self._spawn(keep_port=True)
+
     def client(self, **kwargs: object) -> redis.Redis:
         kw: dict = {"password": self.password(), "socket_timeout": 5.0, "socket_connect_timeout": 2.0,
                     "retry": no_retry()}
@@ -239,10 +267,14 @@ class ManagedServer:
             return False
 
     def stop(self, force: bool = False) -> None:
-        """Shut the server down if this process owns it (or ``force``)."""
+        """Shut the server down if this process owns it (or ``force``).
+
+        SHUTDOWN first; a signal only to a process verified to be our server
+        (a pid file can be stale, and its number reused by another program)."""
         if not (self.owned or force):
             return
         pid = self.pid or self._pid_from_file()
+        ours = bool(pid) and self._is_our_server(pid or 0)
         try:
             c = self.client(socket_timeout=STOP_TIMEOUT_S)
             try:
@@ -251,17 +283,16 @@ class ManagedServer:
                 pass  # the server closes the connection as it exits
             finally:
                 c.close()
-        except (redis.RedisError, OSError) as exc:
-            log.warning("managed redis: SHUTDOWN failed (%s); sending SIGTERM", exc)
-            if pid and pid_alive(pid):
+        except (redis.RedisError, OSError, TelemetryTrayError) as exc:
+            if pid and ours and pid_alive(pid):
+                log.warning("managed redis: SHUTDOWN failed (%s); sending SIGTERM to pid %s", exc, pid)
                 os.kill(pid, signal.SIGTERM)
-        if pid:
+            elif pid and pid_alive(pid):
+                log.warning("managed redis: SHUTDOWN failed (%s); pid %s from %s is not our server, "
+                            "left alone", exc, pid, self.pidfile)
+        if pid and ours:
             self._wait_exit(pid, STOP_TIMEOUT_S)
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass
+        self._reap()
         for f in (self.pidfile, self.ownerfile, self.paths.endpoint_file):
             try:
                 f.unlink()
@@ -303,10 +334,38 @@ class ManagedServer:
         atomic_write(self.ownerfile, json.dumps({"owner_pid": os.getpid(), "port": self.port,
                                                  "server_pid": self.pid}))
 
-    def _spawn(self) -> None:
+    def _reap(self) -> None:
+        """Collect our child's exit status (no zombie left behind)."""
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _is_our_server(self, pid: int) -> bool:
+        """Whether ``pid`` is a server this installation started: our own child,
+        or (Linux) a process of our uid whose executable is a valkey-server /
+        redis-server and whose working directory is our data directory (the
+        server chdirs to its ``dir``). Elsewhere only our own child counts."""
+        if self._proc is not None and self._proc.pid == pid and self._proc.poll() is None:
+            return True
+        proc = Path(f"/proc/{pid}")
+        if not Path("/proc/self").exists():
+            return False
+        try:
+            if proc.stat().st_uid != os.getuid():
+                return False
+            exe = os.path.basename(os.readlink(proc / "exe")).removesuffix(" (deleted)")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            return False
+        return exe in ("valkey-server", "redis-server") and \
+            os.path.realpath(cwd) == os.path.realpath(self.data_dir)
+
+    def _spawn(self, keep_port: bool = False) -> None:
         binary = self.binary
         pw = self.password()
-        if not self.use_unix:
+        if not self.use_unix and not (keep_port and self.port):
             self.port = _free_port(self.host)
         for stale in (self.socket_path, self.pidfile):
             try:
