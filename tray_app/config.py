@@ -54,8 +54,14 @@ class IngestSettings:
     max_retries: int = 5
     #: an entry bigger than this (all fields together) is a poison message
     max_entry_bytes: int = 2 * 1024 * 1024
+    #: a batch in hand holds at most about this many bytes of entries: fewer
+    #: entries are read at a time when entries are large (memory stays bounded)
+    max_batch_bytes: int = 32 * 1024 * 1024
     cdc_maxlen: int = 100_000
     dlq_maxlen: int = 10_000
+    #: the DLQ is also capped by bytes (its memory in Redis): the oldest dead letters
+    #: beyond it are dropped, and counted in health (dlq_dropped)
+    dlq_max_bytes: int = 64 * 1024 * 1024
     trim_interval_s: float = 30.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -138,8 +144,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "ingest.claim_interval_s": (0.1, 86_400),
     "ingest.max_retries": (1, 1000),
     "ingest.max_entry_bytes": (1024, 512 * 1024 * 1024),
+    "ingest.max_batch_bytes": (64 * 1024, 4 * 1024 * 1024 * 1024),
     "ingest.cdc_maxlen": (100, 100_000_000),
     "ingest.dlq_maxlen": (10, 100_000_000),
+    "ingest.dlq_max_bytes": (64 * 1024, 1024 * 1024 * 1024 * 1024),
     "ingest.trim_interval_s": (0.1, 86_400),
     "ingest.backoff_initial_s": (0.01, 60),
     "ingest.backoff_max_s": (0.1, 3600),

@@ -247,5 +247,33 @@ def source_of(event: Mapping[str, Any]) -> str | None:
 
 
 def dumps_compact(event: Mapping[str, Any]) -> bytes:
-    """The whole event as compact JSON bytes (what raw_traces.event_data compresses)."""
+    """The whole event as compact JSON bytes, re-serialised from its parsed
+    fields (for events built in memory; stream entries go through event_json)."""
     return orjson.dumps(event)
+
+
+def event_json(event: Mapping[str, Any], fields: Mapping[bytes | str, bytes | str]) -> bytes:
+    """What raw_traces.event_data stores for a decoded stream entry: the event as
+    a JSON object whose ``payload`` and ``metadata`` are the entry's own JSON text,
+    byte for byte, never a re-serialisation of the parsed values. So an integer
+    beyond 64 bits stays exact (orjson would have read it as a float) and a
+    payload nested deeper than orjson's serialiser allows (254) is stored as it
+    came (the parser allows 1024). ``decode`` has already checked that both are
+    JSON objects, so the result is valid JSON."""
+    rest = {k: v for k, v in event.items() if k != "payload" and k != "metadata"}
+    out = orjson.dumps(rest)
+    tail = []
+    for key in JSON_FIELDS:
+        if key not in event:
+            continue
+        raw = fields.get(key.encode())
+        if raw is None:
+            raw = fields.get(key)
+        if raw is None:  # not from these fields: serialise the parsed value
+            raw = orjson.dumps(event[key])
+        elif isinstance(raw, str):
+            raw = raw.encode()
+        tail.append(b',"' + key.encode() + b'":' + raw.strip())
+    if not tail:
+        return out
+    return out[:-1] + b"".join(tail) + b"}"

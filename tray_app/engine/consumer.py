@@ -1,13 +1,20 @@
 """FastPathConsumer: telemetry:events -> raw_traces, acknowledging only after COMMIT.
 
 One thread, one loop, in this order each turn:
-  1. reclaim stale pending entries when due (XAUTOCLAIM), then our own pending
-     entries after a (re)start or reconnect (XREADGROUP ... 0);
+  1. reclaim stale pending entries when due (XAUTOCLAIM ... JUSTID into our own
+     pending list), then our own pending entries after a (re)start, reconnect or
+     claim (XREADGROUP ... 0), counting each such attempt in SQLite first;
   2. read new entries (XREADGROUP ... >) into the batch in hand, never holding
-     more than one batch;
-  3. flush when the batch is full or old enough: decode/validate, poison to the
-     DLQ, good events in one SQLite transaction, then ONE Redis round trip
-     (MULTI: CDC entries, dead letters, XACK).
+     more than one batch, bounded by count and by bytes;
+  3. flush when the batch is full or old enough: decode/validate/serialise each
+     entry (any failure of one entry makes it a dead letter), good events in one
+     SQLite transaction, then ONE Redis round trip (MULTI: CDC entries, dead
+     letters, XACK).
+An entry that keeps killing the process is not retried forever: the stream's
+delivery counter does not survive a restart of the private server, so
+attempts on recovered entries are committed to SQLite before they are
+processed; after a crash during recovery, entries are processed one at a
+time, so only the entry at fault reaches ``max_retries`` and is dead-lettered.
 A SQLite failure keeps the batch in hand and stops reading until a retry
 succeeds (backpressure); a Redis failure drops the connection, backs off and
 reconnects (anything unacknowledged is redelivered: the insert is idempotent).
@@ -29,44 +36,22 @@ import redis
 
 from tray_app.config import Config
 from tray_app.engine.backoff import Backoff
-from tray_app.engine.dlq import dead_letter, retries_exhausted
+from tray_app.engine.batch import Batch, Entry, EntryProcessor, Fields
 from tray_app.engine.health import DEGRADED, PAUSED, RUNNING, STOPPED, Health, LatencyWindow, RateMeter
-from tray_app.engine.writer import KIND_TEXT, SQLiteBatchWriter, Stored
+from tray_app.engine.writer import KIND_TEXT, SQLiteBatchWriter
 from tray_app.errors import DatabaseError, RedisUnavailable
-from tray_app.events import R_RETRIES, InvalidEntry, decode
 from tray_app.engine.publisher import CDCPublisher, Job
-from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, close_quietly, ensure_group, stream_id_key
+from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, close_quietly, ensure_group
 from tray_app.redis_conn import text as _s
 
 log = logging.getLogger(__name__)
 
-Fields = dict[bytes | str, bytes | str]
-Entry = tuple[str, Fields]
-
 CommitListener = Callable[[list[dict[str, Any]]], None]
+#: called with (thread name, error) when a thread of the consumer died and was replaced
+ThreadDeath = Callable[[str, str], None]
 
-
-class Batch:
-    """Entries read but not yet committed and acknowledged."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[str, Fields, int]] = []  # (id, fields, delivery count)
-        self.started: float | None = None
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def add(self, entries: list[Entry], deliveries: dict[str, int], now: float) -> None:
-        if not entries:
-            return
-        if self.started is None:
-            self.started = now
-        for sid, fields in entries:
-            self.entries.append((sid, fields, deliveries.get(sid, 1)))
-
-    def clear(self) -> None:
-        self.entries = []
-        self.started = None
+#: before any entry size is known, assume entries this big (of max_batch_bytes)
+INITIAL_SIZE_SHARE = 4
 
 
 class FastPathConsumer(threading.Thread):
@@ -80,7 +65,12 @@ class FastPathConsumer(threading.Thread):
         self.health = health
         self.clock = clock
         self.writer = SQLiteBatchWriter(cfg.paths.database)
+        self.processor = EntryProcessor(self.writer, consumer_name, self.ing.max_retries,
+                                        self.ing.max_entry_bytes)
         self.batch = Batch()
+        #: size of the entries to expect, for reading fewer when they are large:
+        #: the largest of the last read, or half the previous estimate
+        self.entry_bytes_est = max(1, self.ing.max_batch_bytes // INITIAL_SIZE_SHARE)
         self.batch_size = max(self.ing.batch_size_min, min(self.ing.batch_size_max, 500))
         self.rate = RateMeter(clock)
         self.latency = LatencyWindow()
@@ -91,19 +81,39 @@ class FastPathConsumer(threading.Thread):
         self._client: redis.Redis | None = None
         self._read_pending = True     # our own PEL first, after start and reconnect
         self._next_claim = 0.0
-        self.publisher = CDCPublisher(cfg, endpoint)
+        self.publisher = CDCPublisher(cfg, endpoint, health)
+        self.on_thread_death: ThreadDeath | None = None
+        #: acknowledged / dead-lettered by publishers that were replaced, and by
+        #: the consumer this one replaced
+        self._acked_base = 0
+        self._dead_base = 0
         self._redis_backoff = Backoff(self.ing.backoff_initial_s, self.ing.backoff_max_s)
         self._db_backoff = Backoff(self.ing.backoff_initial_s, self.ing.backoff_max_s)
         self._db_error: DatabaseError | None = None
         self._redis_error: str | None = None
         self._counts = {"ingested": 0, "dups": 0}
         self.fatal: BaseException | None = None
+        #: the exception that ended the thread, if one did (the engine restarts it)
+        self.crashed: BaseException | None = None
 
     @property
     def totals(self) -> dict[str, int]:
         """Rows stored, entries acknowledged, dead letters, duplicates since start."""
-        return {"ingested": self._counts["ingested"], "acked": self.publisher.acked,
-                "dead": self.publisher.dead, "dups": self._counts["dups"]}
+        return {"ingested": self._counts["ingested"], "acked": self._acked_base + self.publisher.acked,
+                "dead": self._dead_base + self.publisher.dead, "dups": self._counts["dups"]}
+
+    def inherit(self, old: "FastPathConsumer") -> None:
+        """Carry on from a consumer that died: counters, rates, listeners, pause."""
+        totals = old.totals
+        self._counts = {"ingested": totals["ingested"], "dups": totals["dups"]}
+        self._acked_base, self._dead_base = totals["acked"], totals["dead"]
+        self.publisher.health_base = (self._acked_base, self._dead_base)
+        self.rate, self.latency = old.rate, old.latency
+        self.batch_size = old.batch_size
+        self.listeners = old.listeners
+        self.on_thread_death = old.on_thread_death
+        if old.paused:
+            self._paused.set()
 
     # -- control (any thread) ------------------------------------------------------------
 
@@ -130,7 +140,7 @@ class FastPathConsumer(threading.Thread):
             self.writer.open()
         except DatabaseError as exc:
             self._db_failed(exc)
-        except BaseException as exc:  # SchemaTooNew and the like: cannot run at all
+        except Exception as exc:  # SchemaTooNew and the like: cannot run at all
             self.fatal = exc
             log.error("consumer cannot start: %s", exc)
             self._set_state()
@@ -140,14 +150,39 @@ class FastPathConsumer(threading.Thread):
             while not self._stopping.is_set():
                 self._turn()
             self._shutdown()
+        except Exception as exc:  # noqa: BLE001 - noticed and restarted by the engine
+            self.crashed = exc
+            log.exception("consumer thread died; the engine restarts it")
         finally:
             self.publisher.stop()
             self.publisher.join(self.cfg.redis.socket_timeout_s + 1)
-            self.writer.close()
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing the database failed")
             close_quietly(self._client)
-            self._set_state(final=True)
+            if self.crashed is None:
+                self._set_state(final=True)
+
+    def _check_publisher(self) -> None:
+        """A publisher thread that died is replaced (its job, if any, was not
+        acknowledged: our pending entries are read again)."""
+        pub = self.publisher
+        if pub.is_alive() or self._stopping.is_set():
+            return
+        error = f"{type(pub.crashed).__name__}: {pub.crashed}" if pub.crashed else "exited unexpectedly"
+        log.error("cdc-publisher thread died (%s); starting a new one", error)
+        self._acked_base += pub.acked
+        self._dead_base += pub.dead
+        self.publisher = CDCPublisher(self.cfg, self.endpoint, self.health)
+        self.publisher.health_base = (self._acked_base, self._dead_base)
+        self.publisher.start()
+        self._read_pending = True
+        if self.on_thread_death is not None:
+            self.on_thread_death("cdc-publisher", error)
 
     def _turn(self) -> None:
+        self._check_publisher()
         failure = self.publisher.take_failure()
         if failure is not None:
             # a committed batch was not acknowledged: re-read our pending entries
@@ -181,9 +216,20 @@ class FastPathConsumer(threading.Thread):
         except RedisUnavailable as exc:
             self._redis_failed(str(exc))
             return
-        if len(self.batch) and (len(self.batch) >= self.batch_size or
+        if len(self.batch) and (len(self.batch) >= self.batch_size or self._batch_full_bytes() or
                                 self.clock() - (self.batch.started or 0) >= self.ing.flush_interval_ms / 1000):
             self._flush()
+
+    def _batch_full_bytes(self) -> bool:
+        return self.batch.bytes >= self.ing.max_batch_bytes
+
+    def _count_for_bytes(self, want: int) -> int:
+        """How many entries to ask for so the batch stays under max_batch_bytes."""
+        room = self.ing.max_batch_bytes - self.batch.bytes
+        return max(1, min(want, room // self.entry_bytes_est))
+
+    def _learn_size(self, biggest: int) -> None:
+        self.entry_bytes_est = max(1, biggest, self.entry_bytes_est // 2)
 
     def _wait(self, seconds: float) -> bool:
         """Wait, waking early on stop(); False when stopping."""
@@ -227,8 +273,9 @@ class FastPathConsumer(threading.Thread):
 
     def _read_new(self, client: redis.Redis, block: bool = True) -> None:
         want = self.batch_size - len(self.batch)
-        if want <= 0:
+        if want <= 0 or (len(self.batch) and self._batch_full_bytes()):
             return  # the batch in hand is full (COUNT 0 would mean "everything")
+        want = self._count_for_bytes(want)
         block_ms: int | None = self.ing.block_ms
         if len(self.batch):
             # a batch is open: wait no longer than its flush deadline
@@ -239,53 +286,70 @@ class FastPathConsumer(threading.Thread):
         with _group_command(client):
             reply = client.xreadgroup(GROUP, self.name_in_group, {EVENTS_STREAM: ">"},
                                       count=want, block=block_ms)
-            self.batch.add(_entries(reply), {}, self.clock())
+            if reply:
+                self._learn_size(self.batch.add(_entries(reply), {}, self.clock()))
 
     def _read_own_pending(self, client: redis.Redis) -> None:
         """Entries delivered to this consumer name earlier and never acknowledged
-        (e.g. the engine was killed): they come first after a (re)start."""
+        (the engine was killed, or they were claimed from a dead consumer): they
+        come first after a (re)start. Each attempt on them is committed to SQLite
+        before they are processed; when some were tried before without settling
+        (a crash during recovery), they are taken one at a time."""
+        # an acknowledgement still in flight would make us re-read stored entries
+        self.publisher.wait_idle(self.cfg.redis.socket_timeout_s + 1)
         with _group_command(client):
-            reply = client.xreadgroup(GROUP, self.name_in_group, {EVENTS_STREAM: "0"},
-                                      count=self.batch_size)
+            rows = client.xpending_range(EVENTS_STREAM, GROUP, min="-", max="+",
+                                         count=self.batch_size, consumername=self.name_in_group)
+        if not rows:
+            self._read_pending = False
+            return
+        delivered = {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        try:
+            tried = self.writer.attempts(list(delivered))
+        except DatabaseError:
+            tried = {}
+        count = 1 if any(tried.values()) else self._count_for_bytes(len(delivered))
+        with _group_command(client):
+            reply = client.xreadgroup(GROUP, self.name_in_group, {EVENTS_STREAM: "0"}, count=count)
             entries = [(sid, f) for sid, f in _entries(reply) if f]
             deleted = [sid for sid, f in _entries(reply) if not f]
             if deleted:
                 client.xack(EVENTS_STREAM, GROUP, *deleted)  # trimmed away: nothing to store
-            if not entries and not deleted:
+        if not entries:
+            if not deleted:
                 self._read_pending = False
-                return
-            self.batch.add(entries, self._deliveries(client, entries), self.clock())
-            if entries:
-                log.info("recovering %d pending entries of consumer %s", len(entries), self.name_in_group)
+            return
+        ids = [sid for sid, _ in entries]
+        try:
+            tried = self.writer.record_attempts(ids)
+        except DatabaseError as exc:
+            log.warning("could not record attempts (%s); using the stream's delivery counts", exc)
+        deliveries = {sid: max(delivered.get(sid, 0) + 1, tried.get(sid, 0) + 1) for sid in ids}
+        self._learn_size(self.batch.add(entries, deliveries, self.clock(), recovered=ids))
+        log.info("recovering %d pending entries of consumer %s%s", len(entries), self.name_in_group,
+                 " (one at a time after a failed recovery)" if count == 1 and len(delivered) > 1 else "")
 
     def _claim_stale(self, client: redis.Redis) -> None:
-        """XAUTOCLAIM entries idle longer than claim_idle_ms from any consumer."""
+        """XAUTOCLAIM entries idle longer than claim_idle_ms from any consumer into
+        our own pending list; they are then read as our own pending entries, with
+        the same attempt counting. (Not JUSTID: redis-py drops the cursor then.)"""
         with _group_command(client):
             start = "0-0"
-            claimed: list[Entry] = []
-            while len(claimed) < self.batch_size:
+            claimed = 0
+            while claimed < self.batch_size:
                 reply = client.xautoclaim(EVENTS_STREAM, GROUP, self.name_in_group,
                                           min_idle_time=self.ing.claim_idle_ms, start_id=start,
-                                          count=self.batch_size - len(claimed))
+                                          count=self.batch_size - claimed)
                 start = _s(reply[0])
-                got = [(_s(sid), f) for sid, f in reply[1] if f is not None]
-                claimed.extend(got)
+                claimed += len(reply[1])  # read again below as our own pending entries
                 if len(reply) > 2 and reply[2]:
                     # entries deleted from the stream while pending: nothing left to store
                     client.xack(EVENTS_STREAM, GROUP, *reply[2])
                 if start == "0-0":
                     break
             if claimed:
-                log.info("claimed %d stale pending entries", len(claimed))
-                self.batch.add(claimed, self._deliveries(client, claimed), self.clock())
-
-    def _deliveries(self, client: redis.Redis, entries: list[Entry]) -> dict[str, int]:
-        if not entries:
-            return {}
-        ids = sorted((sid for sid, _ in entries), key=stream_id_key)
-        rows = client.xpending_range(EVENTS_STREAM, GROUP, min=ids[0], max=ids[-1],
-                                     count=len(ids) + 1000, consumername=self.name_in_group)
-        return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
+                log.info("claimed %d stale pending entries", claimed)
+                self._read_pending = True
 
     # -- flush ---------------------------------------------------------------------------
 
@@ -301,28 +365,13 @@ class FastPathConsumer(threading.Thread):
                 self._db_backoff.reset()
                 self._set_state()
             return
-        good: list[tuple[str, dict[str, Any]]] = []
-        dead: list[dict[bytes | str, bytes | str]] = []
-        for sid, fields, deliveries in self.batch.entries:
-            if retries_exhausted(deliveries, self.ing.max_retries):
-                dead.append(dead_letter(fields, reason=R_RETRIES,
-                                        error=f"delivered {deliveries} times (max_retries={self.ing.max_retries})",
-                                        delivery_count=deliveries, consumer=self.name_in_group,
-                                        original_id=sid))
-                continue
-            try:
-                good.append((sid, decode(fields, self.ing.max_entry_bytes)))
-            except InvalidEntry as exc:
-                dead.append(dead_letter(fields, reason=exc.reason, error=exc.error,
-                                        delivery_count=deliveries, consumer=self.name_in_group,
-                                        original_id=sid))
-        stored: Stored | None = None
-        if good:
-            try:
-                stored = self.writer.write(good)
-            except DatabaseError as exc:
-                self._db_failed(exc)
-                return
+        good, dead = self.processor.sort(self.batch.entries)
+        try:
+            stored, unstorable = self.processor.store(good, self.batch.recovered, self._fields_of)
+        except DatabaseError as exc:
+            self._db_failed(exc)
+            return
+        dead.extend(unstorable)
         if self._db_error is not None:
             log.info("database: writes succeed again")
             self._db_error = None
@@ -332,6 +381,7 @@ class FastPathConsumer(threading.Thread):
             (str(seq), ev["event_id"], ev["session_id"], ev["event_type"], ev["platform"], ev["timestamp"])
             for seq, ev in stored.rows]
         job = Job(cdc=cdc, ids=ids, dead=dead)
+        n_good = len(good) - len(unstorable)
         backlog = (len(ids) >= self.batch_size and not self._read_pending
                    and not self._paused.is_set() and not self._stopping.is_set())
         self.batch.clear()
@@ -350,10 +400,10 @@ class FastPathConsumer(threading.Thread):
         self.publisher.submit(job)
         self._counts["ingested"] += stored.inserted if stored else 0
         self._counts["dups"] += stored.duplicates if stored else 0
-        self.rate.add(len(good))
+        self.rate.add(n_good)
         if stored is not None:
             self.latency.add(stored.commit_ms)
-            self._adapt(stored.commit_ms, len(good))
+            self._adapt(stored.commit_ms, n_good)
         self._set_state()
         if stored is not None and self.listeners:
             events = [{**ev, "sequence": seq} for seq, ev in stored.rows]
@@ -362,6 +412,12 @@ class FastPathConsumer(threading.Thread):
                     fn(events)
                 except Exception:  # a listener must never stop ingest
                     log.exception("commit listener %r failed", fn)
+
+    def _fields_of(self, sid: str) -> tuple[Fields, int]:
+        for entry_id, fields, deliveries in self.batch.entries:
+            if entry_id == sid:
+                return fields, deliveries
+        return {}, 0
 
     def _adapt(self, commit_ms: float, n: int) -> None:
         """Keep commit latency near target_commit_ms within the configured bounds."""

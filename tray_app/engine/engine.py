@@ -7,6 +7,9 @@ Threads it owns, joined against one shared deadline on stop():
   consumer     FastPathConsumer: stream -> SQLite -> CDC + XACK
   maintenance  health publishing, backlog/pending/DLQ counts, spool drain, trimming
   monitors     Cursor / Claude Code / sessions (tray_app.monitors), when present
+  supervisor   notices any of the above that died and restarts it with backoff
+               (tray_app.engine.supervisor); the consumer does the same for its
+               CDC publisher
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tray_app.config import Config
 from tray_app.engine.consumer import CommitListener, FastPathConsumer
 from tray_app.engine.health import STOPPED, Health, HealthSnapshot
 from tray_app.engine.maintenance import Maintenance
+from tray_app.engine.supervisor import Supervisor
 from tray_app.fileutil import atomic_write
 from tray_app.redis_conn import Endpoint
 
@@ -60,6 +64,14 @@ class Engine:
                 if hasattr(m, "on_commit"):
                     self.consumer.listeners.append(m.on_commit)
         self.maintenance = Maintenance(cfg, endpoint, self.health_state, self.consumer, self.monitors)
+        ing = cfg.ingest
+        self.supervisor = Supervisor(self.health_state, self._replaced,
+                                     backoff_initial_s=ing.backoff_initial_s, backoff_max_s=ing.backoff_max_s)
+        self.consumer.on_thread_death = self.supervisor.report
+        self.supervisor.watch("consumer", self.consumer, self._new_consumer)
+        self.supervisor.watch("maintenance", self.maintenance, self._new_maintenance)
+        for m in self.monitors:
+            self.supervisor.watch(m.name, m, self._new_monitor)
         self._started = False
         self._stopped = False
 
@@ -75,6 +87,35 @@ class Engine:
         self.maintenance.start()
         for m in self.monitors:
             m.start()
+        self.supervisor.start()
+
+    # -- restarts (the supervisor's factories, called on its thread) -------------------------
+
+    def _new_consumer(self, old: FastPathConsumer) -> FastPathConsumer:
+        new = FastPathConsumer(self.cfg, self.endpoint, self.name, self.health_state, self.consumer.clock)
+        new.inherit(old)
+        return new
+
+    def _new_maintenance(self, old: Maintenance) -> Maintenance:
+        return Maintenance(self.cfg, self.endpoint, self.health_state, self.consumer, self.monitors)
+
+    def _new_monitor(self, old: Any) -> Any:
+        new = type(old)(self.cfg, self.endpoint)
+        if old.paused:
+            new.pause()
+        return new
+
+    def _replaced(self, name: str, old: Any, new: Any) -> None:
+        if name == "consumer":
+            self.consumer = new
+            self.maintenance.consumer = new
+        elif name == "maintenance":
+            self.maintenance = new
+        else:
+            self.monitors[:] = [new if m is old else m for m in self.monitors]  # shared with maintenance
+            if hasattr(old, "on_commit"):
+                listeners = self.consumer.listeners
+                listeners[:] = [new.on_commit if fn == old.on_commit else fn for fn in listeners]
 
     def pause(self) -> None:
         """Stop reading after the batch in hand commits; events keep queueing in Redis."""
@@ -121,6 +162,8 @@ class Engine:
         self._stopped = True
         deadline = time.monotonic() + timeout_s
         log.info("engine: stopping")
+        self.supervisor.stop()  # no restarts while stopping
+        self.supervisor.join(max(0.0, deadline - time.monotonic()))
         for m in self.monitors:
             m.stop()
         self.consumer.stop()

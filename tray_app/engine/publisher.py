@@ -24,6 +24,7 @@ import orjson
 import redis
 
 from tray_app.config import Config
+from tray_app.engine.health import Health
 from tray_app.redis_conn import (CDC_STREAM, DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, Endpoint,
                                  close_quietly, translate)
 
@@ -62,8 +63,12 @@ class Job:
 
 
 class CDCPublisher(threading.Thread):
-    def __init__(self, cfg: Config, endpoint: Endpoint) -> None:
+    def __init__(self, cfg: Config, endpoint: Endpoint, health: Health | None = None) -> None:
         super().__init__(name="cdc-publisher", daemon=True)
+        self.health = health
+        #: acknowledged / dead-lettered before this publisher (a replaced one's)
+        self.health_base = (0, 0)
+        self.crashed: BaseException | None = None
         self.cfg = cfg
         self.endpoint = endpoint
         self._job: Job | None = None
@@ -108,6 +113,16 @@ class CDCPublisher(threading.Thread):
 
     def run(self) -> None:
         try:
+            self._loop()
+        except Exception as exc:  # noqa: BLE001 - the consumer notices and replaces us
+            self.crashed = exc
+            log.exception("cdc-publisher thread died")
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        try:
             while True:
                 with self._cond:
                     self._cond.wait_for(lambda: self._job is not None or self._stopping)
@@ -124,12 +139,19 @@ class CDCPublisher(threading.Thread):
     def _run_job(self, job: Job) -> None:
         try:
             self._round_trip(job)
-        except (redis.RedisError, OSError) as exc:
-            message = str(translate(exc, self.endpoint))
+        except Exception as exc:  # noqa: BLE001 - any failure means: not acknowledged
+            if isinstance(exc, (redis.RedisError, OSError)):
+                message = str(translate(exc, self.endpoint))
+            else:
+                message = f"{type(exc).__name__}: {exc}"
             log.warning("cdc/ack round trip failed (%s); the batch will be redelivered", message)
             self._close()
             with self._cond:
                 self.failure = message
+        if self.health is not None:
+            # the counters move when the round trip is done, not at the next batch
+            base_acked, base_dead = self.health_base
+            self.health.update(total_acked=base_acked + self.acked, total_dead_letters=base_dead + self.dead)
 
     def _connection(self) -> redis.Redis:
         if self._client is None:
@@ -172,5 +194,12 @@ class CDCPublisher(threading.Thread):
                 except (redis.RedisError, OSError):
                     pass
                 log.warning("DLQ cap (%d) reached: %d dead letters dropped", ing.dlq_maxlen, dropped)
-            log.warning("dead-lettered %d entries (%s)", len(job.dead),
-                        ", ".join(sorted({str(d["reason"]) for d in job.dead})))
+            log.warning("dead-lettered %d entries (%s)", len(job.dead), ", ".join(sorted(reasons_of(job.dead))))
+
+
+def reasons_of(dead: list[dict[bytes | str, bytes | str]]) -> set[str]:
+    out = set()
+    for d in dead:
+        reason = d.get("dlq:reason", d.get("reason", "?"))
+        out.add(reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason))
+    return out

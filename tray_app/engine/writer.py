@@ -22,7 +22,7 @@ from typing import Any
 
 from tray_app.engine import schema
 from tray_app.errors import DatabaseError, SchemaTooNew
-from tray_app.events import dumps_compact, source_of
+from tray_app.events import dumps_compact, event_json, source_of
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,30 @@ INSERT_SQL = (
     "hook_type, timestamp, workspace_hash, source, stream_id, ingested_at, event_data) "
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(event_id) DO NOTHING"
 )
+
+
+#: failures that belong to the database, never to an entry: the batch is held
+#: and retried (backpressure); anything else may be one entry's fault
+DATABASE_KINDS = frozenset({"locked", "disk_full", "read_only", "corrupt", "io"})
+
+#: how many times processing of a stream entry was started after a restart or a
+#: claim: kept in SQLite because the stream's own delivery counter does not
+#: survive a restart of the private server (re-reads of one's own pending
+#: entries are not in its append-only file). Rows go when the entry settles.
+ATTEMPTS_SQL = ("CREATE TABLE IF NOT EXISTS ingest_attempts (stream_id TEXT PRIMARY KEY, "
+                "attempts INTEGER NOT NULL, updated_at TEXT NOT NULL)")
+#: attempt rows of entries nobody came back for (acknowledged elsewhere) go after this
+ATTEMPTS_MAX_AGE = "-7 days"
+
+
+@dataclass
+class Prepared:
+    """One entry ready for the insert: its stream id, its event and event_data
+    before compression."""
+
+    stream_id: str
+    event: dict[str, Any]
+    data: bytes
 
 
 @dataclass
@@ -143,6 +167,7 @@ class SQLiteBatchWriter:
             # checkpoints run on the maintenance thread (maintenance.checkpoint), so a
             # commit never also copies the WAL into the database and fsyncs it
             self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._conn.execute(ATTEMPTS_SQL)
         except SchemaTooNew:
             raise
         except (sqlite3.Error, OSError) as exc:
@@ -220,19 +245,94 @@ class SQLiteBatchWriter:
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
 
+    # -- attempts (crash loops across restarts) ----------------------------------------
+
+    def _ids_query(self, sql: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        assert self._conn is not None
+        out: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i:i + 500])
+            out.extend(self._conn.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall())
+        return out
+
+    def attempts(self, ids: Sequence[str]) -> dict[str, int]:
+        """Recorded processing attempts of these stream ids (absent: none)."""
+        self.open()
+        try:
+            rows = self._ids_query("SELECT stream_id, attempts FROM ingest_attempts WHERE stream_id IN ({})", ids)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+        return {str(k): int(v) for k, v in rows}
+
+    def record_attempts(self, ids: Sequence[str]) -> dict[str, int]:
+        """Count one more attempt for each id, committed before the entries are
+        processed, so a crash while processing them is remembered."""
+        self.open()
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM ingest_attempts WHERE updated_at < datetime('now', ?)",
+                             (ATTEMPTS_MAX_AGE,))
+                conn.executemany(
+                    "INSERT INTO ingest_attempts (stream_id, attempts, updated_at) VALUES (?, 1, datetime('now')) "
+                    "ON CONFLICT(stream_id) DO UPDATE SET attempts = attempts + 1, updated_at = datetime('now')",
+                    [(i,) for i in ids])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+        return self.attempts(ids)
+
+    def probe(self) -> None:
+        """Raise DatabaseError unless the database takes a write right now (the
+        write is rolled back). Tells a database failure from one entry's."""
+        self.open()
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("INSERT OR REPLACE INTO ingest_attempts VALUES ('probe', 0, datetime('now'))")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from None
+
+    # -- the batch insert ----------------------------------------------------------------
+
+    @staticmethod
+    def prepare(stream_id: str, event: dict[str, Any],
+                fields: Any = None) -> Prepared:
+        """Serialise one entry (may raise: that is the entry's own failure). With
+        the stream ``fields`` it came from, its JSON fields are stored as they
+        came (events.event_json)."""
+        data = dumps_compact(event) if fields is None else event_json(event, fields)
+        return Prepared(stream_id, event, data)
+
     def write(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> Stored:
         """Insert ``(stream_id, event)`` pairs in one transaction."""
+        return self.write_prepared([self.prepare(sid, ev) for sid, ev in batch])
+
+    def write_prepared(self, batch: Sequence[Prepared], settled: Sequence[str] = ()) -> Stored:
+        """Insert prepared entries in one transaction, and forget the recorded
+        attempts of ``settled`` stream ids in the same transaction."""
         self.open()
         conn = self._conn
         assert conn is not None
         started = time.perf_counter()
         ingested_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        blobs = self._compress([dumps_compact(ev) for _, ev in batch])
+        blobs = self._compress([p.data for p in batch])
         params = [
             (ev["event_id"], ev["session_id"], ev.get("external_session_id"), ev["event_type"],
              ev["platform"], ev.get("hook_type"), ev["timestamp"], ev.get("workspace_hash"),
-             source_of(ev), sid, ingested_at, blob)
-            for (sid, ev), blob in zip(batch, blobs)
+             source_of(ev), p.stream_id, ingested_at, blob)
+            for p, blob in zip(batch, blobs) for ev in (p.event,)
         ]
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -241,12 +341,15 @@ class SQLiteBatchWriter:
                 changes = conn.total_changes
                 conn.executemany(INSERT_SQL, params)
                 inserted = conn.total_changes - changes
+                pairs = [(p.stream_id, p.event) for p in batch]
                 rows: list[tuple[int, dict[str, Any]]]
                 if inserted == len(params):
                     # no duplicates: under our write lock, new rowids are max+1, max+2, ...
-                    rows = [(before + i + 1, ev) for i, (_, ev) in enumerate(batch)]
+                    rows = [(before + i + 1, p.event) for i, p in enumerate(batch)]
                 else:
-                    rows = self._sequences_with_duplicates(conn, batch, before)
+                    rows = self._sequences_with_duplicates(conn, pairs, before)
+                if settled:
+                    self._ids_query("DELETE FROM ingest_attempts WHERE stream_id IN ({})", settled)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
