@@ -51,6 +51,22 @@ def test_dlq_fields_agree_with_the_engine() -> None:
     assert tuple(dlq.DLQ_FIELDS) == tuple(engine_dlq.DLQ_FIELDS)
 
 
+def test_original_fields_named_like_dlq_fields_survive_list_and_retry(client) -> None:
+    """An event with its own `reason` and `error` fields: the listing shows the
+    DLQ's reason, and a retry re-queues the event's own fields exactly."""
+    theirs = original(5, reason="their reason", error="theirs")
+    dead = engine_dlq.dead_letter(theirs, reason="invalid_event_type", error="error 5", delivery_count=1,
+                                  consumer="laptop-1", original_id="1005-0")
+    dead_id = client.xadd(DLQ_STREAM, dead).decode()
+    [dl] = dlq.list_entries(client, 10)
+    s = dl.summary(show_payload=True)
+    assert s["reason"] == "invalid_event_type" and s["error"] == "error 5"
+    assert s["field:reason"] == "their reason" and s["field:error"] == "theirs"
+    assert dlq.counts_by_reason(client) == {"invalid_event_type": 1}
+    assert dlq.retry(client, [dead_id]) == 1
+    assert stream_fields(client, EVENTS_STREAM) == [{k.encode(): v.encode() for k, v in theirs.items()}]
+
+
 def test_list_filters_limits_and_hides_content(client) -> None:
     ids = [add_dead(client, i, reason="invalid_event_type" if i % 2 else "retries_exhausted") for i in range(7)]
     got = dlq.list_entries(client, 3)

@@ -97,8 +97,8 @@ def test_entry_delivered_too_often_is_dead_lettered(app_env, redis_server: Redis
         wait_for(lambda: row_count(cfg.paths.database) == 1, what="the other entry stored")
         wait_for(lambda: pending_count(c) == 0, what="both acknowledged")
     (_, dead), = c.xrange(DLQ_STREAM)
-    assert dead[b"reason"] == b"retries_exhausted" and dead[b"original_id"].decode() == ids[0]
-    assert int(dead[b"delivery_count"]) > 5
+    assert dead[b"dlq:reason"] == b"retries_exhausted" and dead[b"dlq:original_id"].decode() == ids[0]
+    assert int(dead[b"dlq:delivery_count"]) > 5
 
 
 def test_redis_restart_mid_load(app_env, redis_server: RedisProc) -> None:

@@ -108,14 +108,14 @@ def test_poison_entries_go_to_dlq_good_ones_land(engine_factory, redis_server: R
     wait_for(lambda: row_count(eng.cfg.paths.database) == 20, what="20 good rows")
     wait_for(lambda: c.xlen(DLQ_STREAM) == len(poison), what="every poison entry dead-lettered")
     wait_for(lambda: pending_count(c) == 0, what="poison acknowledged")
-    dead = {f[b"original_id"].decode(): f for _, f in c.xrange(DLQ_STREAM)}
+    dead = {f[b"dlq:original_id"].decode(): f for _, f in c.xrange(DLQ_STREAM)}
     for sid, reason in sent.items():
         d = dead[sid]
-        assert d[b"reason"].decode() == reason
-        for key in (b"error", b"delivery_count", b"failed_at", b"consumer"):
+        assert d[b"dlq:reason"].decode() == reason
+        for key in (b"dlq:error", b"dlq:delivery_count", b"dlq:failed_at", b"dlq:consumer"):
             assert d[key], key
     # original fields kept byte for byte (even invalid UTF-8)
-    utf8 = next(d for d in dead.values() if d[b"reason"] == b"invalid_utf8")
+    utf8 = next(d for d in dead.values() if d[b"dlq:reason"] == b"invalid_utf8")
     assert utf8[b"payload"] == b'{"text": "\xff\xfe broken"}'
     # the consumer keeps running
     push(c, [make_event(5000)])

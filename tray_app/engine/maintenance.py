@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from tray_app.config import Config
-from tray_app.engine import schema, tuning
+from tray_app.engine import dlq, schema, tuning
 from tray_app.engine.health import Health
 from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
                                  close_quietly, stream_id_key)
@@ -82,6 +82,32 @@ def trim_events(client: redis.Redis, stream: str = EVENTS_STREAM) -> int:
     return int(client.xtrim(stream, minid=minid, approximate=True) or 0)
 
 
+def trim_dlq_bytes(client: redis.Redis, max_bytes: int, *, stream: str = DLQ_STREAM,
+                   dropped_key: str = DLQ_DROPPED_KEY, rounds: int = 4) -> int:
+    """Drop the oldest dead letters while the DLQ takes more than ``max_bytes``
+    of Redis memory (MEMORY USAGE, every node counted), down to 90% of it, and
+    add what was dropped to ``dropped_key`` (health's ``dlq_dropped``). The
+    publisher caps the DLQ by count as it writes; this caps it by bytes.
+    Returns how many were dropped."""
+    dropped = 0
+    for _ in range(rounds):
+        used = client.memory_usage(stream, samples=0)
+        if not used:
+            break
+        length = int(client.xlen(stream))
+        n = dlq.over_byte_cap(int(used), length, max_bytes)
+        if n <= 0:
+            break
+        got = int(client.xtrim(stream, maxlen=length - n, approximate=False) or 0)
+        if not got:
+            break
+        client.incrby(dropped_key, got)
+        dropped += got
+    if dropped:
+        log.warning("DLQ byte cap (%d bytes) reached: %d oldest dead letters dropped", max_bytes, dropped)
+    return dropped
+
+
 class Maintenance(threading.Thread):
     def __init__(self, cfg: Config, endpoint: Endpoint, health: Health, consumer: Any,
                  monitors: list[Any]) -> None:
@@ -97,6 +123,7 @@ class Maintenance(threading.Thread):
         self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0}
         self._spool_mod: Any = None
         self._was_busy = False
+        self._dlq_cap_failed = False
         try:
             from tray_app.capture import spool as spool_mod
             self._spool_mod = spool_mod
@@ -189,6 +216,7 @@ class Maintenance(threading.Thread):
             trimmed = trim_events(client)
             if trimmed:
                 log.debug("trimmed %d acknowledged entries from %s", trimmed, EVENTS_STREAM)
+            self._trim_dlq(client)
         pipe = client.pipeline(transaction=False)
         pipe.xinfo_groups(EVENTS_STREAM)
         pipe.xlen(DLQ_STREAM)
@@ -213,6 +241,14 @@ class Maintenance(threading.Thread):
                    ex=max(5, int(ing.health_publish_interval_s * 5)))
         if final:
             client.delete(HEALTH_KEY)
+
+    def _trim_dlq(self, client: redis.Redis) -> None:
+        try:
+            trim_dlq_bytes(client, self.cfg.ingest.dlq_max_bytes)
+        except redis.ResponseError as exc:  # MEMORY disabled on someone's own Redis: count cap only
+            if not self._dlq_cap_failed:
+                log.warning("DLQ byte cap not applied: %s", exc)
+            self._dlq_cap_failed = True
 
     def _db_stats(self) -> dict[str, Any]:
         """Rows and today's counts, from a short-lived read-only connection.

@@ -1,8 +1,15 @@
 """Dead letters in ``telemetry:dlq``: list, count, retry, purge.
 
 A dead letter is the original stream entry's fields, unchanged (bytes stay
-bytes), plus the engine's ``reason``, ``error``, ``delivery_count``,
-``failed_at``, ``consumer`` and ``original_id``.
+bytes), plus the engine's ``dlq:reason``, ``dlq:error``, ``dlq:delivery_count``,
+``dlq:failed_at``, ``dlq:consumer`` and ``dlq:original_id`` (the format is in
+tray_app/engine/dlq.py; dead letters of the older format, with bare
+``reason`` etc., are read too).
+
+A dead letter of an oversized entry is truncated (``dlq:truncated``): it keeps
+the small fields and a prefix, size and SHA-256 of the big ones. Retry never
+re-queues one as if it were whole: given by id it is refused before anything
+is re-queued; ``--all`` leaves it in the DLQ and says how many it left.
 
 Retry re-queues the original fields to ``telemetry:events`` with XADD and
 deletes the dead letter with XDEL only after the XADD returned an id. A crash
@@ -28,14 +35,16 @@ from typing import Any
 
 import redis
 
+from tray_app.engine import dlq as policy
 from tray_app.errors import TelemetryTrayError, UsageError
 from tray_app.redis_conn import DLQ_STREAM, EVENTS_STREAM, translate
 
 log = logging.getLogger(__name__)
 
 #: fields the engine adds to a dead letter; a retry removes them again
-#: (the same list as tray_app.engine.dlq.DLQ_FIELDS; tests check they agree)
-DLQ_FIELDS = ("reason", "error", "delivery_count", "failed_at", "consumer", "original_id")
+DLQ_FIELDS = policy.DLQ_FIELDS
+#: how a dead letter's failure shows in a listing (bare names, either format)
+FAILURE_NAMES = policy.FAILURE_NAMES
 #: event fields that identify an event without carrying its content: shown as values
 ID_FIELDS = ("event_id", "platform", "event_type", "hook_type", "timestamp", "session_id",
              "external_session_id", "workspace_hash", "schema_version")
@@ -45,6 +54,10 @@ _ID_RE = re.compile(r"^\d+-\d+$")
 
 class DeadLetterNotFound(UsageError):
     """A dead letter id given to `dlq retry` is not in the DLQ."""
+
+
+class DeadLetterTruncated(UsageError):
+    """A dead letter given to `dlq retry` holds only part of its entry."""
 
 
 class RedisCommandError(TelemetryTrayError):
@@ -64,10 +77,17 @@ class DeadLetter:
     raw: tuple[tuple[bytes | str, bytes | str], ...]
 
     def get(self, name: str, default: str = "") -> str:
+        """A failure field by its bare name (``reason``, ``error``, ...), from
+        either format; else any field by its exact name."""
+        if name in FAILURE_NAMES:
+            return self._failure()[name] or default
         for k, v in self.raw:
             if _s(k) == name:
                 return _s(v)
         return default
+
+    def _failure(self) -> dict[str, str]:
+        return policy.failure(dict(self.raw))
 
     @property
     def reason(self) -> str:
@@ -92,27 +112,49 @@ class DeadLetter:
         except ValueError:
             return 0
 
+    @property
+    def truncated(self) -> bool:
+        """Only part of the entry is here (it was oversized): not retryable."""
+        return policy.truncated(dict(self.raw))
+
     def original_fields(self) -> dict[bytes | str, bytes | str]:
-        """The entry as it was before it died: what a retry re-queues."""
-        return {k: v for k, v in self.raw if _s(k) not in DLQ_FIELDS}
+        """The entry as it was before it died: what a retry re-queues (for a
+        truncated dead letter, the big fields are prefixes only)."""
+        return policy.original_fields(dict(self.raw))
 
     def summary(self, show_payload: bool = False) -> dict[str, Any]:
         """A printable view. Fields other than ids and the failure details
         (payload, metadata, unknown extras) appear as ``<name>_bytes`` sizes
-        unless ``show_payload``."""
+        unless ``show_payload``; an original field whose name the view already
+        uses appears as ``field:<name>``. A truncated dead letter also shows
+        ``truncated``, ``entry_bytes`` and the full size and SHA-256 of each
+        cut field (``<name>_bytes``, ``<name>_sha256``)."""
         out: dict[str, Any] = {"id": self.id}
-        for name in DLQ_FIELDS:
+        for name in FAILURE_NAMES:
             out[name] = self.delivery_count if name == "delivery_count" else self.get(name)
-        for k, v in self.raw:
+        cut: dict[str, tuple[int, str]] = {}
+        if self.truncated:
+            raw = dict(self.raw)
+            cut = policy.cut_fields(raw)
+            out["truncated"] = True
+            size = {_s(k): _s(v) for k, v in raw.items()}.get(policy.F_ENTRY_BYTES, "")
+            out["entry_bytes"] = int(size) if size.isdigit() else size
+        own = set(out)
+        for k, v in self.original_fields().items():
             name = _s(k)
-            if name in DLQ_FIELDS:
-                continue
-            if name in ID_FIELDS:
-                out[name] = _s(v)
+            shown = f"field:{name}" if name in own else name
+            if name in cut:
+                full, sha = cut[name]
+                out[f"{shown}_bytes"] = full
+                out[f"{shown}_sha256"] = sha
+                if show_payload:
+                    out[f"{shown}_prefix"] = _s(v)
+            elif name in ID_FIELDS:
+                out[shown] = _s(v)
             elif show_payload:
-                out[name] = _s(v)
+                out[shown] = _s(v)
             else:
-                out[f"{name}_bytes"] = len(v.encode("utf-8") if isinstance(v, str) else v)
+                out[f"{shown}_bytes"] = len(v.encode("utf-8") if isinstance(v, str) else v)
         return out
 
 
@@ -183,6 +225,9 @@ def counts_by_reason(client: redis.Redis) -> dict[str, int]:
 
 
 def _requeue(client: redis.Redis, dl: DeadLetter) -> bool:
+    if dl.truncated:
+        log.warning("dlq: dead letter %s holds only part of its entry (oversized); left in the DLQ", dl.id)
+        return False
     fields = dl.original_fields()
     if not fields:
         log.warning("dlq: dead letter %s has no original fields; left in the DLQ", dl.id)
@@ -195,17 +240,31 @@ def _requeue(client: redis.Redis, dl: DeadLetter) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class RetryResult:
+    requeued: int = 0
+    #: dead letters left in the DLQ: truncated (oversized) or without original fields
+    left: int = 0
+
+
 def retry(client: redis.Redis, ids: list[str] | None) -> int:
     """Re-queue dead letters to telemetry:events: the given ids, or all (``None``)
     that exist when the call starts. Returns how many were re-queued.
 
-    Given ids are checked first: an id that is malformed or not in the DLQ
-    raises before anything is re-queued."""
+    Given ids are checked first: an id that is malformed, not in the DLQ or
+    truncated raises before anything is re-queued. With ``None`` a truncated
+    dead letter stays in the DLQ (see :func:`retry_report`)."""
+    return retry_report(client, ids).requeued
+
+
+def retry_report(client: redis.Redis, ids: list[str] | None) -> RetryResult:
+    """:func:`retry`, also counting the dead letters it left in the DLQ."""
     done = 0
+    left = 0
     if ids is None:
         last = newest_id(client)
         if last is None:
-            return 0
+            return RetryResult()
         todo: Iterator[DeadLetter] | list[DeadLetter] = iter_entries(client, end=last)
     else:
         bad = [i for i in ids if not _ID_RE.match(i)]
@@ -222,14 +281,24 @@ def retry(client: redis.Redis, ids: list[str] | None) -> int:
                 missing.append(i)
         if missing:
             raise DeadLetterNotFound(f"not in {DLQ_STREAM}: {', '.join(missing)}; nothing was re-queued")
+        cut = [d.id for d in found if d.truncated]
+        if cut:
+            raise DeadLetterTruncated(
+                f"{', '.join(cut)}: only part of the entry was kept (it was oversized), so it cannot be "
+                "re-queued; nothing was re-queued (`dlq list --show-payload` shows what was kept)")
         todo = found
     try:
         for dl in todo:
             if _requeue(client, dl):
                 done += 1
+            else:
+                left += 1
     except TelemetryTrayError as exc:
         raise type(exc)(f"{exc} (after re-queuing {done} dead letter{'s' if done != 1 else ''})") from None
-    return done
+    if left:
+        log.warning("dlq: %d dead letter%s left in %s (truncated or empty: cannot be re-queued)",
+                    left, "s" if left != 1 else "", DLQ_STREAM)
+    return RetryResult(requeued=done, left=left)
 
 
 def purge(client: redis.Redis) -> int:
@@ -240,5 +309,6 @@ def purge(client: redis.Redis) -> int:
     return int(_call("XTRIM", client.xtrim, DLQ_STREAM, minid=_next_id(last), approximate=False))
 
 
-__all__ = ["DeadLetter", "DeadLetterNotFound", "DLQ_FIELDS", "list_entries", "iter_entries",
-           "counts_by_reason", "retry", "purge", "length", "newest_id"]
+__all__ = ["DeadLetter", "DeadLetterNotFound", "DeadLetterTruncated", "DLQ_FIELDS", "RetryResult",
+           "list_entries", "iter_entries", "counts_by_reason", "retry", "retry_report", "purge", "length",
+           "newest_id"]
