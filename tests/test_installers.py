@@ -87,9 +87,10 @@ def test_install_merges_with_the_users_hooks(home: dict[str, str]) -> None:
     command_cl = installers.hook_command("claude")
     # Cursor: the user's entries first and unchanged, ours once on every event we install
     assert cur["version"] == 1
-    assert cur["hooks"]["afterFileEdit"] == [{"command": "./hooks/format.sh"}, {"command": command_c}]
+    assert cur["hooks"]["afterFileEdit"] == [{"command": "./hooks/format.sh"},
+                                             {"command": command_c, "timeout": installers.HOOK_TIMEOUT_S}]
     assert cur["hooks"]["beforeShellExecution"] == USER_CURSOR["hooks"]["beforeShellExecution"] + [
-        {"command": command_c}]
+        {"command": command_c, "timeout": installers.HOOK_TIMEOUT_S}]
     assert cur["hooks"]["afterTabFileEdit"] == USER_CURSOR["hooks"]["afterTabFileEdit"]  # not one of ours
     for event in installers.CURSOR_EVENTS:
         assert ours_cursor(cur, event) == [command_c], event
@@ -101,7 +102,7 @@ def test_install_merges_with_the_users_hooks(home: dict[str, str]) -> None:
     for event in installers.CLAUDE_EVENTS:
         [group] = ours_claude(cla, event)
         assert group == {"matcher": "*" if event in ("PreToolUse", "PostToolUse") else "",
-                         "hooks": [{"type": "command", "command": command_cl, "timeout": 5}]}
+                         "hooks": [{"type": "command", "command": command_cl, "timeout": installers.HOOK_TIMEOUT_S}]}
     # one backup each: the file as it was
     assert json.loads(Path(str(cursor_file(home)) + installers.BACKUP_SUFFIX).read_text()) == USER_CURSOR
     assert json.loads(Path(str(claude_file(home)) + installers.BACKUP_SUFFIX).read_text()) == USER_CLAUDE
@@ -151,10 +152,12 @@ def test_stale_entries_are_replaced_not_duplicated(home: dict[str, str]) -> None
     assert "partly installed" in r.stdout and "stale" in r.stdout
     assert cli(home, "install").returncode == 0
     cur = json.loads(cursor_file(home).read_text())
-    assert cur["hooks"]["stop"] == [{"command": "./mine.sh"}, {"command": installers.hook_command("cursor")}]
+    assert cur["hooks"]["stop"] == [{"command": "./mine.sh"}, {"command": installers.hook_command("cursor"),
+                                                                  "timeout": installers.HOOK_TIMEOUT_S}]
     cla = json.loads(claude_file(home).read_text())
     assert cla["hooks"]["Stop"] == [
-        {"matcher": "", "hooks": [{"type": "command", "command": installers.hook_command("claude"), "timeout": 5}]},
+        {"matcher": "", "hooks": [{"type": "command", "command": installers.hook_command("claude"),
+                                      "timeout": installers.HOOK_TIMEOUT_S}]},
         {"matcher": "", "hooks": [{"type": "command", "command": "say done"}]},
     ]
     assert "installed" in cli(home, "status").stdout

@@ -1,10 +1,10 @@
 """Install, remove and inspect our hook entries in the assistants' settings.
 
 * Cursor: ``~/.cursor/hooks.json``:
-  ``{"version": 1, "hooks": {"<event>": [{"command": "..."}]}}``
+  ``{"version": 1, "hooks": {"<event>": [{"command": "...", "timeout": 10}]}}``
 * Claude Code: ``settings.json`` in ``$CLAUDE_CONFIG_DIR`` or ``~/.claude``:
   ``{"hooks": {"<Event>": [{"matcher": "...", "hooks": [{"type": "command",
-  "command": "...", "timeout": 5}]}]}}``
+  "command": "...", "timeout": 10}]}]}}``
 
 Rules: merge into what is there and touch nothing else; an entry is ours
 when its command runs ``tray_app/capture/hook.py`` (any install location, so
@@ -52,8 +52,12 @@ CLAUDE_EVENTS = (
 )
 #: events whose matcher is a tool name ("*": every tool); the others match everything with ""
 CLAUDE_TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse"})
-#: Claude Code's per-hook timeout, in seconds: a safety net, the hook itself takes milliseconds
-CLAUDE_TIMEOUT_S = 5
+#: the per-hook timeout we write for both assistants, in seconds (both read
+#: ``timeout`` in seconds on a command hook): a safety net well above the
+#: hook's own total budget (runner.BUDGET_S, 3 s), so an assistant never kills
+#: a hook that is still keeping its promise; the hook itself takes milliseconds
+HOOK_TIMEOUT_S = 10
+CLAUDE_TIMEOUT_S = HOOK_TIMEOUT_S
 BACKUP_SUFFIX = ".telemetry-tray.bak"
 HOOK_SCRIPT = Path(__file__).resolve().with_name("hook.py")
 _OUR_MARK = "tray_app/capture/hook.py"
@@ -239,7 +243,7 @@ def _merge(assistant: str, path: Path, data: dict[str, Any], command: str | None
         want = command is not None and event in events
         ours: dict[str, Any] | None
         if assistant == "cursor":
-            ours = {"command": command} if want else None
+            ours = {"command": command, "timeout": HOOK_TIMEOUT_S} if want else None
             updated = _place(entries, ours, _cursor_entry_is_ours)
         else:
             ours = None

@@ -12,6 +12,8 @@ try:
 except ImportError:  # Windows
     import nt as _os  # type: ignore[no-redef]
 
+import time as _time  # built in: no import cost
+
 try:
     from . import fastjson, hookconfig, mapping
 except ImportError:
@@ -25,10 +27,17 @@ EVENTS_STREAM = "telemetry:events"
 #: [capture] max_input_bytes then caps what is kept
 READ_LIMIT = 64 * 1024 * 1024
 CURSOR_OUTPUT = b"{}\n"
-#: stdin must be closed by then (both assistants close it); what arrived is
-#: captured, and GRACE_S later the hook exits whatever it is doing
-WATCHDOG_S = 5
-GRACE_S = 2
+#: the hook's whole budget, in seconds: whatever happens it has exited by
+#: then. The installers give the assistants a timeout well above it
+#: (installers.HOOK_TIMEOUT_S), so an assistant never has to kill the hook.
+BUDGET_S = 3.0
+#: stdin must be closed by then (both assistants close it at once); what
+#: arrived is captured, and the rest of the budget is left for delivery
+STDIN_WATCHDOG_S = 2.0
+#: kept back from the XADD deadline for writing the spool file instead
+SPOOL_RESERVE_S = 0.5
+
+_started = _time.monotonic()
 
 
 class StdinTimeout(Exception):
@@ -36,25 +45,40 @@ class StdinTimeout(Exception):
 
 
 def _hard_exit(signum, frame):
-    _say(f"gave up after {WATCHDOG_S + GRACE_S} s")
+    _say(f"gave up after {BUDGET_S:g} s")
     _os._exit(0)
 
 
 def _interrupt(signum, frame):
-    import _signal
-
-    _signal.signal(_signal.SIGALRM, _hard_exit)
-    _signal.alarm(GRACE_S)
+    _arm(_hard_exit, BUDGET_S - STDIN_WATCHDOG_S)
     raise StdinTimeout()
 
 
-def arm_watchdog():
-    """SIGALRM after WATCHDOG_S (POSIX only; _signal is already loaded)."""
-    try:
-        import _signal
+def _arm(handler, seconds):
+    import _signal  # already loaded by the interpreter
 
-        _signal.signal(_signal.SIGALRM, _interrupt)
-        _signal.alarm(WATCHDOG_S)
+    _signal.signal(_signal.SIGALRM, handler)
+    _signal.setitimer(_signal.ITIMER_REAL, max(seconds, 0.001))
+
+
+def remaining():
+    """Seconds left of the budget."""
+    return BUDGET_S - (_time.monotonic() - _started)
+
+
+def arm_watchdog():
+    """SIGALRM after STDIN_WATCHDOG_S (POSIX only): interrupts a read of an
+    stdin that is never closed, then a hard exit at the end of the budget."""
+    try:
+        _arm(_interrupt, STDIN_WATCHDOG_S - (_time.monotonic() - _started))
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+
+
+def arm_deadline():
+    """Once stdin is read: a hard exit (code 0) when the budget runs out."""
+    try:
+        _arm(_hard_exit, remaining())
     except (ImportError, AttributeError, ValueError, OSError):
         pass
 
@@ -97,9 +121,10 @@ def deliver(fields, settings):
                 from . import resp
             except ImportError:
                 import resp  # type: ignore[no-redef]
-            resp.xadd(url, password, EVENTS_STREAM, mapping.to_resp_fields(fields),
-                      settings["hook_timeout_ms"] / 1000.0)
-            return "sent"
+            timeout = min(settings["hook_timeout_ms"] / 1000.0, remaining() - SPOOL_RESERVE_S)
+            if timeout > 0:
+                resp.xadd(url, password, EVENTS_STREAM, mapping.to_resp_fields(fields), timeout)
+                return "sent"
         except Exception:
             pass  # unreachable, refused, hanging, auth: all go to the spool
     try:
@@ -116,8 +141,10 @@ def deliver(fields, settings):
         return "lost"
 
 
-def run(arg, environ=None):
+def run(arg, environ=None, supervised=False):
     raw, total = read_stdin()
+    if supervised:
+        arm_deadline()
     settings = hookconfig.load(environ)
     fields = mapping.build(arg, raw, settings, total_bytes=total)
     return deliver(fields, settings)
@@ -133,7 +160,7 @@ def main(argv):
         except OSError:
             pass
     try:
-        return run(arg)
+        return run(arg, supervised=True)
     except BaseException as exc:  # noqa: BLE001 - the hook must never fail the assistant
         _say(f"internal error: {type(exc).__name__}: {exc}")
         return "lost"
