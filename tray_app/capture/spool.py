@@ -14,6 +14,14 @@ capture/spoolfile.py). The engine's maintenance thread calls:
 A spooled entry may also have reached Redis (the hook gave up waiting for a
 reply that was on its way); the engine inserts by ``event_id``, so the
 second copy never makes a second row.
+
+A file that was sent but cannot be deleted (the directory lost its write
+permission, an immutable attribute, a read-only remount) is not sent again:
+``DrainState`` (kept by the engine between passes) remembers it by name,
+inode and size, each pass only retries the delete, and after
+``STUCK_AFTER`` failed deletes it tries to move it to ``bad/`` and, failing
+that, reports it once in the log and counts it as stuck (health shows it with
+the bad files). A restart of the engine sends such a file at most once more.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: a temp file older than this belongs to a hook that died mid-write
 STALE_TMP_S = 600.0
+#: failed deletes of a sent file before it is moved aside (or reported stuck)
+STUCK_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,36 @@ class DrainResult:
     remaining: int = 0
     #: why the pass stopped early (a Redis error), or None
     error: str | None = None
+    #: files sent earlier that still cannot be deleted (not sent again)
+    stuck: int = 0
+
+
+@dataclass
+class _Sent:
+    inode: int
+    size: int
+    failures: int = 0
+    reported: bool = False
+
+
+@dataclass
+class DrainState:
+    """What one engine remembers between drain passes: files already sent
+    whose delete failed (name -> identity and failed deletes), and files that
+    could not be moved to bad/ (warned about once)."""
+
+    sent: dict[str, _Sent] = field(default_factory=dict)
+    unmovable: set[str] = field(default_factory=set)
+
+    @property
+    def stuck(self) -> int:
+        """Sent files past STUCK_AFTER failed deletes."""
+        return sum(1 for v in self.sent.values() if v.failures >= STUCK_AFTER)
+
+    def forget_missing(self, names: set[str]) -> None:
+        for name in [n for n in self.sent if n not in names]:
+            del self.sent[name]
+        self.unmovable &= names
 
 
 @dataclass(frozen=True)
@@ -85,7 +125,7 @@ def parse(data: bytes) -> dict[str, str] | None:
     return value
 
 
-def move_to_bad(spool_dir: Path, name: str) -> bool:
+def move_to_bad(spool_dir: Path, name: str, quiet: bool = False) -> bool:
     bad_dir = spool_dir / spoolfile.BAD_DIR
     try:
         bad_dir.mkdir(mode=0o700, exist_ok=True)
@@ -94,7 +134,8 @@ def move_to_bad(spool_dir: Path, name: str) -> bool:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        log.warning("spool: cannot move %s to %s: %s", name, bad_dir, exc)
+        if not quiet:
+            log.warning("spool: cannot move %s to %s: %s", name, bad_dir, exc.strerror or exc)
         return False
 
 
@@ -111,48 +152,109 @@ def _sweep_stale_temps(spool_dir: Path, temps: list[str], now: float) -> int:
     return moved
 
 
+def _retry_delete(spool_dir: Path, name: str, known: _Sent, state: DrainState) -> bool:
+    """A file sent in an earlier pass whose delete failed: try again (never
+    re-send). True when it is gone (deleted, moved aside, or vanished)."""
+    path = spool_dir / name
+    try:
+        path.unlink()
+        log.info("spool: %s deleted at last (it was sent earlier)", name)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        known.failures += 1
+        if known.failures < STUCK_AFTER:
+            return False
+        if move_to_bad(spool_dir, name, quiet=True):
+            log.warning("spool: %s was sent but cannot be deleted (%s); moved to bad/", name,
+                        exc.strerror or exc)
+            return True
+        if not known.reported:
+            known.reported = True
+            log.warning("spool: %s was sent to Redis but cannot be deleted or moved aside (%s); it will not "
+                        "be sent again; fix the permissions of %s and remove it", name, exc.strerror or exc,
+                        spool_dir)
+        return False
+
+
 def drain(spool_dir: Path, client: redis.Redis, limit: int = 500, *,
-          stream: str = EVENTS_STREAM) -> DrainResult:
-    """Move up to ``limit`` spooled events into ``stream``, oldest first."""
+          stream: str = EVENTS_STREAM, state: DrainState | None = None) -> DrainResult:
+    """Move up to ``limit`` spooled events into ``stream``, oldest first.
+
+    With ``state`` (the engine keeps one), a file already sent whose delete
+    failed is never sent again; only its delete is retried."""
     spool_dir = Path(spool_dir)
     files, temps = _listing(spool_dir)
+    if state is not None:
+        state.forget_missing(set(files))
     bad = _sweep_stale_temps(spool_dir, temps, time.time()) if temps else 0
     sent = 0
     error: str | None = None
     done = 0
-    for name in files[:limit]:
+    tries = 0
+    for name in files:
         path = spool_dir / name
+        known = state.sent.get(name) if state is not None else None
         try:
-            data = path.read_bytes()
+            st = path.stat()
         except FileNotFoundError:  # drained by someone else meanwhile
             done += 1
             continue
+        except OSError:
+            st = None
+        if state is not None and known is not None:
+            if st is not None and (st.st_ino, st.st_size) == (known.inode, known.size):
+                if _retry_delete(spool_dir, name, known, state):
+                    del state.sent[name]
+                    done += 1
+                continue
+            del state.sent[name]  # another file under that name: a new event
+        if tries >= limit:
+            break
+        tries += 1
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            done += 1
+            continue
         except OSError as exc:
-            log.warning("spool: cannot read %s: %s; moving it to bad/", name, exc)
+            if name not in (state.unmovable if state is not None else ()):
+                log.warning("spool: cannot read %s: %s; moving it to bad/", name, exc.strerror or exc)
             data = b""
         fields = parse(data)
         if fields is None:
-            if move_to_bad(spool_dir, name):
+            if move_to_bad(spool_dir, name, quiet=state is not None and name in state.unmovable):
                 log.warning("spool: %s is not a spooled event; moved to bad/", name)
                 bad += 1
                 done += 1
+            elif state is not None:
+                state.unmovable.add(name)
             continue
         try:
             client.xadd(stream, fields)  # type: ignore[arg-type]
         except redis.RedisError as exc:
             error = f"{type(exc).__name__}: {exc}"
             break
+        sent += 1
         try:
             path.unlink()
         except FileNotFoundError:
             pass
-        sent += 1
+        except OSError as exc:
+            if state is None or st is None:
+                raise
+            state.sent[name] = _Sent(inode=st.st_ino, size=st.st_size, failures=1)
+            log.warning("spool: sent %s but cannot delete it (%s); it will not be sent again", name,
+                        exc.strerror or exc)
+            continue
         done += 1
-    remaining = len(files) - done
+    stuck = state.stuck if state is not None else 0
+    remaining = len(files) - done - (len(state.sent) if state is not None else 0)
     if sent or bad or error:
         log.info("spool: drained %d, moved %d to bad/, %d waiting%s", sent, bad, remaining,
                  f" (stopped: {error})" if error else "")
-    return DrainResult(sent=sent, bad=bad, remaining=remaining, error=error)
+    return DrainResult(sent=sent, bad=bad, remaining=remaining, error=error, stuck=stuck)
 
 
 def stats(spool_dir: Path, now_ns: int | None = None) -> SpoolStats:

@@ -122,11 +122,13 @@ class Maintenance(threading.Thread):
         self._client: redis.Redis | None = None
         self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0}
         self._spool_mod: Any = None
+        self._spool_state: Any = None
         self._was_busy = False
         self._dlq_cap_failed = False
         try:
             from tray_app.capture import spool as spool_mod
             self._spool_mod = spool_mod
+            self._spool_state = spool_mod.DrainState()
         except ImportError:
             pass
 
@@ -165,7 +167,10 @@ class Maintenance(threading.Thread):
         if self._spool_mod is not None:
             try:
                 st = self._spool_mod.stats(self.cfg.paths.spool_dir)
-                changes.update(spool_files=st.files, spool_bad=st.bad, spool_oldest_age_s=st.oldest_age_s)
+                # files sent but impossible to delete need the user, like bad ones
+                stuck = min(st.files, self._spool_state.stuck)
+                changes.update(spool_files=st.files - stuck, spool_bad=st.bad + stuck,
+                               spool_oldest_age_s=st.oldest_age_s)
             except Exception as exc:  # noqa: BLE001
                 log.debug("spool stats failed: %s", exc)
         self.health.update(**changes)
@@ -204,7 +209,7 @@ class Maintenance(threading.Thread):
         if not final and not self.consumer.paused and now >= self._next["spool"] and self._spool_mod is not None:
             self._next["spool"] = now + ing.spool_drain_interval_s
             try:
-                res = self._spool_mod.drain(self.cfg.paths.spool_dir, client)
+                res = self._spool_mod.drain(self.cfg.paths.spool_dir, client, state=self._spool_state)
                 if getattr(res, "sent", 0):
                     log.info("spool: re-queued %d spooled events", res.sent)
             except (redis.RedisError, OSError):
