@@ -38,6 +38,13 @@ class ServerBinaryNotFound(TelemetryTrayError):
     exit_code = 69
 
 
+class UnsafeDirectory(TelemetryTrayError):
+    """A directory meant for private files (the Redis socket, the password, the
+    data) is another user's, readable or writable by others, or a symlink."""
+
+    exit_code = 77  # EX_NOPERM
+
+
 class DatabaseError(TelemetryTrayError):
     """SQLite failed for a reason that is not the message's fault."""
 

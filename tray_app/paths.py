@@ -9,10 +9,12 @@ is what tests and portable installs use. ``TELEMETRY_TRAY_CONFIG`` (or the
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tray_app import APP_NAME
+from tray_app.errors import UnsafeDirectory
 
 HOME_ENV = "TELEMETRY_TRAY_HOME"
 CONFIG_ENV = "TELEMETRY_TRAY_CONFIG"
@@ -43,13 +45,78 @@ class Paths:
             make_private_dir(d)
 
 
-def make_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+def private_dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a private directory of ours, or None when it is one:
+    it must exist, not be a symbolic link (checked with lstat), be a
+    directory owned by the current user, with no group or other permission
+    bits (0700). Windows has no uid/mode bits: only existence and type count."""
     try:
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o700)
-    except OSError:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if os.name == "nt":
+        return None
+    if st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    if st.st_mode & 0o077:
+        return f"has mode {stat.S_IMODE(st.st_mode):04o}, not 0700"
+    return None
+
+
+def ancestors_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why another user could swap ``path`` for a directory of their own, or
+    None: every directory above it (symlinks resolved) must belong to root or
+    to us, and be writable by nobody else unless it is sticky (like /tmp)."""
+    if os.name == "nt":
+        return None
+    here = Path(os.path.realpath(Path(path).parent))
+    uid = os.getuid()
+    for d in (here, *here.parents):
+        try:
+            st = os.stat(d)
+        except OSError as exc:
+            return f"{d} cannot be checked ({exc.strerror or exc})"
+        if st.st_uid not in (0, uid):
+            return f"{d} is owned by uid {st.st_uid}"
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return f"{d} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (0700), or check that the existing one is ours and private.
+
+    An existing directory of ours with group/other bits is chmod-ed to 0700;
+    one that belongs to someone else, stays open after the chmod, or is a
+    symbolic link raises UnsafeDirectory: the caller must not put private
+    files (sockets, passwords, events) there."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
         pass
+    problem = private_dir_problem(path)
+    if problem and problem.startswith("has mode"):
+        try:  # through a descriptor opened without following a symlink
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+        problem = private_dir_problem(path)
+    if problem:
+        raise UnsafeDirectory(f"{path} {problem}; refusing to keep private files there "
+                              f"(remove it, or make it yours with mode 0700)")
 
 
 def _base_dirs(home: str | None) -> dict[str, Path]:

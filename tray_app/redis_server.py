@@ -34,15 +34,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tray_app import aof
 from tray_app.errors import (
     ConfigError,
     RedisTooOld,
     RedisUnavailable,
     ServerBinaryNotFound,
     TelemetryTrayError,
+    UnsafeDirectory,
 )
 from tray_app.fileutil import atomic_write, pid_alive
-from tray_app.paths import Paths, make_private_dir
+from tray_app.paths import Paths, ancestors_problem, make_private_dir, private_dir_problem
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MAX_SOCKET_PATH = 100  # sun_path is 104-108 bytes; keep a margin
+SOCKET_NAME = "redis.sock"
+#: in the run directory: where the socket lives when it cannot be there itself
+SOCKET_DIR_RECORD = "socket-dir"
 
 INSTALL_HINT = (
     "no valkey-server or redis-server binary found: install one with "
@@ -58,6 +63,25 @@ INSTALL_HINT = (
     "or `brew install valkey`; or set [redis] url (TELEMETRY_TRAY_REDIS_URL) to a Redis you run, "
     "or [redis] server_binary to the binary's path"
 )
+
+
+#: a server log line saying it exits because its data files cannot be loaded
+LOAD_ERROR = re.compile(
+    r"Bad file format|Unrecoverable error reading|Unexpected end of file reading|Short read or OOM "
+    r"loading|Wrong signature trying to load|Fatal error loading|Internal error in RDB|check-aof|"
+    r"check-rdb|manifest file (format|is) (error|invalid|malformed)|Invalid AOF manifest|"
+    r"Can't (load|read) the AOF manifest|Found an? (unexpected|invalid|wrong)", re.I)
+#: a server log line saying it cut a truncated append-only file and loaded it anyway
+TRUNCATED = re.compile(r"Truncating the AOF (\S+) at offset (\d+)|()()loaded anyway because "
+                       r"aof-load-truncated", re.I)
+
+
+class DataLoadFailed(RedisUnavailable):
+    """The server exited at start because its append-only file or RDB is corrupt."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"managed redis cannot load its data: {detail}")
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -137,12 +161,13 @@ def find_server_binary(explicit: str = "") -> ServerBinary:
     return ServerBinary(path, source, version)
 
 
-def _short_socket_dir(preferred: Path) -> Path:
-    """Where the socket goes: ``preferred`` unless the path would be too long."""
-    if len(str(preferred / "redis.sock")) <= MAX_SOCKET_PATH:
-        return preferred
-    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"ttray-{os.getuid()}-{digest}"
+def _fits(socket_dir: Path) -> bool:
+    return len(str(socket_dir / SOCKET_NAME)) <= MAX_SOCKET_PATH
+
+
+def _safe_for_socket(d: Path) -> bool:
+    """``d`` is a private directory of ours that nobody else can swap."""
+    return private_dir_problem(d) is None and ancestors_problem(d) is None
 
 
 def _read_json(path: Path) -> dict | None:
@@ -174,8 +199,7 @@ class ManagedServer:
         self.use_unix = (hasattr(socket, "AF_UNIX") and os.name != "nt") if use_unix_socket is None \
             else use_unix_socket
         self.run_dir = paths.redis_dir
-        self.socket_dir = _short_socket_dir(paths.redis_dir)
-        self.socket_path = self.socket_dir / "redis.sock"
+        self.socket_dir = self._known_socket_dir()
         self.data_dir = paths.data_dir / "redis"
         self.pidfile = self.run_dir / "redis.pid"
         self.ownerfile = self.run_dir / "owner.json"
@@ -199,6 +223,10 @@ class ManagedServer:
         return self._binary
 
     @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / SOCKET_NAME
+
+    @property
     def url(self) -> str:
         if self.use_unix:
             return f"unix://{self.socket_path}"
@@ -219,8 +247,10 @@ class ManagedServer:
 
     def start(self, take_ownership: bool = True) -> "ManagedServer":
         """Adopt the running instance, or start one. Idempotent."""
-        for d in (self.run_dir, self.socket_dir, self.data_dir, self.paths.log_dir):
+        for d in (self.run_dir, self.data_dir, self.paths.log_dir):
             make_private_dir(d)
+        if self.use_unix and not (_fits(self.socket_dir) and _safe_for_socket(self.socket_dir)):
+            self.socket_dir = self._choose_socket_dir()
         if self._try_adopt(take_ownership):
             return self
         self._spawn()
@@ -231,8 +261,10 @@ class ManagedServer:
         another process already restarted it, else stop what is left of ours
         and start it again with the same data directory, configuration,
         socket (or port) and password."""
-        for d in (self.run_dir, self.socket_dir, self.data_dir, self.paths.log_dir):
+        for d in (self.run_dir, self.data_dir, self.paths.log_dir):
             make_private_dir(d)
+        if self.use_unix and not (_fits(self.socket_dir) and _safe_for_socket(self.socket_dir)):
+            self.socket_dir = self._choose_socket_dir()
         if self._try_adopt(take_ownership=True):
             return
         pid = self.pid or self._pid_from_file()
@@ -251,6 +283,10 @@ class ManagedServer:
                     "retry": no_retry()}
         kw.update(kwargs)
         if self.use_unix:
+            problem = private_dir_problem(self.socket_dir)
+            if problem:  # never hand the password to a socket someone else could have put there
+                raise UnsafeDirectory(f"managed redis: socket directory {self.socket_dir} {problem}; "
+                                      f"not connecting")
             return redis.Redis(unix_socket_path=str(self.socket_path), **kw)
         if self.port is None:
             raise RedisUnavailable("managed redis: no port yet (the server was not started)")
@@ -298,10 +334,78 @@ class ManagedServer:
                 f.unlink()
             except FileNotFoundError:
                 pass
+        if self.use_unix and self.socket_dir != self.run_dir and not pid_alive(pid or 0) \
+                and private_dir_problem(self.socket_dir) is None:
+            # a socket directory outside the run directory (mkdtemp, XDG_RUNTIME_DIR): not left behind
+            try:
+                self.socket_path.unlink(missing_ok=True)
+                self.socket_dir.rmdir()
+                (self.run_dir / SOCKET_DIR_RECORD).unlink(missing_ok=True)
+            except OSError:
+                pass
         self.owned = False
         log.info("managed redis: stopped (pid %s)", pid)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _known_socket_dir(self) -> Path:
+        """Where the socket is (or goes): the run directory when the path fits
+        and nobody else can swap it, else the directory recorded by the run
+        that chose one. Not checked or created here: see start()."""
+        if _fits(self.run_dir) and not ancestors_problem(self.run_dir):
+            return self.run_dir
+        try:
+            recorded = Path((self.run_dir / SOCKET_DIR_RECORD).read_text().strip())
+            if recorded.is_absolute():
+                return recorded
+        except (OSError, ValueError):
+            pass
+        return self.run_dir
+
+    def _choose_socket_dir(self) -> Path:
+        """A directory for the socket that is ours, 0700, no symlink and not
+        swappable by another user: the run directory when the socket path fits;
+        else the one an earlier run recorded (if it still passes); else a new
+        one in $XDG_RUNTIME_DIR (if that itself passes), else an unpredictable
+        one from mkdtemp. The choice is recorded in the run directory (0600) so
+        later runs, and through the endpoint file the hooks, find it. Raises
+        UnsafeDirectory rather than use anything else."""
+        run_dir = self.run_dir
+        if _fits(run_dir) and not ancestors_problem(run_dir):
+            make_private_dir(run_dir)
+            return run_dir
+        record = run_dir / SOCKET_DIR_RECORD
+        recorded = self._known_socket_dir()
+        if recorded != run_dir and _fits(recorded) and _safe_for_socket(recorded):
+            return recorded
+        chosen: Path | None = None
+        xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+        if xdg and os.path.isabs(xdg) and _safe_for_socket(Path(xdg)):
+            digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
+            candidate = Path(xdg) / f"ttray-{digest}"
+            if _fits(candidate):
+                try:
+                    make_private_dir(candidate)
+                    chosen = candidate
+                except UnsafeDirectory as exc:
+                    log.warning("managed redis: not using %s: %s", candidate, exc)
+        if chosen is None:
+            tmp = tempfile.gettempdir()
+            # tmp itself and everything above: root's or ours, and sticky where others may write
+            problem = ancestors_problem(Path(tmp) / "x")
+            if problem:
+                raise UnsafeDirectory(f"managed redis: no safe directory for the socket ({problem}); "
+                                      f"set XDG_RUNTIME_DIR to a 0700 directory of yours, or a shorter "
+                                      f"TELEMETRY_TRAY_HOME")
+            chosen = Path(tempfile.mkdtemp(prefix="ttray-", dir=tmp))  # 0700, unpredictable name
+            if not _fits(chosen):
+                os.rmdir(chosen)
+                raise UnsafeDirectory(f"managed redis: the socket path would be too long even in {tmp}; "
+                                      f"set XDG_RUNTIME_DIR or TMPDIR to a short directory")
+        atomic_write(record, str(chosen) + "\n")
+        log.info("managed redis: socket directory %s (the run directory's path is too long "
+                 "or not private)", chosen)
+        return chosen
 
     def _pid_from_file(self) -> int | None:
         try:
@@ -379,6 +483,7 @@ class ManagedServer:
             f'logfile "{self.log_file}"',
             "appendonly yes",
             "appendfsync everysec",
+            "aof-load-truncated yes",
             'save ""',
             "protected-mode yes",
             f"requirepass {pw}",
@@ -388,18 +493,75 @@ class ManagedServer:
         else:
             lines += [f"bind {self.host}", f"port {self.port}"]
         atomic_write(self.conf_file, "\n".join(lines) + "\n")
+        self._tighten_modes()
+        try:
+            self._launch(binary)
+        except DataLoadFailed as exc:
+            # a corrupt append-only file (or RDB): keep the files, start with what loads
+            aside, kept = aof.set_aside(self.data_dir)
+            message = (f"the private Redis could not load its data ({exc.detail}); "
+                       f"the files were moved to {aside}, {kept}")
+            log.error("managed redis: %s", message)
+            try:
+                self._launch(binary)
+            except DataLoadFailed as again:
+                aside2, _ = aof.set_aside(self.data_dir, salvage=False)
+                message = (f"the private Redis could not load its data ({exc.detail}); the files were "
+                           f"moved to {aside} and it started empty (the salvaged part did not load "
+                           f"either: {again.detail}; kept in {aside2})")
+                log.error("managed redis: %s", message)
+                self._launch(binary)
+            self.last_recovery = message
+        atomic_write(self.pidfile, f"{self.pid}\n")
+        self.owned = True
+        self._write_owner()
+
+    def _tighten_modes(self) -> None:
+        """User-only modes for what the server writes (the append-only file holds
+        full prompts): files from older versions were 0644 in a 0755 directory.
+        New ones are created so by the umask the server runs with."""
+        targets = [self.data_dir / aof.AOF_DIRNAME, self.log_file,
+                   *(self.data_dir / n for n in aof.RDB_NAMES)]
+        aof_dir = self.data_dir / aof.AOF_DIRNAME
+        if aof_dir.is_dir() and not aof_dir.is_symlink():
+            targets += list(aof_dir.iterdir())
+        for path in targets:
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+            if stat.S_IMODE(st.st_mode) != want:
+                try:
+                    path.chmod(want)
+                except OSError as exc:
+                    log.warning("managed redis: cannot make %s private: %s", path, exc)
+
+    def _launch(self, binary: ServerBinary) -> None:
+        """Start the server process and wait until it answers. Raises
+        DataLoadFailed when it exits because its data cannot be loaded."""
         log.info("managed redis: starting %s %s (%s) at %s", binary.path, binary.version_text,
                  binary.source, self.url)
+        log_start = _size(self.log_file)
+        extra: dict = {"umask": 0o077} if os.name == "posix" else {}
         self._proc = subprocess.Popen(
             [binary.path, str(self.conf_file)], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-            close_fds=True)
+            close_fds=True, **extra)
         self.pid = self._proc.pid
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 err = (self._proc.stderr.read() if self._proc.stderr else b"").decode(errors="replace")
-                tail = _tail(self.log_file) or err
+                if self._proc.stderr:
+                    self._proc.stderr.close()
+                new_log = _read_from(self.log_file, log_start)
+                found = [ln for ln in new_log.splitlines() if LOAD_ERROR.search(ln)]
+                if found:
+                    raise DataLoadFailed(_log_message(found[0]))
+                tail = "\n".join((new_log or err).strip().splitlines()[-5:])
                 raise RedisUnavailable(f"managed redis exited at start (code {self._proc.returncode}): "
                                        f"{tail.strip().splitlines()[-1] if tail.strip() else 'no output'}")
             if (not self.use_unix or self.socket_path.exists()) and self.ping():
@@ -411,9 +573,15 @@ class ManagedServer:
                                    f"see {self.log_file}")
         if self._proc.stderr:
             self._proc.stderr.close()
-        atomic_write(self.pidfile, f"{self.pid}\n")
-        self.owned = True
-        self._write_owner()
+        new_log = _read_from(self.log_file, log_start)
+        cut = TRUNCATED.search(new_log)
+        if cut:
+            where = f" ({cut[1]} cut at byte {cut[2]})" if cut[1] else ""
+            message = (f"the private Redis's append-only file ended mid-command (after a crash or a "
+                       f"full disk); it loaded every complete command and dropped the rest{where}: "
+                       f"the last event(s) written before that may be lost")
+            log.warning("managed redis: %s", message)
+            self.last_recovery = message
 
     @staticmethod
     def _wait_exit(pid: int, timeout: float) -> None:
@@ -438,6 +606,33 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """The text appended to ``path`` after ``offset`` (all of it if it shrank)."""
+    try:
+        with open(path, "rb") as fh:
+            if _size(path) >= offset:
+                fh.seek(offset)
+            return fh.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _log_message(line: str) -> str:
+    """A server log line without its "pid:role date time level" prefix."""
+    m = re.match(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [#*.-] (.*)$", line.strip())
+    text = m[1] if m else line.strip()
+    # valkey's advice names valkey-check-aof, which is not shipped: the app recovers by itself
+    text = re.split(r":? make a backup|, use \S*check-(aof|rdb)", text)[0]
+    return text[:300]
 
 
 def _tail(path: Path, n: int = 5) -> str:

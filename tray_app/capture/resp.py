@@ -97,8 +97,40 @@ def command(*args):
     return b"".join(out)
 
 
+def private_socket_problem(path):
+    """Why the hook must not connect to the unix socket ``path`` (it would send
+    the password and the event), or None: its directory must be a real
+    directory (lstat: not a symlink) owned by this user with mode 0700, and
+    the socket itself a socket of this user. Same rule as the app's
+    tray_app.paths.private_dir_problem."""
+    import posix
+
+    directory = path.rpartition("/")[0] or "/"
+    try:
+        st = posix.lstat(directory)
+    except OSError:
+        return "socket directory missing"
+    uid = posix.getuid()
+    if st.st_mode & 0o170000 != 0o040000:
+        return "socket directory is not a directory"
+    if st.st_uid != uid:
+        return "socket directory belongs to another user"
+    if st.st_mode & 0o077:
+        return "socket directory is open to other users"
+    try:
+        st = posix.lstat(path)
+    except OSError:
+        return "no socket"
+    if st.st_mode & 0o170000 != 0o140000 or st.st_uid != uid:
+        return "not a socket of this user"
+    return None
+
+
 def _connect(kind, address, timeout_s):
     if kind == "unix":
+        problem = private_socket_problem(address)
+        if problem:
+            raise RespError(f"{problem}: {address}")
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         target = address
     else:
