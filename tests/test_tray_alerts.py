@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tray_app.engine.health import DEGRADED, RUNNING, STARTING, STOPPED, HealthSnapshot
-from tray_app.tray.alerts import K_DATABASE, K_DLQ, K_REDIS, K_SPOOL, AlertPolicy
+from tray_app.tray.alerts import (
+    K_DATABASE,
+    K_DLQ,
+    K_RECOVERY,
+    K_REDIS,
+    K_SERVER,
+    K_SPOOL,
+    K_THREADS,
+    AlertPolicy,
+)
 
 
 class Clock:
@@ -168,3 +179,108 @@ def test_spool_is_quiet_while_redis_is_down_and_after_it_drains() -> None:
     # growing past what it reached while Redis was down, with Redis up: worth a warning
     assert titles(p.observe(HealthSnapshot(state=RUNNING, redis_ok=True, spool_files=950))) == \
         ["Spool growing: 950 events waiting"]
+
+
+# ----------------------------------------------------------------------------- the private server
+
+SERVER_OK = HealthSnapshot(state=RUNNING, redis_ok=True, redis_status="ok", server_status="ok")
+
+
+def server(status: str = "ok", restarts: int = 0, redis_ok: bool = True) -> HealthSnapshot:
+    return HealthSnapshot(state=RUNNING if redis_ok else DEGRADED, redis_ok=redis_ok,
+                          redis_status="ok" if redis_ok else "Connection refused",
+                          server_status=status, server_restarts=restarts)
+
+
+def test_a_quick_restart_of_the_private_server_is_one_notice() -> None:
+    """SIGKILL of the private server: the engine loses Redis, the runtime restarts
+    the server within a second, the engine reconnects a few seconds later. One
+    notice says so, not "unreachable" + "reachable again" + "restarted"."""
+    c = Clock()
+    p = policy(c)
+    assert p.observe(SERVER_OK) == []
+    assert p.observe(server(redis_ok=False)) == []                 # the engine noticed first
+    c.advance(1)
+    [n] = p.observe(server(restarts=1, redis_ok=False))            # the runtime restarted it
+    assert (n.kind, n.title, n.recovery, n.urgency) == (K_SERVER, "Redis server restarted", True, "low")
+    assert "1 restart since" in n.message
+    for _ in range(5):                                             # reconnecting: past the grace
+        c.advance(1)
+        assert p.observe(server(restarts=1, redis_ok=False)) == []
+    assert p.observe(server(restarts=1)) == []                     # reconnected: nothing more
+    c.advance(600)
+    assert titles(p.observe(server(restarts=2))) == ["Redis server restarted"]
+    assert p.observe(server(restarts=2)) == []
+
+
+def test_a_server_that_stays_down_is_announced_then_its_return() -> None:
+    c = Clock()
+    p = policy(c)
+    p.observe(SERVER_OK)
+    down = server("down: restart failed (1x); next attempt in 2 s", redis_ok=False)
+    assert p.observe(down) == []
+    c.advance(2.5)
+    [n] = p.observe(down)
+    assert (n.kind, n.title, n.urgency, n.icon_state) == (K_SERVER, "Redis server stopped", "normal", "degraded")
+    assert "restart failed" in n.message and "spooled" in n.message
+    for _ in range(10):                   # still down; "Redis unreachable" is covered by this notice
+        c.advance(30)
+        assert p.observe(server("down: restart failed (4x); next attempt in 8 s", redis_ok=False)) == []
+    [r] = p.observe(server(restarts=1))
+    assert (r.title, r.recovery) == ("Redis server restarted", True)
+    assert p.observe(server(restarts=1)) == []
+
+
+def test_restart_notices_are_limited_per_interval_in_a_crash_loop() -> None:
+    c = Clock()
+    p = policy(c, interval=300)
+    assert titles(p.observe(server(restarts=1))) == ["Redis server restarted"]
+    for n in range(2, 6):
+        c.advance(20)
+        assert p.observe(server(restarts=n)) == []
+    c.advance(300)
+    [n] = p.observe(server(restarts=5))   # the count says how many there were
+    assert "5 restarts since" in n.message
+
+
+def test_an_outage_long_after_a_restart_is_a_redis_outage() -> None:
+    c = Clock()
+    p = policy(c)
+    assert titles(p.observe(server(restarts=1))) == ["Redis server restarted"]
+    c.advance(3600)
+    p.observe(server(restarts=1, redis_ok=False))
+    c.advance(3)
+    assert titles(p.observe(server(restarts=1, redis_ok=False))) == ["Redis unreachable"]
+
+
+def test_thread_restarts_are_announced_once_per_failure() -> None:
+    c = Clock()
+    p = policy(c, interval=300)
+    assert p.observe(OK) == []
+    died = replace(OK, thread_errors=("consumer: TypeError: Recursion limit reached (restarted 1 times)",),
+                   thread_restarts=1)
+    [n] = p.observe(died)
+    assert (n.kind, n.title, n.urgency) == (K_THREADS, "Engine thread restarted: consumer", "normal")
+    assert "Recursion limit reached" in n.message
+    c.advance(60)
+    # the same failure again, counted: not news
+    again = replace(died, thread_errors=("consumer: TypeError: Recursion limit reached (restarted 2 times)",))
+    assert p.observe(again) == []
+    # another thread dies within the interval: held back, then told
+    both = replace(again, thread_errors=(*again.thread_errors, "maintenance: OSError: boom (restarted 1 times)"))
+    assert p.observe(both) == []
+    c.advance(300)
+    assert titles(p.observe(both)) == ["Engine thread restarted: maintenance"]
+    assert p.observe(both) == []
+
+
+def test_a_recovery_message_is_announced_once() -> None:
+    c = Clock()
+    p = policy(c)
+    msg = "corrupt append-only file set aside in /x/data/redis/corrupt-20261202-0941 (kept: 120 events)"
+    starting = HealthSnapshot(state=STARTING)
+    [n] = p.observe(starting, server_recovery=msg)   # even before the engine runs
+    assert (n.kind, n.title, n.message) == (K_RECOVERY, "Redis data set aside", msg)
+    assert p.observe(OK, server_recovery=msg) == []
+    other = msg.replace("0941", "1002")
+    assert titles(p.observe(OK, server_recovery=other)) == ["Redis data set aside"]

@@ -202,22 +202,29 @@ def test_refresher_thread_rate_limits_and_writes_the_menu_file(tmp_path: Path) -
 
 # ----------------------------------------------------------------------------- the app's actions
 
-class FakeEngine:
+class FakeRuntime:
+    """Stands in for EngineRuntime: what the tray reads and the commands it sends."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
         self.paused = False
+        self.ready = True
+        self.server_recovery = ""
+        self.stopped = False
         self._snap = snap(today_events=5)
 
     def _rec(self, name: str) -> None:
         self.calls.append((name, threading.current_thread().name))
 
-    def pause(self) -> None:
+    def pause(self) -> bool:
         self._rec("pause")
         self.paused = True
+        return True
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
         self._rec("resume")
         self.paused = False
+        return True
 
     def retry_dead_letters(self) -> int:
         self._rec("retry")
@@ -226,19 +233,7 @@ class FakeEngine:
     def health(self) -> HealthSnapshot:
         return snap(state=PAUSED) if self.paused else self._snap
 
-
-class FakeHost:
-    def __init__(self) -> None:
-        self.engine = FakeEngine()
-        self.stopped = False
-
-    def health(self) -> HealthSnapshot:
-        return self.engine.health()
-
-    def paused(self) -> bool:
-        return self.engine.paused
-
-    def start(self) -> None:
+    def start_background(self) -> None:
         pass
 
     def stop(self, timeout_s: float = 10.0) -> bool:
@@ -269,8 +264,8 @@ def test_app_runs_clicks_on_the_action_thread(app_home: Path, dummy_pystray: Non
     opened: list[Path] = []
     monkeypatch.setattr(app_mod, "open_path", lambda p: opened.append(p) or True)
     cfg = load_config()
-    host, notifier, ui = FakeHost(), FakeNotifier(), UiThread()
-    app = app_mod.TrayApp(cfg, host=host, notifier=notifier)  # type: ignore[arg-type]
+    runtime, notifier, ui = FakeRuntime(), FakeNotifier(), UiThread()
+    app = app_mod.TrayApp(cfg, runtime=runtime, notifier=notifier)  # type: ignore[arg-type]
     icon = FakeIcon()
     app.view = TrayView(icon, ui, {s: s for s in ("running", "paused", "degraded", "error", "starting")},
                         app.actions.submit)
@@ -286,14 +281,14 @@ def test_app_runs_clicks_on_the_action_thread(app_home: Path, dummy_pystray: Non
 
         ui.call(click, A_PAUSE)
         assert clicked.wait(5)
-        wait_for(lambda: host.engine.calls, what="pause to run")
-        assert host.engine.calls == [("pause", "tray-actions")]
+        wait_for(lambda: runtime.calls, what="pause to run")
+        assert runtime.calls == [("pause", "tray-actions")]
         wait_for(lambda: json.loads((cfg.paths.state_dir / MENU_FILE).read_text())["status"] == "Paused",
                  timeout=5, what="menu to show Paused")
         ui.call(click, A_RESUME)
         ui.call(click, A_RETRY_DLQ)
-        wait_for(lambda: len(host.engine.calls) == 3, what="resume and retry")
-        assert {t for _, t in host.engine.calls} == {"tray-actions"}
+        wait_for(lambda: len(runtime.calls) == 3, what="resume and retry")
+        assert {t for _, t in runtime.calls} == {"tray-actions"}
         assert ("Dead letters re-queued", "4 dead letters were sent back for ingest.") in notifier.sent
 
         ui.call(click, A_EXPORT)
@@ -309,5 +304,5 @@ def test_app_runs_clicks_on_the_action_thread(app_home: Path, dummy_pystray: Non
     finally:
         assert app.shutdown(timeout_s=5)
         ui.close()
-    assert host.stopped
+    assert runtime.stopped
     assert not app.refresher.is_alive()

@@ -1,6 +1,8 @@
 """`telemetry-tray`: the command-line face.
 
-With no subcommand it starts the tray app. Each feature area registers its own
+With no subcommand (or `run` without --headless) it starts the tray app: the
+choice between the two faces of the engine is made here, so the engine's own
+commands never import the tray. Each feature area registers its own
 subcommands from its ``cli.py`` (see PLUGINS); every error reaches the user as
 one line on stderr with a non-zero exit code (see errors.py).
 """
@@ -59,16 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def wants_tray(args: argparse.Namespace) -> bool:
+    """No command, or `run` without --headless: the tray face."""
+    return args.command is None or (args.command == "run" and not getattr(args, "headless", False))
+
+
+def _run_tray(args: argparse.Namespace) -> int:
+    from tray_app.tray.app import run_tray  # imported late: pulls in pystray
+
+    return run_tray(get_config(args), with_monitors=not getattr(args, "no_monitors", False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     try:
+        if wants_tray(args):
+            return _run_tray(args)
         if func is None:
-            if args.command is None:
-                from tray_app.tray.app import run_tray  # imported late: pulls in pystray
-
-                return run_tray(get_config(args))
             # a command group given without its subcommand
             parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
             return 2
@@ -83,4 +94,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["main", "build_parser", "add_json_flag", "print_json", "get_config"]
+__all__ = ["add_json_flag", "build_parser", "get_config", "main", "print_json"]

@@ -13,11 +13,21 @@ unit-tested with a fake clock:
 * recovery is announced once, and only for an outage that was announced;
 * dead letters and the spool warn when they reach their threshold and again
   (at most once per interval) while they keep growing; the spool not while
-  Redis is down (it grows by design then, and the Redis notice says so).
+  Redis is down (it grows by design then, and the Redis notice says so);
+* the app's private Redis server (``server_status`` / ``server_restarts``):
+  a restart by the runtime is announced once (at most once per interval, the
+  count says how many); a server that stays down past the grace is announced
+  as stopped, and its return as a recovery. While the server's own notices
+  cover an outage, the generic "Redis unreachable" stays quiet;
+* an engine thread that died and was restarted (a new entry in
+  ``thread_errors``) is announced once, at most once per interval;
+* the private server's recovery message (corrupt append-only files set
+  aside, passed in as ``server_recovery``) is announced once per message.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +39,21 @@ K_REDIS = "redis"
 K_DATABASE = "database"
 K_DLQ = "dead_letters"
 K_SPOOL = "spool"
-KINDS = (K_REDIS, K_DATABASE, K_DLQ, K_SPOOL)
+K_SERVER = "redis_server"
+K_THREADS = "threads"
+K_RECOVERY = "redis_recovery"
+KINDS = (K_REDIS, K_DATABASE, K_DLQ, K_SPOOL, K_SERVER, K_THREADS, K_RECOVERY)
+_K_RESTART = "redis_server_restart"  # rate limit of restart notices (not a notice kind of its own)
+
+#: a Redis outage this close to a server event (down, restarted) is that event
+SERVER_EVENT_SLACK_S = 5.0
+_RESTART_COUNT = re.compile(r"\s*\(restarted [^)]*\)\s*$")
+
+
+def thread_error_key(line: str) -> str:
+    """``"consumer: TypeError: x (restarted 3 times)"`` -> ``"consumer: TypeError: x"``:
+    the same failure again is not news, another failure is."""
+    return _RESTART_COUNT.sub("", line)
 
 
 @dataclass(frozen=True)
@@ -66,24 +90,36 @@ class AlertPolicy:
         self.spool_threshold = spool_threshold
         self.grace_s = grace_s
         self._clock = clock
-        self._kinds = {k: _KindState() for k in KINDS}
+        self._kinds = {k: _KindState() for k in (*KINDS, _K_RESTART)}
+        self._restarts_seen = 0
+        self._server_event_at: float | None = None
+        self._threads_seen: set[str] = set()
+        self._recovery_seen = ""
 
     def _allowed(self, st: _KindState, now: float) -> bool:
         return st.last_sent is None or now - st.last_sent >= self.interval_s
 
-    def observe(self, snap: HealthSnapshot) -> list[Notice]:
+    def observe(self, snap: HealthSnapshot, server_recovery: str = "") -> list[Notice]:
         now = self._clock()
-        if snap.state == STARTING:
-            return []  # not connected yet is not an outage
         out: list[Notice] = []
+        if server_recovery and server_recovery != self._recovery_seen:
+            self._recovery_seen = server_recovery
+            out.append(Notice(K_RECOVERY, "Redis data set aside", server_recovery, "normal"))
+        if snap.state == STARTING:
+            return out  # not connected yet is not an outage
         stopped = snap.state == STOPPED
 
-        # Redis
+        # the private Redis server, then Redis as the engine sees it
+        out += self._server(snap, now, stopped)
         redis_down = not snap.redis_ok and not stopped
+        since = self._kinds[K_REDIS].since
+        redis_since = now if since is None else since
+        covered = (self._server_event_at is not None
+                   and self._server_event_at >= redis_since - SERVER_EVENT_SLACK_S)
         spooled = f" {plural(snap.spool_files, 'event')} spooled so far; they will be stored once it is back." \
             if snap.spool_files else " New events are spooled to disk until it is back."
         out += self._failure(
-            K_REDIS, redis_down, now, detail="down",
+            K_REDIS, redis_down, now, detail="down", quiet=covered,
             notice=lambda: Notice(K_REDIS, "Redis unreachable",
                                   "Telemetry cannot reach Redis." + spooled),
             recovery=lambda: Notice(K_REDIS, "Redis reachable again",
@@ -112,14 +148,62 @@ class AlertPolicy:
                             notice=lambda n: Notice(K_SPOOL, f"Spool growing: {plural(n, 'event')} waiting",
                                              "Events are being written to the local spool because "
                                              "they cannot reach Redis; nothing is lost."))
+        out += self._threads(snap, now)
         return out
 
+    def _server(self, snap: HealthSnapshot, now: float, stopped: bool) -> list[Notice]:
+        st = self._kinds[K_SERVER]
+        down = snap.server_status not in ("", "ok") and not stopped
+        restarted = snap.server_restarts > self._restarts_seen
+        if down or restarted:
+            self._server_event_at = now
+        if down:
+            if st.since is None:
+                st.since = now
+            if not st.announced and now - st.since >= self.grace_s and self._allowed(st, now):
+                st.announced, st.last_sent = True, now
+                return [Notice(K_SERVER, "Redis server stopped",
+                               f"The app's private Redis server stopped ({snap.server_status}); it is "
+                               "being restarted. Hook events are spooled to disk meanwhile; nothing is lost.")]
+            return []
+        was_announced = st.announced
+        st.since, st.announced = None, False
+        rst = self._kinds[_K_RESTART]
+        if restarted and (was_announced or self._allowed(rst, now)):
+            self._restarts_seen = snap.server_restarts
+            rst.last_sent = now
+            return [Notice(K_SERVER, "Redis server restarted",
+                           "The app's private Redis server had stopped and was restarted "
+                           f"({plural(snap.server_restarts, 'restart')} since the app started); "
+                           "spooled events are being stored.", "low", recovery=True)]
+        if was_announced:
+            return [Notice(K_SERVER, "Redis server running again",
+                           "The app's private Redis server answers again.", "low", recovery=True)]
+        return []
+
+    def _threads(self, snap: HealthSnapshot, now: float) -> list[Notice]:
+        lines = {thread_error_key(line): line for line in snap.thread_errors}
+        new = [key for key in lines if key not in self._threads_seen]
+        st = self._kinds[K_THREADS]
+        if not new or not self._allowed(st, now):
+            return []
+        self._threads_seen.update(new)
+        st.last_sent = now
+        name = lines[new[0]].split(":", 1)[0].strip() or "engine"
+        title = f"Engine thread restarted: {name}" if len(new) == 1 else \
+            f"{len(new)} engine threads restarted"
+        return [Notice(K_THREADS, title, "; ".join(lines[k] for k in new)
+                       + ". Ingest goes on; the log has the details.")]
+
     def _failure(self, kind: str, failing: bool, now: float, detail: str,
-                 notice: Callable[[], Notice], recovery: Callable[[], Notice]) -> list[Notice]:
+                 notice: Callable[[], Notice], recovery: Callable[[], Notice],
+                 quiet: bool = False) -> list[Notice]:
         st = self._kinds[kind]
         if failing:
             if st.since is None:
                 st.since = now
+            if quiet:
+                return []  # another notice covers it; its recovery is not announced either
             due = not st.announced or st.detail != detail
             if due and now - st.since >= self.grace_s and self._allowed(st, now):
                 st.announced, st.detail, st.last_sent = True, detail, now

@@ -1,19 +1,23 @@
-"""The tray app: wires the engine host, the view, the refresher, the alerts
-and the action worker together, and runs pystray on the main thread.
+"""The tray app: wires the engine runtime, the view, the refresher, the
+alerts and the action worker together, and runs pystray on the main thread.
+The tray only renders the runtime's health and sends it commands; starting,
+supervising and stopping the engine and the private Redis is
+``tray_app.engine.runtime.EngineRuntime``, the same as ``run --headless``.
 
 Threads:
   main            pystray's loop (GTK / AppKit / Xlib). Only renders; menu clicks
                   are queued to tray-actions. Touched only through ui.Marshal.
-  tray-engine-start  starts the private Redis and the engine (retries on failure)
-  (engine threads)   consumer, maintenance, monitors: see engine/engine.py
+  (runtime threads)  engine-start (retries on failure), redis-supervisor,
+                  engine-health-file, and the engine's consumer, publisher,
+                  maintenance, monitors: see engine/runtime.py
   tray-refresh    snapshot -> menu model -> view (<= 1/s, on change) and alerts
   tray-actions    runs clicks: pause/resume, export, open folders, retry, quit
   tray-notify     asyncio loop delivering notifications (desktop-notifier / command)
 
 Shutdown (Quit, SIGTERM, SIGINT all take this path): the icon's loop ends ->
-refresher stops -> engine stops in order within the deadline (stop reading,
-commit the batch in hand, XACK, close) -> the private Redis stops ->
-notifier and worker stop -> the single-instance lock is released.
+refresher stops -> the runtime stops within the deadline (supervisor, then the
+engine in order: stop reading, commit the batch in hand, XACK, close; then the
+private Redis) -> notifier and worker stop -> the single-instance lock is released.
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ from types import ModuleType
 from typing import Any
 
 from tray_app.config import Config
+from tray_app.engine.runtime import FACE_TRAY, EngineRuntime, RuntimeSettings
 from tray_app.errors import AlreadyRunning
 from tray_app.tray import icons
 from tray_app.tray.actions import ActionWorker, export_diagnostics, open_path
 from tray_app.tray.alerts import AlertPolicy, Notice
-from tray_app.tray.host import EngineHost
 from tray_app.tray.menu import (
     A_AUTOSTART,
     A_EXPORT,
@@ -77,10 +81,11 @@ def load_autostart() -> ModuleType | None:
 
 
 class TrayApp:
-    def __init__(self, cfg: Config, host: EngineHost | None = None,
-                 notifier: Notifier | None = None) -> None:
+    def __init__(self, cfg: Config, runtime: EngineRuntime | None = None,
+                 notifier: Notifier | None = None, with_monitors: bool = True) -> None:
         self.cfg = cfg
-        self.host = host or EngineHost(cfg)
+        self.runtime = runtime or EngineRuntime(cfg, RuntimeSettings(face=FACE_TRAY,
+                                                                      with_monitors=with_monitors))
         self.notifier = notifier or Notifier(enabled=cfg.tray.notifications)
         self.icon_files: dict[str, Path] = {}
         self.autostart = load_autostart()
@@ -96,8 +101,9 @@ class TrayApp:
             A_QUIT: self.quit,
         })
         self.refresher = Refresher(
-            health=self.host.health, paused=self.host.paused, tray=cfg.tray,
+            health=self.runtime.health, paused=lambda: self.runtime.paused, tray=cfg.tray,
             show=self._show, alert=self._alert,
+            server_recovery=lambda: self.runtime.server_recovery,
             policy=AlertPolicy(cfg.tray.notify_interval_s, cfg.tray.dlq_warn_threshold,
                                cfg.tray.spool_warn_threshold),
             menu_file=cfg.paths.state_dir / MENU_FILE)
@@ -107,8 +113,8 @@ class TrayApp:
     # ---- wiring
 
     def model(self) -> MenuModel:
-        return self.refresher.current() or build_menu(self.host.health(), self.cfg.tray,
-                                                      paused=self.host.paused())
+        return self.refresher.current() or build_menu(self.runtime.health(), self.cfg.tray,
+                                                      paused=self.runtime.paused)
 
     def _show(self, model: MenuModel) -> None:
         if self.view is not None:
@@ -128,7 +134,7 @@ class TrayApp:
         self.notifier.app_icon = self.icon_files.get("running")
         self.notifier.start()
         self.actions.start()
-        self.host.start()
+        self.runtime.start_background()
         self.refresher.autostart = self._autostart_enabled()
         self.refresher.start()
 
@@ -147,7 +153,7 @@ class TrayApp:
         """A left click: the status as a notification, with the main actions as
         buttons (the whole UI on the xorg backend, which has no menus)."""
         model = self.model()
-        paused = bool(self.host.paused())
+        paused = bool(self.runtime.paused)
         buttons = (
             Button("Resume" if paused else "Pause",
                    lambda: self.actions.submit(A_RESUME if paused else A_PAUSE)),
@@ -157,12 +163,12 @@ class TrayApp:
         self.notifier.notify(f"{APP_TITLE}: {model.status}", "\n".join(model.details), "low",
                              icon=self.icon_files.get(model.icon_state), buttons=buttons, kind="status")
 
-    def _engine(self) -> Any:
-        engine = self.host.engine
-        if engine is None:
+    def _ready(self) -> bool:
+        if not self.runtime.ready:
             self.notifier.notify(APP_TITLE, "The engine is still starting; try again in a moment.",
                                  kind="busy")
-        return engine
+            return False
+        return True
 
     def pause(self) -> None:
         self._toggle("Pausing...", "pause")
@@ -171,23 +177,21 @@ class TrayApp:
         self._toggle("Resuming...", "resume")
 
     def _toggle(self, busy: str, method: str) -> None:
-        engine = self._engine()
-        if engine is None:
+        if not self._ready():
             return
         self.refresher.busy = busy
         try:
-            getattr(engine, method)()
+            getattr(self.runtime, method)()
             log.info("tray: %s requested by the user", method)
         finally:
             self.refresher.busy = ""
             self.refresher.poke()
 
     def retry_dead_letters(self) -> None:
-        engine = self._engine()
-        if engine is None:
+        if not self._ready():
             return
         try:
-            n = engine.retry_dead_letters()
+            n = self.runtime.retry_dead_letters()
         except ImportError:
             self.notifier.notify("Dead letters", "Retrying dead letters is not available in this build; "
                                  "use `telemetry-tray dlq retry`.", kind="dlq")
@@ -202,7 +206,7 @@ class TrayApp:
     def export(self) -> None:
         model = self.model()
         try:
-            path = export_diagnostics(self.cfg, self.host.health(), model.text())
+            path = export_diagnostics(self.cfg, self.runtime.health(), model.text())
         except Exception as exc:
             log.exception("diagnostics export failed")
             self.notifier.notify("Diagnostics export failed", str(exc), "normal", kind="export")
@@ -249,7 +253,7 @@ class TrayApp:
     def shutdown(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         started = time.monotonic()
         self.refresher.stop()
-        ok = self.host.stop(timeout_s)
+        ok = self.runtime.stop(timeout_s)
         self.actions.stop()
         self.notifier.stop()
         if self.refresher.is_alive():
@@ -298,7 +302,7 @@ def _tell_already_running(cfg: Config, message: str) -> None:
         notifier.stop()
 
 
-def run_tray(cfg: Config) -> int:
+def run_tray(cfg: Config, with_monitors: bool = True) -> int:
     from tray_app.logsetup import setup_logging
     from tray_app.single_instance import SingleInstance
 
@@ -310,12 +314,12 @@ def run_tray(cfg: Config) -> int:
         _tell_already_running(cfg, f"{exc}.")
         return 0
     try:
-        return _run_locked(cfg)
+        return _run_locked(cfg, with_monitors)
     finally:
         lock.__exit__(None, None, None)
 
 
-def _run_locked(cfg: Config) -> int:
+def _run_locked(cfg: Config, with_monitors: bool = True) -> int:
     if sys.platform.startswith("linux"):
         # An icon and a popup menu never draw with OpenGL, but GDK probes GLX on
         # some X servers and maps Mesa (libLLVM, ~50 MB RSS). bench/tray_footprint.py.
@@ -327,7 +331,7 @@ def _run_locked(cfg: Config) -> int:
               "is this a desktop session? To capture without a tray: telemetry-tray run --headless",
               file=sys.stderr)
         return 1
-    app = TrayApp(cfg)
+    app = TrayApp(cfg, with_monitors=with_monitors)
     size = icons.platform_size()
     images = {s: icons.render(s, size) for s in ICON_STATES}
     first = app.model()

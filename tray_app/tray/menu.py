@@ -161,9 +161,11 @@ def _problem(snap: HealthSnapshot) -> str:
     if not snap.sqlite_ok:
         return f"Database: {SQLITE_TEXT.get(snap.sqlite_status, snap.sqlite_status.replace('_', ' '))}"
     if not snap.redis_ok:
+        # the app's private server died and the runtime is restarting it
+        what = "Redis unreachable" if snap.server_status in ("", "ok") else "Redis restarting"
         if snap.spool_files:
-            return f"Redis unreachable: {plural(snap.spool_files, 'event')} spooled"
-        return "Redis unreachable"
+            return f"{what}: {plural(snap.spool_files, 'event')} spooled"
+        return what
     if snap.state == DEGRADED:
         return next((r for r in snap.reasons if r not in ("Paused", "Running")), "Degraded")
     return ""

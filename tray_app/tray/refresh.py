@@ -4,7 +4,8 @@ Once a second (or sooner when poked after a click) it reads the engine's
 in-memory health snapshot, builds the menu model, and hands it to the view
 only when something shown changed and at most once a second
 (``RefreshGate``). It also feeds the snapshot to the alert policy and sends
-what that returns. It writes the model to ``tray-menu.json`` in the state
+what that returns (with the runtime's last recovery message of the private
+server, which is not part of the snapshot). It writes the model to ``tray-menu.json`` in the state
 dir, so tests and support can read what the user sees.
 """
 
@@ -71,13 +72,15 @@ class Refresher(threading.Thread):
     def __init__(self, *, health: Callable[[], HealthSnapshot], paused: Callable[[], bool | None],
                  tray: TraySettings, show: Callable[[MenuModel], None],
                  alert: Callable[[Notice], None], policy: AlertPolicy,
-                 menu_file: Path | None = None, interval_s: float = 1.0) -> None:
+                 menu_file: Path | None = None, interval_s: float = 1.0,
+                 server_recovery: Callable[[], str] | None = None) -> None:
         super().__init__(name="tray-refresh", daemon=True)
         self._health = health
         self._paused = paused
         self.tray = tray
         self._show = show
         self._alert = alert
+        self._server_recovery = server_recovery
         self.policy = policy
         self.menu_file = menu_file
         self.interval_s = interval_s
@@ -113,7 +116,8 @@ class Refresher(threading.Thread):
         snap = self._health()
         model = build_menu(snap, self.tray, paused=self._paused(), autostart=self.autostart,
                            busy=self.busy)
-        for notice in self.policy.observe(snap):
+        recovery = self._server_recovery() if self._server_recovery is not None else ""
+        for notice in self.policy.observe(snap, server_recovery=recovery):
             self._alert(notice)
         if self.gate.offer(model):
             self._show(model)
