@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from tray_app.errors import TelemetryTrayError
+
+if TYPE_CHECKING:
+    from tray_app.config import Config
+    from tray_app.redis_conn import Endpoint
 
 
 class Check(NamedTuple):
@@ -73,6 +78,61 @@ def notification_service() -> tuple[bool, str]:
     return True, names[0] if names else "answers"
 
 
+def _foreign_consumers_check(cfg: Config, ep: Endpoint) -> Check:
+    """On a shared Redis: does another installation consume telemetry:events
+    (its events then go to its own database, not this one's)?"""
+    import redis
+
+    from tray_app.engine.maintenance import foreign_consumers, installation_id
+
+    try:
+        ident = (cfg.paths.state_dir / "consumer-id").read_text().strip()
+    except OSError:
+        ident = ""
+    own = f"{socket.gethostname().split('.')[0] or 'host'}-{ident}" if ident else ""
+    try:
+        c = ep.client(socket_timeout=3, connect_timeout=2)
+        try:
+            found = foreign_consumers(c, own, installation_id(cfg.paths.database))
+        finally:
+            c.close()
+    except redis.RedisError as exc:
+        return Check("WARN", "consumers", f"cannot list the consumers of telemetry:events: {exc}")
+    if not found:
+        return Check("OK", "consumers", "no other installation consumes telemetry:events")
+    return Check("WARN", "consumers",
+                 f"{len(found)} other installation{'s' if len(found) != 1 else ''} consume telemetry:events "
+                 f"on this Redis, so the events are split between databases: {'; '.join(found)}",
+                 "give each installation its own Redis (or database number in redis.url), or run one "
+                 "engine per Redis")
+
+
+def private_data_check(data_dir: Path, running: bool) -> Check:
+    """Whether the private server can load its append-only file at its next start."""
+    from tray_app import aof
+
+    try:
+        damage = aof.check(data_dir)
+    except OSError as exc:
+        return Check("FAIL", "redis data", f"{data_dir}: cannot be read ({exc.strerror or exc})",
+                     "fix the directory's permissions (it is yours, 0700)")
+    if running:  # a live server may be in the middle of appending a command
+        damage = [d for d in damage if not d.truncated]
+    corrupt = [d for d in damage if not d.truncated]
+    if corrupt:
+        return Check("FAIL", "redis data", f"{corrupt[0].path.parent}: {corrupt[0].describe()}; the private "
+                     "server cannot load it",
+                     "nothing to do by hand: at its next start the app moves the damaged files to "
+                     f"{data_dir}/corrupt-<time>/ (kept, never deleted) and starts with the part that loads; "
+                     "restart the app (Quit, then telemetry-tray) to do it now")
+    if damage:
+        return Check("WARN", "redis data", f"{damage[0].describe()}: the private server will load every "
+                     "complete command and drop the cut-short last one (an event or two lost)",
+                     "nothing to do: the app loads it and says so")
+    aof_dir = data_dir / aof.AOF_DIRNAME
+    return Check("OK", "redis data", f"{aof_dir} loads" if aof_dir.exists() else "no append-only file yet")
+
+
 def run_checks(config_file: str | None = None) -> list[Check]:
     from tray_app.config import load_config
 
@@ -99,6 +159,7 @@ def run_checks(config_file: str | None = None) -> list[Check]:
             running = srv._try_adopt(take_ownership=False)
             state = "running" if running else "not running (the app starts it)"
             results.append(Check("OK", "redis", f"private server {b.path} {b.version_text} ({b.source}), {state}"))
+            results.append(private_data_check(srv.data_dir, running))
         else:
             provider = RedisProvider(cfg)
             ep = provider.start(spawn=False, write_endpoint=False)
@@ -112,6 +173,7 @@ def run_checks(config_file: str | None = None) -> list[Check]:
 
             check_version(v, f"Redis at {ep.masked}")
             results.append(Check("OK", "redis", f"{ep.masked} reachable, version {'.'.join(map(str, v))}"))
+            results.append(_foreign_consumers_check(cfg, ep))
     except TelemetryTrayError as exc:
         results.append(Check("FAIL", "redis", str(exc),
                              "start Redis, or fix redis.url / TELEMETRY_TRAY_REDIS_URL"))

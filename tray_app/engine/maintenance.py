@@ -7,6 +7,7 @@ slow the consumer down; all its Redis work uses its own connection.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,6 +30,14 @@ from tray_app.redis_conn import text as _s
 log = logging.getLogger(__name__)
 
 DB_STATS_INTERVAL_S = 5.0
+#: every engine writes its installation here (consumer name -> JSON {"home", "seen"})
+INSTALLATIONS_KEY = "telemetry:installations"
+#: a consumer of the group that acted this recently is "active"
+ACTIVE_CONSUMER_MS = 5 * 60 * 1000
+#: how often the foreign-consumer check runs (one HSET + XINFO CONSUMERS + HGETALL)
+FOREIGN_CHECK_INTERVAL_S = 2.0
+#: registry entries not refreshed for this long are removed
+INSTALLATION_TTL_S = 7 * 86_400
 #: checkpoint the WAL into the database once it is this big
 CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 
@@ -82,6 +91,63 @@ def trim_events(client: redis.Redis, stream: str = EVENTS_STREAM) -> int:
     return int(client.xtrim(stream, minid=minid, approximate=True) or 0)
 
 
+def installation_id(database: Path) -> str:
+    """A short, stable hash of where this installation stores its events (its
+    database path): two homes give two ids, without writing the path to Redis."""
+    return hashlib.sha256(str(Path(database).absolute()).encode()).hexdigest()[:12]
+
+
+def register_installation(client: redis.Redis, consumer: str, home: str, now: float | None = None) -> None:
+    """Record in Redis that ``consumer`` belongs to the installation ``home``."""
+    value = json.dumps({"home": home, "seen": round(time.time() if now is None else now, 1)})
+    client.hset(INSTALLATIONS_KEY, consumer, value)
+
+
+def foreign_consumers(client: redis.Redis, own: str, home: str, *, now: float | None = None,
+                      active_ms: int = ACTIVE_CONSUMER_MS) -> tuple[str, ...]:
+    """Consumers of the group ``processors`` other than ``own`` that were active in
+    the last ``active_ms``: each one is another installation splitting the events
+    with this one (a consumer name is per installation). One line each, naming
+    the consumer and what the registry knows of it. Stale registry entries are
+    removed on the way."""
+    now = time.time() if now is None else now
+    try:
+        consumers = client.xinfo_consumers(EVENTS_STREAM, GROUP)
+    except redis.ResponseError:  # no stream or group yet
+        return ()
+    registry = {_s(k): _s(v) for k, v in (client.hgetall(INSTALLATIONS_KEY) or {}).items()}
+    stale = []
+    known: dict[str, dict[str, Any]] = {}
+    for name, raw in registry.items():
+        try:
+            entry = json.loads(raw)
+            seen = float(entry.get("seen", 0))
+        except (ValueError, TypeError, AttributeError):
+            stale.append(name)
+            continue
+        if now - seen > INSTALLATION_TTL_S:
+            stale.append(name)
+        else:
+            known[name] = entry
+    if stale:
+        client.hdel(INSTALLATIONS_KEY, *stale)
+    out = []
+    for c in consumers:
+        name = _s(c["name"])
+        idle = int(c.get("idle") or 0)
+        if name == own or idle > active_ms:
+            continue
+        entry = known.get(name)
+        if entry is None:
+            what = "an installation that did not register (an older version?)"
+        elif entry.get("home") == home:
+            what = "the same data directory under another consumer id"
+        else:
+            what = f"another installation (home {entry.get('home')})"
+        out.append(f"{name}: {what}, active {idle // 1000} s ago, {int(c.get('pending') or 0)} pending")
+    return tuple(sorted(out))
+
+
 def trim_dlq_bytes(client: redis.Redis, max_bytes: int, *, stream: str = DLQ_STREAM,
                    dropped_key: str = DLQ_DROPPED_KEY, rounds: int = 4) -> int:
     """Drop the oldest dead letters while the DLQ takes more than ``max_bytes``
@@ -120,7 +186,9 @@ class Maintenance(threading.Thread):
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._client: redis.Redis | None = None
-        self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0}
+        self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0, "foreign": 0.0}
+        self._home = installation_id(cfg.paths.database)
+        self._foreign: tuple[str, ...] = ()
         self._spool_mod: Any = None
         self._spool_state: Any = None
         self._was_busy = False
@@ -222,6 +290,9 @@ class Maintenance(threading.Thread):
             if trimmed:
                 log.debug("trimmed %d acknowledged entries from %s", trimmed, EVENTS_STREAM)
             self._trim_dlq(client)
+        if not final and now >= self._next["foreign"]:
+            self._next["foreign"] = now + FOREIGN_CHECK_INTERVAL_S
+            self._check_foreign(client)
         pipe = client.pipeline(transaction=False)
         pipe.xinfo_groups(EVENTS_STREAM)
         pipe.xlen(DLQ_STREAM)
@@ -246,6 +317,20 @@ class Maintenance(threading.Thread):
                    ex=max(5, int(ing.health_publish_interval_s * 5)))
         if final:
             client.delete(HEALTH_KEY)
+
+    def _check_foreign(self, client: redis.Redis) -> None:
+        own = str(getattr(self.consumer, "name_in_group", "") or "")
+        if not own:
+            return
+        register_installation(client, own, self._home)
+        found = foreign_consumers(client, own, self._home)
+        if found != self._foreign:
+            for line in found:
+                if line.split(":", 1)[0] not in {f.split(":", 1)[0] for f in self._foreign}:
+                    log.warning("another engine consumes %s on this Redis and stores its share of the "
+                                "events elsewhere: %s", EVENTS_STREAM, line)
+            self._foreign = found
+            self.health.update(foreign_consumers=found)
 
     def _trim_dlq(self, client: redis.Redis) -> None:
         try:
