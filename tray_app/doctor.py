@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from tray_app.errors import TelemetryTrayError
