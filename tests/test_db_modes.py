@@ -116,6 +116,14 @@ def test_read_only_database_recovers_once_the_mode_is_restored(engine_env, app_h
         assert row_count(db) == 5 and pending_count(c) == 5, "nothing stored, nothing acknowledged"
         # the trap: SQLite made the companions with the database's mode of the moment
         assert mode(f"{db}-shm") == 0o444
+        # `db stats` says what keeps the engine from writing
+        stats = subprocess.run([*unprivileged_prefix(), sys.executable, "-m", "tray_app", "db", "stats", "--json",
+                                "--no-check"], cwd=str(ROOT), env=engine_env, capture_output=True, text=True,
+                               timeout=60)
+        assert stats.returncode == 0, stats.stderr
+        data = json.loads(stats.stdout)
+        assert data["files"]["telemetry.db"] == {"mode": "0444", "yours": True, "writable": False}
+        assert "telemetry.db is read-only (0444)" in data["write_problem"]
 
         os.chmod(db, 0o644)  # the user restores the mode (not the companions')
         wait_for(lambda: row_count(db) == 10, timeout=20, what="the held events stored after the restore")

@@ -7,7 +7,9 @@ run while the engine is ingesting. Counts only: no event content is read.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,31 @@ def _kind(exc: sqlite3.Error) -> str:
     return "error"
 
 
+def file_modes(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
+    """The database's files (the database, -wal, -shm, -journal that exist):
+    mode, whether they are yours and writable; and one line saying what keeps
+    the engine from writing ("" when nothing does)."""
+    files: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        p = Path(f"{path}{suffix}")
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        yours = me is None or st.st_uid == me
+        writable = os.access(p, os.W_OK)
+        files[p.name] = {"mode": f"{stat.S_IMODE(st.st_mode):04o}", "yours": yours, "writable": writable}
+        if not yours:
+            problems.append(f"{p.name} belongs to uid {st.st_uid}")
+        elif not writable:
+            problems.append(f"{p.name} is read-only ({stat.S_IMODE(st.st_mode):04o})")
+    if not os.access(path.parent, os.W_OK):
+        problems.append(f"{path.parent} is not writable")
+    return files, "; ".join(problems)
+
+
 def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
                         (name,)).fetchone() is not None
@@ -52,6 +79,9 @@ def collect(path: Path, *, days: int = 14, check: bool = True,
     wal = path.with_name(path.name + "-wal")
     out["file_bytes"] = path.stat().st_size
     out["wal_bytes"] = wal.stat().st_size if wal.exists() else 0
+    out["files"], problem = file_modes(path)
+    if problem:
+        out["write_problem"] = problem
     today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
     since = today - timedelta(days=days - 1)
     try:
@@ -141,6 +171,10 @@ def format_text(stats: dict[str, Any]) -> str:
         lines.append("  by day")
         for day, n in last["by_day"].items():
             lines.append(f"    {day}  {n:,}")
+    if stats.get("files"):
+        lines.append("files          " + ", ".join(f"{name} {f['mode']}" for name, f in stats["files"].items()))
+    if stats.get("write_problem"):
+        lines.append(f"cannot write   {stats['write_problem']} (see docs/operations.md, A read-only database)")
     if stats.get("note"):
         lines.append(f"note           {stats['note']}")
     return "\n".join(lines)
