@@ -81,3 +81,17 @@ def test_open_stdin_with_nothing_written_exits_0_within_the_budget(app_home: Pat
     code, took, out = _run_with_open_stdin(app_home, hanging_server, b"")
     assert code == 0 and out == b"{}\n"
     assert took < runner.BUDGET_S + STARTUP_S, f"took {took:.2f} s"
+
+
+def test_an_install_with_the_old_5s_timeout_is_stale_and_upgraded(app_home: Path) -> None:
+    env = hook_env(app_home)
+    path = installers.settings_path("claude", env)
+    path.parent.mkdir(parents=True)
+    command = installers.hook_command("claude")
+    path.write_text(json.dumps({"hooks": {e: [{"matcher": "", "hooks": [
+        {"type": "command", "command": command, "timeout": 5}]}] for e in installers.CLAUDE_EVENTS}}))
+    st = installers.status("claude", env)
+    assert st.state == "partly installed" and set(st.stale) == set(installers.CLAUDE_EVENTS)
+    installers.apply(installers.plan("claude", install=True, env=env))
+    assert installers.status("claude", env).state == "installed"
+    assert min(_installed_timeouts(app_home)) == installers.HOOK_TIMEOUT_S

@@ -368,14 +368,15 @@ class Status:
         return "installed"
 
 
-def _our_commands(assistant: str, entries: list[Any]) -> list[str]:
-    found: list[str] = []
+def _our_commands(assistant: str, entries: list[Any]) -> list[tuple[str, Any]]:
+    """(command, timeout) of each entry of ours."""
+    found: list[tuple[str, Any]] = []
     for entry in entries:
         if assistant == "cursor":
             if _cursor_entry_is_ours(entry):
-                found.append(entry["command"])
+                found.append((entry["command"], entry.get("timeout")))
         elif isinstance(entry, dict) and isinstance(entry.get("hooks"), list):
-            found.extend(h["command"] for h in entry["hooks"] if _claude_hook_is_ours(h))
+            found.extend((h["command"], h.get("timeout")) for h in entry["hooks"] if _claude_hook_is_ours(h))
     return found
 
 
@@ -394,6 +395,8 @@ def status(assistant: str, env: Mapping[str, str] | None = None, command: str | 
         cmds = _our_commands(assistant, entries)
         if not cmds:
             continue
-        (installed if all(c == want for c in cmds) else stale).append(event)
+        # current: our command, with a timeout above the hook's budget (older installs wrote 5 s)
+        current = all(c == want and t == HOOK_TIMEOUT_S for c, t in cmds)
+        (installed if current else stale).append(event)
     missing = tuple(e for e in events if e not in installed and e not in stale)
     return Status(assistant, path, text is not None, None, tuple(installed), tuple(stale), missing)
