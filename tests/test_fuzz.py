@@ -12,6 +12,7 @@ Bounded: a fixed number of examples, each with a deadline, one real server.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from contextlib import closing
@@ -77,9 +78,14 @@ def entry(draw: Any) -> dict[bytes, bytes]:
 
 
 def outcome_counts(database: Path, client: Any, ids: list[str]) -> dict[str, int]:
-    with closing(db(database)) as conn:
-        rows = {r[0] for r in conn.execute(
-            f"SELECT stream_id FROM raw_traces WHERE stream_id IN ({','.join('?' * len(ids))})", ids)}
+    rows: set[str] = set()
+    if database.exists():
+        with closing(db(database)) as conn:
+            try:
+                rows = {r[0] for r in conn.execute(
+                    f"SELECT stream_id FROM raw_traces WHERE stream_id IN ({','.join('?' * len(ids))})", ids)}
+            except sqlite3.OperationalError:  # the engine has not created the table yet
+                pass
     dead: dict[str, int] = {}
     for _, f in client.xrange(DLQ_STREAM):
         original = f.get(b"dlq:original_id", f.get(b"original_id", b"")).decode()
