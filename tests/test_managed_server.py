@@ -236,3 +236,22 @@ def test_stop_leaves_an_unrelated_process_in_the_pid_file_alone(app_home: Path, 
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_ensure_running_keeps_the_port_of_a_tcp_private_server(app_home: Path, server_binary) -> None:
+    from conftest import wait_for
+
+    cfg = load_config()
+    provider = RedisProvider(cfg)
+    provider.server = srv = ManagedServer(cfg.paths, use_unix_socket=False).start()
+    from tray_app.redis_conn import Endpoint
+
+    provider.endpoint = Endpoint(url=srv.url, password=srv.password(), managed=True)
+    try:
+        url, old_pid = srv.url, srv.pid or 0
+        os.kill(old_pid, 9)
+        wait_for(lambda: not srv.ping(), what="the server to stop answering")
+        assert provider.ensure_running() is True
+        assert srv.url == url and srv.pid != old_pid  # the same port: the endpoint file stays valid
+    finally:
+        provider.stop()

@@ -299,7 +299,7 @@ class ManagedServer:
                 return bool(c.ping())
             finally:
                 c.close()
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError, UnsafeDirectory):
             return False
 
     def stop(self, force: bool = False) -> None:
