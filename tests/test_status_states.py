@@ -154,3 +154,22 @@ def test_second_headless_engine_is_refused(app_env: dict[str, str], redis_server
     assert first.poll() is None                    # the first one is untouched
     push(redis_server.client(), [make_event(i) for i in range(10)])
     wait_for(lambda: row_count(load_config().paths.database) == 10, timeout=20, what="rows")
+
+
+def test_headless_exits_1_on_a_database_schema_too_new(app_env: dict[str, str], redis_server: RedisProc,
+                                                       tmp_path: Path) -> None:
+    """Truly fatal: the engine cannot go on, so the headless face exits 1 with one line."""
+    import sqlite3
+
+    db_path = load_config().paths.database
+    db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (999)")
+    conn.close()
+    proc = subprocess.run([sys.executable, "-m", "tray_app", "run", "--headless", "--no-monitors"],
+                          env=app_env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("telemetry-tray: error:")]
+    assert len(errors) == 1 and "newer than this app" in errors[0], proc.stderr[-2000:]
+    assert not health_file_path(load_config().paths.state_dir).exists()
