@@ -108,10 +108,15 @@ def _foreign_consumers_check(cfg: Config, ep: Endpoint) -> Check:
                  "engine per Redis")
 
 
-def private_data_check(data_dir: Path, running: bool) -> Check:
-    """Whether the private server can load its append-only file at its next start."""
+def private_data_check(data_dir: Path, running: bool, binary: str | None = None) -> Check:
+    """Whether the private server can load its append-only file at its next start:
+    the files are parsed (manifest, commands, RDB frame) and, when the server is
+    not running, a throwaway server loads a copy of them (RDB contents too)."""
     from tray_app import aof
 
+    fix = (f"nothing to do by hand: at its next start the app moves the damaged files to "
+           f"{data_dir}/corrupt-<time>/ (kept, never deleted) and starts with the part that loads; "
+           f"restart the app (Quit, then telemetry-tray) to do it now")
     try:
         damage = aof.check(data_dir)
     except OSError as exc:
@@ -122,10 +127,14 @@ def private_data_check(data_dir: Path, running: bool) -> Check:
     corrupt = [d for d in damage if not d.truncated]
     if corrupt:
         return Check("FAIL", "redis data", f"{corrupt[0].path.parent}: {corrupt[0].describe()}; the private "
-                     "server cannot load it",
-                     "nothing to do by hand: at its next start the app moves the damaged files to "
-                     f"{data_dir}/corrupt-<time>/ (kept, never deleted) and starts with the part that loads; "
-                     "restart the app (Quit, then telemetry-tray) to do it now")
+                     "server cannot load it", fix)
+    if not damage and binary and not running:
+        from tray_app.redis_server import trial_load
+
+        problem = trial_load(binary, data_dir)
+        if problem:
+            return Check("FAIL", "redis data", f"{data_dir / aof.AOF_DIRNAME}: a copy does not load: "
+                         f"{problem}", fix)
     if damage:
         return Check("WARN", "redis data", f"{damage[0].describe()}: the private server will load every "
                      "complete command and drop the cut-short last one (an event or two lost)",
@@ -160,7 +169,7 @@ def run_checks(config_file: str | None = None) -> list[Check]:
             running = srv._try_adopt(take_ownership=False)
             state = "running" if running else "not running (the app starts it)"
             results.append(Check("OK", "redis", f"private server {b.path} {b.version_text} ({b.source}), {state}"))
-            results.append(private_data_check(srv.data_dir, running))
+            results.append(private_data_check(srv.data_dir, running, b.path))
         else:
             provider = RedisProvider(cfg)
             ep = provider.start(spawn=False, write_endpoint=False)

@@ -602,6 +602,53 @@ class ManagedServer:
             pass
 
 
+def trial_load(binary_path: str, data_dir: Path, timeout: float = 10.0) -> str | None:
+    """Start a throwaway server on a copy of ``data_dir``'s append-only file
+    (and RDB) in a private temp dir, with no TCP port, and see whether it
+    loads. Returns None when it does, else a one-line reason. The copy and
+    the process are gone afterwards; the real files are never touched."""
+    aof_dir = data_dir / aof.AOF_DIRNAME
+    rdbs = [data_dir / n for n in aof.RDB_NAMES if (data_dir / n).is_file()]
+    if not aof_dir.is_dir() and not rdbs:
+        return None
+    work = Path(tempfile.mkdtemp(prefix="ttray-check-"))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        if aof_dir.is_dir():
+            shutil.copytree(aof_dir, work / aof.AOF_DIRNAME)
+        for rdb in rdbs:
+            shutil.copyfile(rdb, work / rdb.name)
+        logfile = work / "server.log"
+        conf = work / "check.conf"
+        conf.write_text("\n".join([
+            "daemonize no", f'dir "{work}"', f'logfile "{logfile}"', "appendonly yes",
+            "aof-load-truncated yes", 'save ""', "port 0", f'unixsocket "{work / "s.sock"}"',
+            "unixsocketperm 700", f"requirepass {secrets.token_urlsafe(16)}"]) + "\n")
+        extra: dict = {"umask": 0o077} if os.name == "posix" else {}
+        proc = subprocess.Popen([binary_path, str(conf)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, close_fds=True, **extra)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = _read_from(logfile, 0)
+            if proc.poll() is not None:
+                found = [ln for ln in text.splitlines() if LOAD_ERROR.search(ln)]
+                last = text.strip().splitlines()[-1] if text.strip() else "no output"
+                return _log_message(found[0] if found else last)
+            if "Ready to accept connections" in text:
+                return None
+            time.sleep(0.02)
+        return f"loading a copy did not finish within {timeout:.0f} s"
+    except OSError as exc:
+        return f"cannot copy the data to check it ({exc.strerror or exc})"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
