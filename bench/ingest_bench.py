@@ -77,17 +77,17 @@ def role_engine(url: str, home: str, n: int) -> dict:
     cfg = load_config()
     eng = Engine(cfg, endpoint_from_url(url), with_monitors=False)
     lat: list[float] = []
-    orig = eng.consumer.writer.write
+    orig = eng.consumer.writer.write_prepared
     first: list[float] = []
 
-    def timed(batch):  # type: ignore[no-untyped-def]
+    def timed(batch, settled=()):  # type: ignore[no-untyped-def]
         if not first:
             first.append(time.perf_counter())
-        r = orig(batch)
+        r = orig(batch, settled)
         lat.append(r.commit_ms)
         return r
 
-    eng.consumer.writer.write = timed  # type: ignore[method-assign]
+    eng.consumer.writer.write_prepared = timed  # type: ignore[method-assign]
     from tray_app.engine import tuning
 
     tuning.apply()  # as the app's faces do at start-up
