@@ -370,3 +370,20 @@ def test_private_server_files_are_user_only(app_home: Path, server_binary) -> No
     provider.start()
     provider.stop()
     assert set(modes().values()) <= {0o700, 0o600}
+
+
+def test_symlinked_run_dir_is_refused_in_one_line_and_doctor_says_so(app_home: Path, tmp_path: Path,
+                                                                      server_binary) -> None:  # type: ignore[no-untyped-def]
+    from conftest import run_cli
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (app_home / "run").mkdir()
+    (app_home / "run" / "redis").symlink_to(elsewhere)
+    out = run_cli("init")
+    assert out.returncode == 77, out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert "run/redis is a symbolic link" in line
+    assert list(elsewhere.iterdir()) == []  # nothing of ours went there
+    doc = run_cli("doctor")
+    assert doc.returncode == 1 and "FAIL redis dirs" in doc.stdout and "symbolic link" in doc.stdout

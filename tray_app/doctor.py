@@ -108,6 +108,25 @@ def _foreign_consumers_check(cfg: Config, ep: Endpoint) -> Check:
                  "engine per Redis")
 
 
+def private_dirs_check(dirs: list[Path]) -> Check:
+    """The private server's directories (run, data, socket) are the user's own,
+    0700 and no symlinks, or missing (the app creates them)."""
+    from tray_app.paths import private_dir_problem
+
+    seen: list[Path] = []
+    for d in dirs:
+        if d in seen:
+            continue
+        seen.append(d)
+        problem = private_dir_problem(d)
+        if problem and problem != "does not exist":
+            return Check("FAIL", "redis dirs", f"{d} {problem}; the app refuses to keep its socket, "
+                         "password or data there",
+                         "remove it (it is not the app's) or make it yours with mode 0700; or set "
+                         "TELEMETRY_TRAY_HOME elsewhere")
+    return Check("OK", "redis dirs", "the private server's directories are yours only (0700)")
+
+
 def private_data_check(data_dir: Path, running: bool, binary: str | None = None) -> Check:
     """Whether the private server can load its append-only file at its next start:
     the files are parsed (manifest, commands, RDB frame) and, when the server is
@@ -169,6 +188,7 @@ def run_checks(config_file: str | None = None) -> list[Check]:
             running = srv._try_adopt(take_ownership=False)
             state = "running" if running else "not running (the app starts it)"
             results.append(Check("OK", "redis", f"private server {b.path} {b.version_text} ({b.source}), {state}"))
+            results.append(private_dirs_check([srv.run_dir, srv.data_dir, srv.socket_dir]))
             results.append(private_data_check(srv.data_dir, running, b.path))
         else:
             provider = RedisProvider(cfg)
