@@ -387,3 +387,26 @@ def test_symlinked_run_dir_is_refused_in_one_line_and_doctor_says_so(app_home: P
     assert list(elsewhere.iterdir()) == []  # nothing of ours went there
     doc = run_cli("doctor")
     assert doc.returncode == 1 and "FAIL redis dirs" in doc.stdout and "symbolic link" in doc.stdout
+
+
+def test_socket_dir_removed_while_running_ensure_running_makes_a_new_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app_home: Path, server_binary) -> None:  # type: ignore[no-untyped-def]
+    """A temp cleaner removes the mkdtemp socket directory under a live server:
+    the server is unreachable; ensure_running() stops it (it is verifiably ours),
+    starts it on a new private directory and republishes the endpoint."""
+    long_home(tmp_path, monkeypatch)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    cfg = load_config()
+    provider = RedisProvider(cfg)
+    provider.start()
+    srv = provider.server
+    assert srv is not None
+    try:
+        old_dir, old_pid = srv.socket_dir, srv.pid
+        shutil.rmtree(old_dir)
+        assert provider.ensure_running() is True
+        assert srv.socket_dir != old_dir and mode(srv.socket_dir) == 0o700 and srv.pid != old_pid
+        ep = read_endpoint_file(cfg)
+        assert ep is not None and ep.url == f"unix://{srv.socket_dir}/redis.sock" and ep.client().ping()
+    finally:
+        provider.stop()

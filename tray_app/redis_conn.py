@@ -182,6 +182,8 @@ class RedisProvider:
                 server.restart()
                 ep = Endpoint(url=server.url, password=server.password(), managed=True)
                 self.endpoint = ep
+                close_quietly(self._ping_client)  # the socket may have moved (a new socket dir)
+                self._ping_client = None
                 write_endpoint_file(self.cfg, ep)
             return self._ping()
         except Exception as exc:  # noqa: BLE001 - a supervisor's probe must never raise
