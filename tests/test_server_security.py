@@ -83,7 +83,6 @@ def other_user() -> Iterator[OtherUser]:
         pw = pwd.getpwnam(name)
         yield OtherUser(name, pw.pw_uid, pw.pw_gid)
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, timeout=30)
         subprocess.run(["userdel", name], capture_output=True, timeout=30)
 
 
