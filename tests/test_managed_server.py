@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -227,12 +228,16 @@ def test_stop_leaves_an_unrelated_process_in_the_pid_file_alone(app_home: Path, 
     """A stale pid file naming another program (pid reused): stop() must not signal it."""
     cfg = load_config()
     srv = ManagedServer(cfg.paths)
-    srv.run_dir.mkdir(parents=True, exist_ok=True)
+    from tray_app.paths import make_private_dir
+
+    make_private_dir(srv.run_dir)
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         srv.pidfile.write_text(f"{sleeper.pid}\n")
+        start = time.monotonic()
         srv.stop(force=True)  # no server answers: SHUTDOWN fails
         assert sleeper.poll() is None, "stop() signalled a process that is not our server"
+        assert time.monotonic() - start < 5  # nor waited for it to exit
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -314,9 +314,13 @@ class ManagedServer:
         try:
             c = self.client(socket_timeout=STOP_TIMEOUT_S)
             try:
-                c.shutdown(nosave=False)  # flushes the AOF, then exits
-            except redis.ConnectionError:
-                pass  # the server closes the connection as it exits
+                c.ping()  # raises when nothing (or something else) answers
+                # it took our password on our private socket: the pid it wrote is our server's
+                ours = ours or (self.use_unix and bool(pid))
+                try:
+                    c.shutdown(nosave=False)  # flushes the AOF, then exits
+                except redis.ConnectionError:
+                    pass  # the server closes the connection as it exits
             finally:
                 c.close()
         except (redis.RedisError, OSError, TelemetryTrayError) as exc:
