@@ -152,8 +152,9 @@ def resolve_paths(config_file: str | os.PathLike[str] | None = None,
     cfg = Path(chosen).expanduser().absolute() if chosen else base["config"] / "config.toml"
     state = base["state"]
     runtime = base["runtime"]
-    # A unix socket path must stay under ~100 bytes; deep temp dirs in tests
-    # can exceed that, so the socket lives in a short per-user dir then.
+    # A unix socket path must stay under ~100 bytes; when run/redis is too deep
+    # the managed server puts its socket in a private directory of its own
+    # choosing (redis_server.ManagedServer._choose_socket_dir).
     redis_dir = runtime / "redis"
     return Paths(
         config_file=cfg,
