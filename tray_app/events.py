@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from tray_app import jsonutil
+
 SCHEMA_VERSION = "1"
 
 PLATFORMS = frozenset({"cursor", "claude_code"})
@@ -131,13 +133,13 @@ def encode(event: Mapping[str, Any]) -> dict[str, str]:
         if value is None:
             continue
         if key in JSON_FIELDS:
-            out[key] = value if isinstance(value, str) else orjson.dumps(value).decode()
+            out[key] = value if isinstance(value, str) else jsonutil.dumps(value).decode()
         elif isinstance(value, str):
             out[key] = value
         elif isinstance(value, (bytes, bytearray)):
             out[key] = bytes(value).decode("utf-8", "replace")
         else:
-            out[key] = orjson.dumps(value).decode()
+            out[key] = jsonutil.dumps(value).decode()
     if "schema_version" not in out:
         out["schema_version"] = SCHEMA_VERSION
     return out
@@ -249,7 +251,7 @@ def source_of(event: Mapping[str, Any]) -> str | None:
 def dumps_compact(event: Mapping[str, Any]) -> bytes:
     """The whole event as compact JSON bytes, re-serialised from its parsed
     fields (for events built in memory; stream entries go through event_json)."""
-    return orjson.dumps(event)
+    return jsonutil.dumps(event)
 
 
 def event_json(event: Mapping[str, Any], fields: Mapping[bytes | str, bytes | str]) -> bytes:
@@ -270,7 +272,7 @@ def event_json(event: Mapping[str, Any], fields: Mapping[bytes | str, bytes | st
         if raw is None:
             raw = fields.get(key)
         if raw is None:  # not from these fields: serialise the parsed value
-            raw = orjson.dumps(event[key])
+            raw = jsonutil.dumps(event[key])
         elif isinstance(raw, str):
             raw = raw.encode()
         tail.append(b',"' + key.encode() + b'":' + raw.strip())

@@ -228,7 +228,7 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
                 offset = pos + start
                 mark.line += 1
                 start = nl + 1
-                ev = self._event(line.strip(), path, offset, mark, file_session, tools, now_iso)
+                ev = self._event_or_error(line.strip(), path, offset, mark, file_session, tools, now_iso)
                 if ev is not None:
                     pending.append(ev)
                 if len(pending) >= min(BATCH_LINES, max(1, self._budget)) or start >= len(complete):
@@ -240,6 +240,20 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
             if self._budget <= 0:
                 return emitted, pos < size
         return emitted, False
+
+    def _event_or_error(self, line: bytes, path: Path, offset: int, mark: FileMark, file_session: str,
+                        tools: ToolNames, now_iso: str) -> dict[str, Any] | None:
+        """One line's event; a line that cannot be turned into one (any error) is
+        recorded as an ``error`` event and passed, never retried forever."""
+        try:
+            return self._event(line, path, offset, mark, file_session, tools, now_iso)
+        except Exception as exc:  # noqa: BLE001 - one line's problem, never the monitor's
+            self._bump("unprocessable_lines")
+            log.warning("%s: line %d of %s could not be processed (%s: %s)", self.name, mark.line, path,
+                        type(exc).__name__, exc)
+            return error_event(line, f"could not process: {type(exc).__name__}: {exc}", path=path,
+                               offset=offset, line_no=mark.line, file_session=file_session,
+                               workspace_hash=mark.ws, now_iso=now_iso)
 
     def _event(self, line: bytes, path: Path, offset: int, mark: FileMark, file_session: str,
                tools: ToolNames, now_iso: str) -> dict[str, Any] | None:

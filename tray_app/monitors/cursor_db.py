@@ -38,7 +38,7 @@ from tray_app.config import Config
 from tray_app.events import utc_now_iso
 from tray_app.monitors.base import Clock, MonitorThread
 from tray_app.monitors.cursor_files import CursorDb, DatabaseFinder, FileState, default_user_dir, file_state
-from tray_app.monitors.cursor_items import (COMPOSERS_KEY, DISK_KV, ITEM_TABLE, ITEM_TABLE_KEYS, Item, as_bytes,
+from tray_app.monitors.cursor_items import (COMPOSERS_KEY, unprocessable_event, DISK_KV, ITEM_TABLE, ITEM_TABLE_KEYS, Item, as_bytes,
                                             decode_json, fingerprint, split_item_table, to_event)
 from tray_app.monitors.emit import Emitter, payload_budget
 from tray_app.monitors.privacy import Capture, is_credential_key
@@ -322,7 +322,13 @@ class CursorDatabaseMonitor(MonitorThread):
         for it in latest.values():
             sid = it.key.split(":")[1] if it.key.startswith(("bubbleId:", "composerData:")) else None
             ws = self._composer_ws.get(sid) if sid else None
-            evs.append(to_event(it, db, self.capture, ws, now_iso, self.payload_max))
+            try:
+                evs.append(to_event(it, db, self.capture, ws, now_iso, self.payload_max))
+            except Exception as exc:  # noqa: BLE001 - one item's problem, never the monitor's
+                self._bump("unprocessable_items")
+                log.warning("%s: %s in %s could not be processed (%s: %s)", NAME, it.key, db.path,
+                            type(exc).__name__, exc)
+                evs.append(unprocessable_event(it, db, exc, now_iso))
         self.emitter.emit(evs)
         self.store.save(fingerprints=[(scope, k, it.fp) for k, it in latest.items()])
         self._budget -= len(evs)

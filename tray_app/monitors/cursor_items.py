@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
+from tray_app import jsonutil
 
 from tray_app import events
 from tray_app.monitors import privacy
@@ -58,8 +58,8 @@ def as_bytes(value: Any) -> bytes | None:
 
 def decode_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        return jsonutil.loads(raw)
+    except ValueError:
         return None
 
 
@@ -84,7 +84,7 @@ def split_item_table(key: str, raw: bytes) -> list[Item]:
     out: list[Item] = []
     if key in (PROMPTS_KEY, GENERATIONS_KEY) and isinstance(value, list):
         for el in value:
-            el_raw = orjson.dumps(el, option=orjson.OPT_SORT_KEYS)
+            el_raw = jsonutil.dumps(el, sort_keys=True)
             fp = fingerprint(el_raw)
             ident = el.get("generationUUID") if isinstance(el, dict) else None
             out.append(Item(ITEM_TABLE, key, str(ident) if ident else fp.hex()[:16], fp, el))
@@ -92,7 +92,7 @@ def split_item_table(key: str, raw: bytes) -> list[Item]:
         for el in value.get("allComposers") or []:
             if not isinstance(el, dict) or not el.get("composerId"):
                 continue
-            fp = fingerprint(orjson.dumps(el, option=orjson.OPT_SORT_KEYS))
+            fp = fingerprint(jsonutil.dumps(el, sort_keys=True))
             out.append(Item(ITEM_TABLE, key, str(el["composerId"]), fp, el))
     elif value is not None:
         out.append(Item(ITEM_TABLE, key, None, fingerprint(raw), value))
@@ -224,3 +224,29 @@ def to_event(it: Item, db: CursorDb, cap: Capture, workspace_hash: str | None,
         "payload": payload,
         "metadata": meta,
     }
+
+
+def unprocessable_event(it: Item, db: CursorDb, exc: BaseException, now_iso: str) -> dict[str, Any]:
+    """An item that could not be turned into an event: named by its key (its
+    value is not copied), so the record shows it existed and why it is missing."""
+    return {
+        "event_id": events.deterministic_event_id("cursor", "unprocessable", db.db_id, it.table, it.key,
+                                                  it.item or "", it.fp.hex()),
+        "platform": "cursor",
+        "event_type": "error",
+        "timestamp": now_iso,
+        "session_id": _session_or_unknown(it, db),
+        "hook_type": "unprocessable_item",
+        "workspace_hash": db.workspace_hash,
+        "payload": {"error": "unprocessable_item", "key": it.key, "table": it.table,
+                    "detail": f"{type(exc).__name__}: {exc}"[:300]},
+        "metadata": {"source": SOURCE, "monitor": "cursor_db", "database": db.db_id, "key": it.key},
+    }
+
+
+def _session_or_unknown(it: Item, db: CursorDb) -> str:
+    try:
+        return session_of(it, db)[0]
+    except Exception:  # noqa: BLE001 - the item is already known to be odd
+        return "unknown"
+

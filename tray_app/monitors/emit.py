@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
 import redis
 
-from tray_app import events
+from tray_app import events, jsonutil
 from tray_app.errors import RedisUnavailable
 from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint
 
@@ -99,14 +98,14 @@ def fit_payload(payload: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """``payload`` if its JSON fits in ``max_bytes``; otherwise a copy whose
     longest strings are cut (marked) until it fits, or, failing that, a stub
     that says what was dropped. An oversized entry would be a poison message."""
-    raw = orjson.dumps(payload)
+    raw = jsonutil.dumps(payload)
     if len(raw) <= max_bytes:
         return payload
     original = len(raw)
     limit = max(256, max_bytes // 8)
     for _ in range(6):
         payload = _cut_strings(payload, limit)
-        if len(orjson.dumps(payload)) <= max_bytes:
+        if len(jsonutil.dumps(payload)) <= max_bytes:
             payload = dict(payload)
             payload["_truncated"] = {"original_bytes": original, "max_string_chars": limit}
             return payload

@@ -23,7 +23,7 @@ import hashlib
 import re
 from typing import Any
 
-import orjson
+from tray_app import jsonutil
 
 from tray_app.config import CaptureSettings
 
@@ -106,7 +106,7 @@ def redact(value: Any) -> Any:
 
 
 def digest(value: Any) -> str:
-    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else orjson.dumps(value)
+    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else jsonutil.dumps(value)
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 

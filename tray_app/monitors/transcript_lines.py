@@ -17,7 +17,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import orjson
+from tray_app import jsonutil
 
 from tray_app import events
 from tray_app.monitors import privacy
@@ -46,8 +46,8 @@ def line_digest(line: bytes) -> str:
 def parse_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(object, None) or (None, why it is malformed)."""
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        obj = jsonutil.loads(line)
+    except ValueError as exc:
         return None, f"not valid JSON: {exc}"
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, found {type(obj).__name__}"
