@@ -41,6 +41,11 @@ def dlq_reasons(client: Any) -> dict[str, str]:
     return out
 
 
+def session_rows(database: Path, session_id: str) -> int:
+    with closing(db(database)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM sessions WHERE session_id = ?", (session_id,)).fetchone()[0])
+
+
 def deep(levels: int) -> str:
     return "[" * levels + "]" * levels
 
@@ -322,3 +327,42 @@ def test_large_entries_are_drained_in_bounded_memory(app_env, redis_server: Redi
         proc.wait(timeout=30)
     assert peak_kb < 300 * 1024, f"engine peak RSS {peak_kb / 1024:.0f} MB"
     assert set(dlq_reasons(c).values()) == {"oversized"}
+
+
+def test_a_monitor_thread_that_dies_is_restarted_with_its_commit_listener(app_env, redis_server: RedisProc,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEMETRY_TRAY_INGEST_BACKOFF_INITIAL_S", "0.05")
+    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_POLL_INTERVAL_S", "0.05")
+    from tray_app.config import load_config
+    from tray_app.engine.engine import Engine
+    from tray_app.monitors.sessions import SessionMonitor
+    from tray_app.redis_conn import endpoint_from_url
+
+    real = SessionMonitor.next_wait_s
+    calls = {"n": 0}
+
+    def next_wait_s(self: SessionMonitor) -> float:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("sessions loop fault")
+        return real(self)
+
+    monkeypatch.setattr(SessionMonitor, "next_wait_s", next_wait_s)
+    c = redis_server.client()
+    ensure_streams(c)
+    eng = Engine(load_config(), endpoint_from_url(redis_server.url), with_monitors=True)
+    first = next(m for m in eng.monitors if m.name == "sessions")
+    eng.start()
+    try:
+        wait_for(lambda: any(m.name == "sessions" and m is not first and m.is_alive() for m in eng.monitors),
+                 timeout=10, what="a new sessions monitor")
+        new = next(m for m in eng.monitors if m.name == "sessions")
+        assert new.on_commit in eng.consumer.listeners and first.on_commit not in eng.consumer.listeners
+        push(c, [make_event(i, session="s-after-restart") for i in range(5)])
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 5, timeout=10, what="rows")
+        wait_for(lambda: session_rows(eng.cfg.paths.database, "s-after-restart") == 2, timeout=10,
+                 what="the new monitor tracks the session of committed events")
+        assert any(line.startswith("sessions: RuntimeError: sessions loop fault")
+                   for line in eng.health().thread_errors)
+    finally:
+        eng.stop(5)
