@@ -15,6 +15,11 @@ form, in this order:
 5. content shapes: the value of any JSON / repr field whose key names
    content (``prompt``, ``text``, ``content``, ``stdout``, ...).
 
+Words the app itself defines (capture modes, hook event names, event types,
+platforms, sources, dead-letter reasons: :func:`public_words`) are never
+treated as content, so a bundle keeps the settings, mode values, event and
+hook names support needs even when the same words appear in captured payloads.
+
 Layers 1-2 catch what we know; 3-5 catch what we can recognise. Neither is
 perfect alone, which is why the bundle is built from an allowlist of facts
 (counts, sizes, ids, versions) and this scrubbing runs over all of it anyway.
@@ -81,6 +86,34 @@ _PLAIN_VALUE = re.compile(r"(?i)^(?:-?\d+(?:\.\d+)?|true|false|null|none|bearer|
 _LONG_QUOTED = re.compile(r"\"(?:[^\"\\\n]|\\.){200,}\"|'(?:[^'\\\n]|\\.){200,}'")
 
 
+_PUBLIC: frozenset[str] | None = None
+
+
+def public_words() -> frozenset[str]:
+    """Words the app defines and a bundle must keep readable: capture modes and
+    keys, hook event names of both assistants, event types, platforms, sources,
+    dead-letter reasons, engine and health states."""
+    global _PUBLIC
+    if _PUBLIC is None:
+        from typing import get_args
+
+        from tray_app import config, events
+        from tray_app.capture import hookconfig, mapping
+        from tray_app.engine import batch, health
+
+        words: set[str] = set(hookconfig.MODES) | set(hookconfig.CAPTURE_KEYS)
+        words |= set(get_args(config.CaptureMode))
+        words |= set(mapping.CURSOR_EVENTS) | set(mapping.CLAUDE_EVENTS)
+        words |= {v for v in mapping.CURSOR_EVENTS.values() if isinstance(v, str)}
+        words |= {v for v in mapping.CLAUDE_EVENTS.values() if isinstance(v, str)}
+        words |= set(events.EVENT_TYPES) | set(events.PLATFORMS) | set(mapping.SOURCES.values())
+        words |= {v for k, v in vars(events).items() if k.startswith("R_") and isinstance(v, str)}
+        words |= {v for k, v in vars(batch).items() if k.startswith("R_") and isinstance(v, str)}
+        words |= {v for k, v in vars(health).items() if k.isupper() and isinstance(v, str)}
+        _PUBLIC = frozenset(w for w in words if w)
+    return _PUBLIC
+
+
 def _kv_sub(m: re.Match[str]) -> str:
     v = m.group("v")
     if _PLAIN_VALUE.match(v) or v.strip("\"'\\") == SECRET:
@@ -97,7 +130,7 @@ def _content_sub(m: re.Match[str]) -> str:
     v = m.group("v")
     q = '\\"' if v.startswith('\\"') else v[0]
     inner = len(v) - 2 * len(q)
-    if inner <= 0 or v[len(q):].startswith("<redacted"):
+    if inner <= 0 or v[len(q):].startswith("<redacted") or v[len(q):len(v) - len(q)] in public_words():
         return m.group(0)
     return f"{m.group('k')}{q}<redacted {inner} chars>{q}"
 
@@ -169,7 +202,7 @@ class Redactor:
             for piece in [s, *s.splitlines()]:
                 piece = piece.strip()
                 if len(piece) >= self.MIN_CONTENT_LEN and not _looks_like_identifier(piece) \
-                        and not _looks_like_path(piece):
+                        and not _looks_like_path(piece) and piece not in public_words():
                     self._content.add(piece)
                     self._known_re = None
                     if len(self._content) >= self.MAX_CONTENT_STRINGS:
@@ -229,7 +262,7 @@ class Redactor:
             out = {}
             for k, v in obj.items():
                 key = self.text(str(k))
-                if isinstance(v, str) and _CONTENT_KEY_ONLY.match(str(k)) and v:
+                if isinstance(v, str) and _CONTENT_KEY_ONLY.match(str(k)) and v and v not in public_words():
                     out[key] = f"<redacted {len(v)} chars>"
                 elif _KV_SECRET.fullmatch(f"{k}=x") and isinstance(v, str) and v \
                         and not _PLAIN_VALUE.match(v):
@@ -300,5 +333,5 @@ def allowed_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-__all__ = ["Redactor", "SECRET", "CONTENT", "ENV_ALLOWLIST", "allowed_env", "secret_env_values",
+__all__ = ["Redactor", "SECRET", "CONTENT", "public_words", "ENV_ALLOWLIST", "allowed_env", "secret_env_values",
            "home_variants"]
