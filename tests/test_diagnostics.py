@@ -364,6 +364,13 @@ def test_name_collision_and_default_folder(user_home: Path, tmp_path: Path, monk
 def test_cli_export(user_home: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TELEMETRY_TRAY_REDIS_URL", "redis://127.0.0.1:1/0")
     env = dict(os.environ)
+    # a folder or a .zip's folder that does not exist is a one-line error, never created
+    for missing in (tmp_path / "dir", tmp_path / "nonexistent" / "dir" / "x.zip"):
+        r = run_cli("diagnostics", "export", "--out", str(missing), env=env)
+        assert r.returncode == 64 and r.stderr.strip().count("\n") == 0, r.stderr
+        assert "does not exist" in r.stderr or "no such folder" in r.stderr
+    assert not (tmp_path / "dir").exists() and not (tmp_path / "nonexistent").exists()
+    (tmp_path / "dir").mkdir()
     r = run_cli("diagnostics", "export", "--out", str(tmp_path / "dir"), env=env)
     assert r.returncode == 0, r.stderr
     made = Path(r.stdout.strip())

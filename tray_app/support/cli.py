@@ -128,10 +128,14 @@ def cmd_diagnostics_export(args: argparse.Namespace) -> int:
         if out is not None and out.suffix.lower() == ".zip":
             if out.exists():
                 raise UsageError(f"{out} already exists; choose another name or a folder")
+            if not out.expanduser().parent.is_dir():
+                raise UsageError(f"--out {out}: the folder {out.expanduser().parent} does not exist")
             path = export_bundle(cfg, out_file=out)
         else:
             if out is not None and out.exists() and not out.is_dir():
                 raise UsageError(f"--out {out}: expected a folder or a name ending in .zip")
+            if out is not None and not out.expanduser().is_dir():
+                raise UsageError(f"--out {out}: no such folder (create it first, or name a .zip file)")
             path = export_bundle(cfg, out_dir=out)
     except OSError as exc:
         raise SupportIOError(f"cannot write the bundle: {exc.strerror or exc}"

@@ -168,11 +168,15 @@ def _place(tmp: Path, out: Path) -> None:
 
 def _target(out_dir: Path | None, out_file: Path | None, now: datetime) -> Path:
     if out_file is not None:
-        out_file = Path(out_file).expanduser()
-        out_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return out_file
-    directory = Path(out_dir).expanduser() if out_dir is not None else default_out_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # a folder the user named is never created for them: a typo must not
+        # scatter new directories (a missing one is an OSError the CLI reports)
+        return Path(out_file).expanduser()
+    if out_dir is not None:
+        directory = Path(out_dir).expanduser()
+        directory.mkdir(exist_ok=True, mode=0o700)  # its parent must exist
+    else:
+        directory = default_out_dir()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     base = bundle_name(now)
     candidate = directory / base
     n = 1
