@@ -63,7 +63,9 @@ def test_validate_names_wrong_types() -> None:
 
 def test_batch_flushes_on_age_measured_by_the_injected_clock(app_env, redis_server: RedisProc,
                                                             monkeypatch) -> None:
-    """A small batch waits for flush_interval_ms on the engine's clock, not the wall's."""
+    """A small batch waits for flush_interval_ms on the engine's clock, not the
+    wall's (with flush_on_drain off; on, it would be flushed at once)."""
+    monkeypatch.setenv("TELEMETRY_TRAY_INGEST_FLUSH_ON_DRAIN", "false")
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_FLUSH_INTERVAL_MS", "60000")
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_BLOCK_MS", "20")
     clock = FakeClock()
@@ -94,6 +96,7 @@ def test_rates_fall_to_zero_when_ingest_stops(app_env, redis_server: RedisProc, 
     """The tray's "Ingest: N events/s" must not freeze at the last burst's rate."""
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_HEALTH_PUBLISH_INTERVAL_S", "0.1")
     monkeypatch.setenv("TELEMETRY_TRAY_INGEST_FLUSH_INTERVAL_MS", "1")
+    monkeypatch.setenv("TELEMETRY_TRAY_INGEST_FLUSH_ON_DRAIN", "false")  # flushes follow the fake clock
     clock = FakeClock(1000.0)
     c = redis_server.client()
     with running_engine(redis_server.url, clock=clock) as eng:

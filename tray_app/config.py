@@ -45,6 +45,9 @@ class IngestSettings:
     batch_size_max: int = 2000
     #: a batch is flushed when it is this old, even if small
     flush_interval_ms: int = 50
+    #: flush as soon as a read finds the stream drained (low latency at low load);
+    #: false: small batches wait for flush_interval_ms (fewer, larger commits)
+    flush_on_drain: bool = True
     #: how long one XREADGROUP waits for new entries
     block_ms: int = 200
     #: adaptive batch sizing aims for commits about this long

@@ -80,6 +80,7 @@ class FastPathConsumer(threading.Thread):
         self._wake = threading.Event()
         self._client: redis.Redis | None = None
         self._read_pending = True     # our own PEL first, after start and reconnect
+        self._drained = False         # the last read of new entries got fewer than asked
         self._next_claim = 0.0
         self.publisher = CDCPublisher(cfg, endpoint, health)
         self.on_thread_death: ThreadDeath | None = None
@@ -216,7 +217,7 @@ class FastPathConsumer(threading.Thread):
         except RedisUnavailable as exc:
             self._redis_failed(str(exc))
             return
-        if len(self.batch) and (len(self.batch) >= self.batch_size or self._batch_full_bytes() or
+        if len(self.batch) and (self._drained or len(self.batch) >= self.batch_size or self._batch_full_bytes() or
                                 self.clock() - (self.batch.started or 0) >= self.ing.flush_interval_ms / 1000):
             self._flush()
 
@@ -286,8 +287,13 @@ class FastPathConsumer(threading.Thread):
         with _group_command(client):
             reply = client.xreadgroup(GROUP, self.name_in_group, {EVENTS_STREAM: ">"},
                                       count=want, block=block_ms)
-            if reply:
-                self._learn_size(self.batch.add(_entries(reply), {}, self.clock()))
+            got = _entries(reply)
+            if got:
+                self._learn_size(self.batch.add(got, {}, self.clock()))
+            # fewer than asked for: the stream is drained, nothing is gained by
+            # waiting for the flush deadline (group commit: under load each read
+            # brings what arrived during the previous commit)
+            self._drained = self.ing.flush_on_drain and len(got) < want
 
     def _read_own_pending(self, client: redis.Redis) -> None:
         """Entries delivered to this consumer name earlier and never acknowledged
