@@ -200,6 +200,23 @@ def test_refresher_thread_rate_limits_and_writes_the_menu_file(tmp_path: Path) -
     assert data["items"][1]["text"].startswith("Ingest: ") and data["status"] == "Running"
 
 
+def test_refresher_sends_the_runtime_s_notices(tmp_path: Path) -> None:
+    """The server's recovery message is not in the snapshot: the refresher asks
+    the runtime for it; a restart of the private server is in the snapshot."""
+    current = {"snap": snap(server_status="ok"), "recovery": ""}
+    sent: list[str] = []
+    r = Refresher(health=lambda: current["snap"], paused=lambda: False, tray=TRAY, show=lambda m: None,
+                  alert=lambda n: sent.append(n.title), policy=AlertPolicy(300, 10, 100),
+                  server_recovery=lambda: current["recovery"])
+    r.tick()
+    assert sent == []
+    current["recovery"] = "corrupt append-only file set aside in /x/corrupt-1"
+    current["snap"] = snap(server_status="ok", server_restarts=1)
+    r.tick()
+    r.tick()
+    assert sent == ["Redis data set aside", "Redis server restarted"]
+
+
 # ----------------------------------------------------------------------------- the app's actions
 
 class FakeRuntime:

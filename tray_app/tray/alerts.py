@@ -47,13 +47,14 @@ _K_RESTART = "redis_server_restart"  # rate limit of restart notices (not a noti
 
 #: a Redis outage this close to a server event (down, restarted) is that event
 SERVER_EVENT_SLACK_S = 5.0
-_RESTART_COUNT = re.compile(r"\s*\(restarted [^)]*\)\s*$")
+_RESTART_STATE = re.compile(r"\s*\((?:restarting|restarted)[^)]*\)\s*$")
 
 
 def thread_error_key(line: str) -> str:
-    """``"consumer: TypeError: x (restarted 3 times)"`` -> ``"consumer: TypeError: x"``:
-    the same failure again is not news, another failure is."""
-    return _RESTART_COUNT.sub("", line)
+    """``"consumer: TypeError: x (restarted 3 times)"`` -> ``"consumer: TypeError: x"``
+    (also "(restarting)", "(restarted)"): the same failure again is not news,
+    another failure is."""
+    return _RESTART_STATE.sub("", line)
 
 
 @dataclass(frozen=True)
@@ -190,10 +191,9 @@ class AlertPolicy:
         self._threads_seen.update(new)
         st.last_sent = now
         name = lines[new[0]].split(":", 1)[0].strip() or "engine"
-        title = f"Engine thread restarted: {name}" if len(new) == 1 else \
-            f"{len(new)} engine threads restarted"
+        title = f"Engine thread died: {name}" if len(new) == 1 else f"{len(new)} engine threads died"
         return [Notice(K_THREADS, title, "; ".join(lines[k] for k in new)
-                       + ". Ingest goes on; the log has the details.")]
+                       + ". Restarted automatically; nothing is lost. The log has the details.")]
 
     def _failure(self, kind: str, failing: bool, now: float, detail: str,
                  notice: Callable[[], Notice], recovery: Callable[[], Notice],
