@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, RedisProc, run_cli, wait_for
 from engine_util import make_event, push, row_count
+from test_hook_events import CURSOR_BASE, hook_env, run_hook, spool_files
 
 from tray_app.config import load_config
 from tray_app.engine.health import RUNNING, HealthSnapshot
@@ -112,6 +113,12 @@ def test_killed_private_redis_status_and_restart(app_home: Path, server_binary: 
     assert data.get("running") is True and code in (0, 4), (code, data)
     wait_for(lambda: server_pid() not in (0, first), timeout=20, what="a new server process")
     stored_after_xadd(100, 30)
+    # a real hook reaches the restarted server directly (same socket, same password): no spool
+    before = row_count(cfg.paths.database)
+    sample = {**CURSOR_BASE, "hook_event_name": "stop", "status": "completed", "loop_count": 0}
+    result, _ = run_hook("cursor", json.dumps(sample), hook_env(app_home))
+    assert result.returncode == 0 and spool_files(app_home) == []
+    wait_for(lambda: row_count(cfg.paths.database) == before + 1, timeout=30, what="the hook's event stored")
     code, data = wait_for(lambda: (r := status(env))[0] == 0 and r[1]["server_restarts"] == 1 and r,
                           timeout=20, what="status: running, 1 restart")
     assert data["server_status"] == "ok" and data["redis_ok"] is True
