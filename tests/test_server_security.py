@@ -139,6 +139,23 @@ def test_make_private_dir_tightens_an_open_dir_of_ours(tmp_path: Path) -> None:
     assert mode(fresh) == 0o700
 
 
+def test_make_private_dir_refuses_our_dir_that_stays_open_after_chmod(tmp_path: Path) -> None:
+    """An open directory of ours whose chmod fails (immutable here; a filesystem
+    without modes elsewhere) is refused, not used as it is."""
+    need(os.geteuid() == 0 and shutil.which("chattr") is not None, "chattr +i needs root")
+    d = tmp_path / "stuck-open"
+    d.mkdir()
+    d.chmod(0o777)
+    made = subprocess.run(["chattr", "+i", str(d)], capture_output=True, text=True, timeout=30)
+    need(made.returncode == 0, f"chattr +i not supported here: {made.stderr.strip()}")
+    try:
+        with pytest.raises(UnsafeDirectory) as info:
+            make_private_dir(d)
+        assert "has mode 0777, not 0700" in str(info.value) and "\n" not in str(info.value)
+    finally:
+        subprocess.run(["chattr", "-i", str(d)], capture_output=True, timeout=30)
+
+
 def test_make_private_dir_refuses_a_symlink(tmp_path: Path) -> None:
     target = tmp_path / "target"
     target.mkdir(mode=0o700)
