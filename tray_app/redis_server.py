@@ -67,13 +67,22 @@ INSTALL_HINT = (
 
 #: a server log line saying it exits because its data files cannot be loaded
 LOAD_ERROR = re.compile(
-    r"Bad file format|Unrecoverable error reading|Unexpected end of file reading|Short read or OOM "
-    r"loading|Wrong signature trying to load|Fatal error loading|Internal error in RDB|check-aof|"
-    r"check-rdb|manifest file (format|is) (error|invalid|malformed)|Invalid AOF manifest|"
-    r"Can't (load|read) the AOF manifest|Found an? (unexpected|invalid|wrong)", re.I)
+    r"Bad file format reading|Unrecoverable error reading the append only file|Unexpected end of file "
+    r"reading the append only file|reading the append only file|Short read or OOM loading|Wrong signature "
+    r"trying to load|Fatal error loading|Internal error in RDB|Can't handle RDB format|check-aof|check-rdb|"
+    r"AOF manifest|manifest file", re.I)
 #: a server log line saying it cut a truncated append-only file and loaded it anyway
 TRUNCATED = re.compile(r"Truncating the AOF (\S+) at offset (\d+)|()()loaded anyway because "
                        r"aof-load-truncated", re.I)
+
+
+#: ... unless the file could not be opened or written at all: that is not damage
+NOT_DAMAGE = re.compile(r"Permission denied|No such file|Too many open files|No space left|"
+                        r"Read-only file system", re.I)
+
+
+def _is_load_error(line: str) -> bool:
+    return bool(LOAD_ERROR.search(line)) and not NOT_DAMAGE.search(line)
 
 
 class DataLoadFailed(RedisUnavailable):
@@ -562,7 +571,7 @@ class ManagedServer:
                 if self._proc.stderr:
                     self._proc.stderr.close()
                 new_log = _read_from(self.log_file, log_start)
-                found = [ln for ln in new_log.splitlines() if LOAD_ERROR.search(ln)]
+                found = [ln for ln in new_log.splitlines() if _is_load_error(ln)]
                 if found:
                     raise DataLoadFailed(_log_message(found[0]))
                 tail = "\n".join((new_log or err).strip().splitlines()[-5:])
@@ -636,7 +645,7 @@ def trial_load(binary_path: str, data_dir: Path, timeout: float = 10.0) -> str |
         while time.monotonic() < deadline:
             text = _read_from(logfile, 0)
             if proc.poll() is not None:
-                found = [ln for ln in text.splitlines() if LOAD_ERROR.search(ln)]
+                found = [ln for ln in text.splitlines() if _is_load_error(ln)]
                 last = text.strip().splitlines()[-1] if text.strip() else "no output"
                 return _log_message(found[0] if found else last)
             if "Ready to accept connections" in text:
