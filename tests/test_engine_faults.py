@@ -255,9 +255,9 @@ def test_headless_run_status_and_orderly_sigterm(app_env: dict[str, str], redis_
         import json
         data = json.loads(js.stdout)
         assert data["running"] is True and data["total_ingested"] == 1000 and data["redis_ok"] is True
-        # a second headless instance refuses politely
+        # a second headless instance is refused (exit 75, one line; tests/test_status_states.py)
         second = run_cli("run", "--headless", "--no-monitors", env=app_env, timeout=30)
-        assert second.returncode == 0 and "already running" in second.stderr
+        assert second.returncode == 75 and "already running" in second.stderr
         push(c, [make_event(i) for i in range(500)])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
