@@ -511,14 +511,22 @@ class ManagedServer:
             self._launch(binary)
         except DataLoadFailed as exc:
             # a corrupt append-only file (or RDB): keep the files, start with what loads
-            aside, kept = aof.set_aside(self.data_dir)
+            try:
+                aside, kept = aof.set_aside(self.data_dir)
+            except OSError as move:
+                raise RedisUnavailable(f"{exc}; and its files could not be moved aside "
+                                       f"({move.strerror or move})") from None
             message = (f"the private Redis could not load its data ({exc.detail}); "
                        f"the files were moved to {aside}, {kept}")
             log.error("managed redis: %s", message)
             try:
                 self._launch(binary)
             except DataLoadFailed as again:
-                aside2, _ = aof.set_aside(self.data_dir, salvage=False)
+                try:
+                    aside2, _ = aof.set_aside(self.data_dir, salvage=False)
+                except OSError as move:
+                    raise RedisUnavailable(f"{again}; and its files could not be moved aside "
+                                           f"({move.strerror or move})") from None
                 message = (f"the private Redis could not load its data ({exc.detail}); the files were "
                            f"moved to {aside} and it started empty (the salvaged part did not load "
                            f"either: {again.detail}; kept in {aside2})")
