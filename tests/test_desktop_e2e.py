@@ -274,3 +274,35 @@ def test_xorg_backend_click_gives_status_and_pause(app_factory: Any, desktop: De
     hist = desktop.dunst_history()
     status = [n for n in hist if n["summary"].startswith("Telemetry Tray: ")]
     assert status and "Today: 30 events" in status[0]["body"]
+
+
+def test_private_redis_killed_tray_tells_and_recovers(app_factory: Any, desktop: Desktop,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    """The app's own private server (no redis.url) dies by SIGKILL: the runtime
+    restarts it, the tray says so once ("Redis server restarted", not
+    "unreachable" and "reachable again"), and events sent afterwards are stored."""
+    from tray_app.config import load_config
+    from tray_app.redis_conn import read_endpoint_file
+
+    app = app_factory(TELEMETRY_TRAY_REDIS_URL="")           # the private server
+    app.wait_menu(lambda m: m["icon_state"] == "running", "running")
+    env = {**os.environ, "TELEMETRY_TRAY_HOME": str(app.home), "TELEMETRY_TRAY_REDIS_URL": ""}
+    pidfile = app.home / "run" / "redis" / "redis.pid"
+    first = int(pidfile.read_text().strip())
+    desktop.dunst_history()                                   # a clean slate
+    os.kill(first, signal.SIGKILL)
+    hist = wait_for(lambda: [n for n in desktop.dunst_history() if n["summary"] == "Redis server restarted"],
+                    timeout=30, what="dunst to receive 'Redis server restarted'")
+    assert hist[0]["appname"] == "Telemetry Tray"
+    assert int(pidfile.read_text().strip()) != first
+    app.wait_menu(lambda m: m["status"] == "Running" and m["icon_state"] == "running", "Running again",
+                  timeout=45)
+    ep = read_endpoint_file(load_config(environ=env))
+    assert ep is not None and ep.managed
+    push(ep.client(), [make_event(i) for i in range(25)])
+    app.wait_menu(lambda m: "Today: 25 events" in m["text"], "25 events after the restart", timeout=30)
+    summaries = [n["summary"] for n in desktop.dunst_history()]
+    assert "Redis unreachable" not in summaries and "Redis reachable again" not in summaries, summaries
+    status = run_cli("status", "--json", env=env)
+    data = json.loads(status.stdout)
+    assert status.returncode == 0 and data["server_restarts"] == 1 and data["pid"] == app.proc.pid
