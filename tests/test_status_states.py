@@ -180,3 +180,34 @@ def test_headless_exits_1_on_a_database_schema_too_new(app_env: dict[str, str], 
     errors = [line for line in proc.stderr.splitlines() if line.startswith("telemetry-tray: error:")]
     assert len(errors) == 1 and "newer than this app" in errors[0], proc.stderr[-2000:]
     assert not health_file_path(load_config().paths.state_dir).exists()
+
+
+def test_a_set_aside_aof_is_told_by_status(app_home: Path, server_binary: ServerBinary, tmp_path: Path,
+                                           engine_proc: list[subprocess.Popen[str]]) -> None:
+    """The private server's append-only file was damaged while the app was not
+    running: the engine starts anyway, and `status` says what was set aside."""
+    from tray_app.redis_conn import RedisProvider, ensure_streams
+
+    cfg = load_config()
+    provider = RedisProvider(cfg)
+    provider.start()
+    assert provider.endpoint is not None
+    c = provider.endpoint.client()
+    ensure_streams(c)
+    push(c, [make_event(i) for i in range(40)])
+    c.close()
+    provider.stop()
+    [incr] = sorted((cfg.paths.data_dir / "redis" / "appendonlydir").glob("*.incr.aof"))
+    data = incr.read_bytes()
+    incr.write_bytes(data[:len(data) // 2] + b"\x00garbage\xff" + data[len(data) // 2:])
+
+    env = dict(os.environ)
+    proc = headless(env, tmp_path / "headless.log")
+    engine_proc.append(proc)
+    code, js = wait_for(lambda: (r := status(env))[0] == 0 and r, timeout=45, what="status: running")
+    assert "corrupt" in js["server_recovery"] and js["pid"] == proc.pid
+    text = run_cli("status", env=env)
+    [line] = [ln for ln in text.stdout.splitlines() if ln.startswith("recovered:")]
+    assert "corrupt-" in line
+    # what loaded is stored; the engine goes on
+    wait_for(lambda: 0 < row_count(cfg.paths.database) <= 40, timeout=30, what="the readable events stored")
