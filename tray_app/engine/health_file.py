@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -60,7 +61,25 @@ class HealthRecord:
 
     def is_live(self, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> bool:
         """The engine that wrote it is running: its pid is alive and it wrote recently."""
-        return pid_alive(self.pid) and self.age_s(now) <= stale_after_s
+        return self.age_s(now) <= stale_after_s and process_running(self.pid)
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` is a running process. On Windows ``os.kill(pid, 0)``
+    would terminate it, so the process is asked for its exit code instead."""
+    if sys.platform != "win32":
+        return pid_alive(pid)
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def write_health_file(path: Path, snapshot: HealthSnapshot, *, face: str,
