@@ -72,6 +72,10 @@ def entry(draw: Any) -> dict[bytes, bytes]:
             fields[name] = draw(st.binary(max_size=40))
         else:
             fields[name] = draw(st.text(max_size=40)).encode("utf-8", "surrogatepass")
+        if name == b"event_id" and action != "drop":
+            # unique per entry, so "one row" is this entry's row and never an
+            # earlier example's with the same id (a duplicate is stored once)
+            fields[name] = uuid.uuid4().hex.encode() + fields[name]
     if not fields:
         fields[b"extra"] = b"x"
     return fields
