@@ -204,7 +204,8 @@ def test_a_set_aside_aof_is_told_by_status(app_home: Path, server_binary: Server
     env = dict(os.environ)
     proc = headless(env, tmp_path / "headless.log")
     engine_proc.append(proc)
-    _, js = wait_for(lambda: (r := status(env))[0] == 0 and r, timeout=45, what="status: running")
+    _, js = wait_for(lambda: (r := status(env))[0] == 0 and r[1].get("server_recovery") and r, timeout=45,
+                     what="status: running, with what was set aside")
     assert "corrupt" in js["server_recovery"] and js["pid"] == proc.pid
     text = run_cli("status", env=env)
     [line] = [ln for ln in text.stdout.splitlines() if ln.startswith("recovered:")]
