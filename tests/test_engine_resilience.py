@@ -366,3 +366,26 @@ def test_a_monitor_thread_that_dies_is_restarted_with_its_commit_listener(app_en
                    for line in eng.health().thread_errors)
     finally:
         eng.stop(5)
+
+
+def test_monitors_that_cannot_start_are_shown_and_ingest_goes_on(app_env, redis_server: RedisProc,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from tray_app.config import load_config
+    from tray_app.engine import engine as engine_mod
+    from tray_app.redis_conn import endpoint_from_url
+
+    def broken(cfg: Any, endpoint: Any) -> list[Any]:
+        raise ImportError("cannot import name 'CursorDatabaseMonitor'")
+
+    monkeypatch.setattr(engine_mod, "build_monitors", broken)
+    c = redis_server.client()
+    ensure_streams(c)
+    eng = engine_mod.Engine(load_config(), endpoint_from_url(redis_server.url), with_monitors=True)
+    eng.start()
+    try:
+        push(c, [make_event(i) for i in range(3)])
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 3, timeout=10, what="rows without monitors")
+        assert "monitors: could not start: ImportError: cannot import name 'CursorDatabaseMonitor'" \
+            in eng.health().thread_errors
+    finally:
+        eng.stop(5)

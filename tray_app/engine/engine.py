@@ -22,10 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from tray_app.config import Config
-from tray_app.engine.consumer import CommitListener, FastPathConsumer
+from tray_app.engine.consumer import FastPathConsumer
 from tray_app.engine.health import STOPPED, Health, HealthSnapshot
 from tray_app.engine.maintenance import Maintenance
 from tray_app.engine.supervisor import Supervisor
+from tray_app.monitors import MonitorThread, build_monitors
 from tray_app.fileutil import atomic_write
 from tray_app.redis_conn import Endpoint
 
@@ -57,9 +58,14 @@ class Engine:
         self.name = name or consumer_name(cfg)
         self.health_state = Health()
         self.consumer = FastPathConsumer(cfg, endpoint, self.name, self.health_state, clock)
-        self.monitors: list[Any] = []
+        self.monitors: list[MonitorThread] = []
+        monitor_error = None
         if with_monitors:
-            self.monitors = _build_monitors(cfg, endpoint)
+            try:
+                self.monitors = build_monitors(cfg, endpoint)
+            except Exception as exc:  # noqa: BLE001 - ingest goes on; the error is shown, not hidden
+                log.exception("monitors: could not start")
+                monitor_error = f"{type(exc).__name__}: {exc}"
             for m in self.monitors:
                 if hasattr(m, "on_commit"):
                     self.consumer.listeners.append(m.on_commit)
@@ -72,6 +78,8 @@ class Engine:
         self.supervisor.watch("maintenance", self.maintenance, self._new_maintenance)
         for m in self.monitors:
             self.supervisor.watch(m.name, m, self._new_monitor)
+        if monitor_error is not None:
+            self.supervisor.report("monitors", f"could not start: {monitor_error}", restarted=False)
         self._started = False
         self._stopped = False
 
@@ -136,9 +144,6 @@ class Engine:
     def paused(self) -> bool:
         return self.consumer.paused
 
-    def add_commit_listener(self, fn: CommitListener) -> None:
-        self.consumer.listeners.append(fn)
-
     def health(self) -> HealthSnapshot:
         return self.health_state.snapshot()
 
@@ -183,18 +188,6 @@ class Engine:
 
     def wait_fatal(self) -> BaseException | None:
         return self.consumer.fatal
-
-
-def _build_monitors(cfg: Config, endpoint: Endpoint) -> list[Any]:
-    try:
-        from tray_app.monitors import build_monitors
-    except ImportError:
-        return []
-    try:
-        return list(build_monitors(cfg, endpoint))
-    except Exception:  # a broken monitor must not stop ingest
-        log.exception("monitors: could not start")
-        return []
 
 
 __all__ = ["Engine", "consumer_name"]

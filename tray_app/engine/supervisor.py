@@ -92,12 +92,14 @@ class Supervisor(threading.Thread):
         with self._lock:
             self.slots[name] = Slot(name, factory, thread, Backoff(*self._backoff), started_at=self.clock())
 
-    def report(self, name: str, error: str) -> None:
-        """A thread that its owner already replaced (the consumer's publisher)."""
-        log.error("%s thread died (%s); replaced", name, error)
+    def report(self, name: str, error: str, *, restarted: bool = True) -> None:
+        """A thread that its owner already replaced (the consumer's publisher),
+        or, with ``restarted=False``, a part that could not start at all."""
+        if restarted:
+            log.error("%s thread died (%s); replaced", name, error)
         with self._lock:
-            self._reports.restarts += 1
-            self._reports.lines[name] = f"{name}: {error} (restarted)"
+            self._reports.restarts += int(restarted)
+            self._reports.lines[name] = f"{name}: {error}" + (" (restarted)" if restarted else "")
         self._publish()
 
     def stop(self) -> None:
