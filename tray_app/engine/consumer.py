@@ -1,15 +1,17 @@
 """FastPathConsumer: telemetry:events -> raw_traces, acknowledging only after COMMIT.
 
-One thread, one loop, in this order each turn:
-  1. reclaim stale pending entries when due (XAUTOCLAIM ... JUSTID into our own
-     pending list), then our own pending entries after a (re)start, reconnect or
-     claim (XREADGROUP ... 0), counting each such attempt in SQLite first;
+The consumer thread's loop, in this order each turn:
+  1. reclaim stale pending entries when due (XAUTOCLAIM into our own pending
+     list), then our own pending entries after a (re)start, reconnect or claim
+     (XREADGROUP ... 0), counting each such attempt in SQLite first;
   2. read new entries (XREADGROUP ... >) into the batch in hand, never holding
      more than one batch, bounded by count and by bytes;
-  3. flush when the batch is full or old enough: decode/validate/serialise each
-     entry (any failure of one entry makes it a dead letter), good events in one
-     SQLite transaction, then ONE Redis round trip (MULTI: CDC entries, dead
-     letters, XACK).
+  3. flush when the batch is full, the stream drained, or the batch old enough:
+     sort the entries into rows and dead letters (batch.EntryProcessor: any
+     failure of one entry makes it a dead letter), the rows in one SQLite
+     transaction; then the after-commit step hands the batch's one Redis round
+     trip (dead letters, CDC entries, XACK) to the CDCPublisher thread, which
+     runs it while this thread reads and writes the next batch.
 An entry that keeps killing the process is not retried forever: the stream's
 delivery counter does not survive a restart of the private server, so
 attempts on recovered entries are committed to SQLite before they are
@@ -20,7 +22,7 @@ succeeds (backpressure); a Redis failure drops the connection, backs off and
 reconnects (anything unacknowledged is redelivered: the insert is idempotent).
 
 Shutdown order (stop()): stop reading -> finish the batch in hand -> COMMIT ->
-XACK -> close.
+the publisher's last round trip (CDC, XACK) -> close.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ import redis
 
 from tray_app.config import Config
 from tray_app.engine.backoff import Backoff
-from tray_app.engine.batch import Batch, Entry, EntryProcessor, Fields
+from tray_app.engine.batch import Batch, DeadLetter, Entry, EntryProcessor, Fields
 from tray_app.engine.health import DEGRADED, PAUSED, RUNNING, STOPPED, Health, LatencyWindow, RateMeter
-from tray_app.engine.writer import KIND_TEXT, SQLiteBatchWriter
+from tray_app.engine.writer import KIND_TEXT, SQLiteBatchWriter, Stored
 from tray_app.errors import DatabaseError, RedisUnavailable
 from tray_app.engine.publisher import CDCPublisher, Job
 from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, close_quietly, ensure_group
@@ -382,12 +384,17 @@ class FastPathConsumer(threading.Thread):
             log.info("database: writes succeed again")
             self._db_error = None
             self._db_backoff.reset()
+        self._after_commit(stored, dead, len(good) - len(unstorable))
+
+    def _after_commit(self, stored: Stored | None, dead: list[DeadLetter], n_good: int) -> None:
+        """The batch is committed: hand its round trip (dead letters, CDC, XACK)
+        to the publisher, reading the next batch first when there is a backlog;
+        then counters, health and the commit listeners."""
         ids = [sid for sid, _, _ in self.batch.entries]
         cdc = [] if stored is None else [
             (str(seq), ev["event_id"], ev["session_id"], ev["event_type"], ev["platform"], ev["timestamp"])
             for seq, ev in stored.rows]
         job = Job(cdc=cdc, ids=ids, dead=dead)
-        n_good = len(good) - len(unstorable)
         backlog = (len(ids) >= self.batch_size and not self._read_pending
                    and not self._paused.is_set() and not self._stopping.is_set())
         self.batch.clear()
