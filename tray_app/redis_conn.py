@@ -112,7 +112,8 @@ class RedisProvider:
 
     ``start()`` returns the endpoint to use; ``stop()`` shuts down a server
     this process owns. ``start(spawn=False)`` only finds a running server
-    (for commands such as ``status`` that must not start one)."""
+    (for commands such as ``status`` that must not start one). Only the app
+    (``take_ownership=True``, the default) writes the endpoint file."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -122,8 +123,14 @@ class RedisProvider:
         self._ping_client: redis.Redis | None = None
 
     def start(self, spawn: bool = True, take_ownership: bool = True,
-              write_endpoint: bool = True) -> Endpoint:
+              write_endpoint: bool | None = None) -> Endpoint:
+        """The endpoint to use. The endpoint file the hooks read is published
+        by the owner only: ``write_endpoint`` defaults to ``take_ownership``,
+        so a command that borrows the server (``init``, ``dlq``, ``status``)
+        never rewrites what the running app wrote."""
         cfg = self.cfg
+        if write_endpoint is None:
+            write_endpoint = take_ownership
         if wants_managed(cfg):
             server = ManagedServer(cfg.paths, server_binary=cfg.redis.server_binary)
             if spawn:
