@@ -143,3 +143,22 @@ def test_config_privacy_reaches_the_hook_and_follows_edits(app_home: Path, redis
     assert_clean_exit("claude", run_hook("claude", json.dumps(sample), env)[0])
     first, second = [events.decode(e)["payload"] for e in stream_entries(redis_server.client())]
     assert "prompt" not in first and second["prompt"] == "do not keep me"
+
+
+def test_installed_home_and_config_win_over_the_environment(tmp_path: Path) -> None:
+    """`hook.py claude --home DIR --config FILE` (what the installers write for a
+    custom home): those paths, whatever TELEMETRY_TRAY_* the assistant passes."""
+    hook = "/opt/x/tray_app/capture/hook.py"
+    env = {"HOME": str(tmp_path / "user"), "TELEMETRY_TRAY_HOME": str(tmp_path / "other"),
+           "TELEMETRY_TRAY_CONFIG": str(tmp_path / "other.toml")}
+    a = str(tmp_path / "a")
+    assert hookconfig.resolve(env, [hook, "claude", "--home", a]) == (
+        hookconfig.join(a, "config", "config.toml"), hookconfig.join(a, "state"))
+    conf = str(tmp_path / "c.toml")
+    settings = hookconfig.load(env, [hook, "cursor", "--home", a, "--config", conf])
+    assert settings["config_file"] == conf and settings["spool_dir"] == hookconfig.join(a, "state", "spool")
+    assert settings["config_error"]  # an explicit config file that is missing fails closed
+    assert settings["prompts"] == "none"
+    # no location arguments, or another program's command line: the environment as before
+    assert hookconfig.resolve(env, [hook, "claude"]) == hookconfig.resolve(env)
+    assert hookconfig.location_from_argv(["/usr/bin/pytest", "x", "--home", a]) is None

@@ -67,6 +67,11 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli("hooks", *args, env=env)
 
 
+def installed_command(assistant: str, env: dict[str, str]) -> str:
+    """The command `hooks install` writes under ``env`` (its app home included)."""
+    return installers.hook_command(assistant, location=installers.location_args(env))
+
+
 def ours_cursor(data: dict, event: str) -> list[str]:
     return [e["command"] for e in data["hooks"].get(event, []) if installers.is_ours(e.get("command"))]
 
@@ -83,8 +88,8 @@ def test_install_merges_with_the_users_hooks(home: dict[str, str]) -> None:
     assert r.returncode == 0, r.stderr
     cur = json.loads(cursor_file(home).read_text())
     cla = json.loads(claude_file(home).read_text())
-    command_c = installers.hook_command("cursor")
-    command_cl = installers.hook_command("claude")
+    command_c = installed_command("cursor", home)
+    command_cl = installed_command("claude", home)
     # Cursor: the user's entries first and unchanged, ours once on every event we install
     assert cur["version"] == 1
     assert cur["hooks"]["afterFileEdit"] == [{"command": "./hooks/format.sh"},
@@ -132,11 +137,50 @@ def test_uninstall_round_trip_restores_the_users_entries(home: dict[str, str]) -
     assert r.returncode == 0 and r.stdout.count("unchanged") == 2
 
 
-def test_uninstall_of_a_file_we_created(home: dict[str, str]) -> None:
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_uninstall_of_files_we_created_leaves_nothing(home: dict[str, str]) -> None:
+    """Install into a HOME with no assistant settings, uninstall: the HOME is as
+    it was (no `{}` files, no backups, no folders made for them), even after an
+    upgrade install in between wrote a backup."""
+    user = Path(home["HOME"])
+    assert tree(user) == []
+    r = cli(home, "install")
+    assert r.returncode == 0 and "previous version" not in r.stdout  # nothing to back up
+    assert tree(user) == [".claude", ".claude/settings.json", ".cursor", ".cursor/hooks.json"]
+    # an older install's command: the upgrade rewrites the file and keeps a backup of ours
+    for path in (cursor_file(home), claude_file(home)):
+        path.write_text(path.read_text().replace(str(installers.HOOK_SCRIPT), "/old/tray_app/capture/hook.py"))
+    r = cli(home, "install")
+    assert r.returncode == 0 and r.stdout.count("previous version") == 2
+    r = cli(home, "uninstall")
+    assert r.returncode == 0 and r.stdout.count("deleted") == 2, r.stdout
+    assert tree(user) == []
+    r = cli(home, "uninstall")
+    assert r.returncode == 0 and tree(user) == []
+
+
+def test_uninstall_restores_the_users_file_byte_for_byte(home: dict[str, str]) -> None:
+    odd = '{ "model":"opus",\n   "env": {"A": "1"}}'  # no trailing newline, odd spacing
+    claude_file(home).parent.mkdir(parents=True)
+    claude_file(home).write_text(odd)
+    cursor_file(home).parent.mkdir(parents=True)
+    cursor_file(home).write_text("")  # an empty file the user had
+    assert cli(home, "install").returncode == 0
+    assert cli(home, "uninstall").returncode == 0
+    assert claude_file(home).read_text() == odd
+    assert cursor_file(home).read_text() == ""
+
+
+def test_uninstall_keeps_a_created_file_the_user_added_to(home: dict[str, str]) -> None:
     assert cli(home, "install", "--claude").returncode == 0
-    assert not cursor_file(home).exists()
+    data = json.loads(claude_file(home).read_text())
+    data["model"] = "opus"
+    claude_file(home).write_text(json.dumps(data))
     assert cli(home, "uninstall", "--claude").returncode == 0
-    assert json.loads(claude_file(home).read_text()) == {}
+    assert json.loads(claude_file(home).read_text()) == {"model": "opus"}
 
 
 def test_stale_entries_are_replaced_not_duplicated(home: dict[str, str]) -> None:
@@ -152,11 +196,11 @@ def test_stale_entries_are_replaced_not_duplicated(home: dict[str, str]) -> None
     assert "partly installed" in r.stdout and "stale" in r.stdout
     assert cli(home, "install").returncode == 0
     cur = json.loads(cursor_file(home).read_text())
-    assert cur["hooks"]["stop"] == [{"command": "./mine.sh"}, {"command": installers.hook_command("cursor"),
+    assert cur["hooks"]["stop"] == [{"command": "./mine.sh"}, {"command": installed_command("cursor", home),
                                                                   "timeout": installers.HOOK_TIMEOUT_S}]
     cla = json.loads(claude_file(home).read_text())
     assert cla["hooks"]["Stop"] == [
-        {"matcher": "", "hooks": [{"type": "command", "command": installers.hook_command("claude"),
+        {"matcher": "", "hooks": [{"type": "command", "command": installed_command("claude", home),
                                       "timeout": installers.HOOK_TIMEOUT_S}]},
         {"matcher": "", "hooks": [{"type": "command", "command": "say done"}]},
     ]
@@ -188,7 +232,7 @@ def test_dry_run_prints_a_diff_and_writes_nothing(home: dict[str, str]) -> None:
     r = cli(home, "install", "--dry-run")
     assert r.returncode == 0
     assert f"--- {claude_file(home)}" in r.stdout and "--- /dev/null" in r.stdout
-    assert f'+            "command": "{installers.hook_command("claude")}"' in r.stdout.replace("\\", "")
+    assert f'+            "command": "{installed_command("claude", home)}"' in r.stdout.replace("\\", "")
     assert claude_file(home).read_bytes() == before and not cursor_file(home).exists()
     assert cli(home, "install").returncode == 0
     r = cli(home, "uninstall", "--cursor", "--dry-run")

@@ -31,12 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "nothing; an entry from an older install is replaced. The file is "
                                     "written atomically and the previous version kept as "
                                     f"<file>{installers.BACKUP_SUFFIX}. A file that is not valid JSON "
-                                    "is left untouched.")
+                                    "is left untouched. The hooks are pointed at this app's home and "
+                                    "config file (TELEMETRY_TRAY_HOME, --config or "
+                                    "TELEMETRY_TRAY_CONFIG) when those are not the defaults.")
     targets(i)
     i.set_defaults(func=cmd_install)
 
     u = hsub.add_parser("uninstall", help="remove exactly our hook entries",
-                        description="Remove our hook entries (any install location) and nothing else.")
+                        description="Remove our hook entries (any install location) and nothing else. "
+                                    "A settings file the install created is deleted again.")
     targets(u)
     u.set_defaults(func=cmd_uninstall)
 
@@ -55,7 +58,8 @@ def _chosen(args: argparse.Namespace) -> list[str]:
 
 def _run(args: argparse.Namespace, install: bool) -> int:
     # Plan every file first: one invalid file stops the command before anything is written.
-    changes = [installers.plan(a, install) for a in _chosen(args)]
+    config = getattr(args, "config", None)
+    changes = [installers.plan(a, install, config_file=config) for a in _chosen(args)]
     for change in changes:
         if not change.changed:
             print(f"{change.assistant}: {change.path}: already "
@@ -66,6 +70,8 @@ def _run(args: argparse.Namespace, install: bool) -> int:
             continue
         backup = installers.apply(change)
         note = f" (previous version: {backup})" if backup else ""
+        if change.remove:
+            note = " (the install had created the file: deleted)"
         print(f"{change.assistant}: {change.path}: {'installed' if install else 'removed'}{note}")
     if args.dry_run:
         print("dry run: nothing written", file=sys.stderr)
@@ -84,9 +90,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tray_app.capture import spool
 
     cfg = get_config(args)
-    rows = [installers.status(a) for a in installers.ASSISTANTS]
+    config = getattr(args, "config", None)
+    location = installers.location_args(config_file=config)
+    rows = [installers.status(a, config_file=config) for a in installers.ASSISTANTS]
     st = spool.stats(cfg.paths.spool_dir)
-    commands = {a: installers.hook_command(a) for a in installers.ASSISTANTS}
+    commands = {a: installers.hook_command(a, location=location) for a in installers.ASSISTANTS}
     if args.json:
         data: dict[str, Any] = {
             r.assistant: {"path": str(r.path), "state": r.state, "exists": r.exists, "error": r.error,
@@ -103,7 +111,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{r.assistant:<7} {r.state}: {r.path} ({detail})")
         if r.stale:
             print(f"        stale (older install): {', '.join(r.stale)}; run `telemetry-tray hooks install`")
-    print(f"hook    {commands['cursor'].rpartition(' ')[0]} cursor|claude")
+    print(f"hook    {installers.hook_command('cursor|claude', location=location)}")
     warn = f", {st.bad} unparseable in {os.path.join(str(cfg.paths.spool_dir), 'bad')}" if st.bad else ""
     age = f", oldest {st.oldest_age_s:.0f}s" if st.files else ""
     print(f"spool   {st.files} waiting{age}{warn}")

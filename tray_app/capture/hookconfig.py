@@ -6,7 +6,10 @@ dataclasses and tomllib, ~30 ms under ``python -I -S``. Instead:
 
 * paths: the same rules as tray_app.paths.resolve_paths (TELEMETRY_TRAY_HOME,
   TELEMETRY_TRAY_CONFIG, else platformdirs' defaults, mirrored here;
-  tests/test_hook_config.py checks the two agree);
+  tests/test_hook_config.py checks the two agree). The installed command
+  carries the home and config file of the app that installed it
+  (``hook.py claude --home DIR --config FILE``); when it does, those win and
+  the assistant's environment is not asked for either;
 * config: the few hook settings are parsed with tomllib only when the config
   file changes, and cached in ``<state>/hook-settings.json`` keyed on the
   file's path, mtime and size;
@@ -92,9 +95,37 @@ def _absolute(path, environ):
 
 # ----------------------------------------------------------------------------- paths
 
-def resolve(environ=None):
-    """(config_file, state_dir) by the rules of tray_app.paths.resolve_paths."""
-    home = getenv(ENV_PREFIX + "HOME", environ)
+def location_from_argv(argv):
+    """{"home": DIR, "config": FILE} from the hook's own command line
+    (``hook.py <assistant> [--home DIR] [--config FILE]``, as the installers
+    write it), or None when it names neither. Only a command line whose
+    program is hook.py counts (not a test runner's)."""
+    if not argv or not str(argv[0]).replace("\\", "/").endswith("hook.py"):
+        return None
+    found = {}
+    args = list(argv[2:])
+    for i, arg in enumerate(args[:-1]):
+        if arg in ("--home", "--config") and args[i + 1]:
+            found[arg[2:]] = args[i + 1]
+    return found or None
+
+
+def _location(environ, argv):
+    """(home or None, chosen config file or None): from the command line when
+    it names them, else from the environment."""
+    if argv is None and environ is None:
+        argv = sys.argv
+    loc = location_from_argv(argv)
+    if loc is not None:
+        return loc.get("home"), loc.get("config")
+    return getenv(ENV_PREFIX + "HOME", environ), getenv(ENV_PREFIX + "CONFIG", environ)
+
+
+def resolve(environ=None, argv=None):
+    """(config_file, state_dir) by the rules of tray_app.paths.resolve_paths;
+    the hook's ``--home`` / ``--config`` arguments win over the environment
+    (``argv`` defaults to the process's when ``environ`` is not given)."""
+    home, chosen = _location(environ, argv)
     if home:
         root = _absolute(home, environ)
         config_dir, state_dir = join(root, "config"), join(root, "state")
@@ -113,7 +144,6 @@ def resolve(environ=None):
         config_dir = join(xdg if _is_abs(xdg) else config_base, APP_NAME)
         xdg = getenv("XDG_STATE_HOME", environ) or ""
         state_dir = join(xdg if _is_abs(xdg) else state_base, APP_NAME)
-    chosen = getenv(ENV_PREFIX + "CONFIG", environ)
     config_file = _absolute(chosen, environ) if chosen else join(config_dir, "config.toml")
     return config_file, state_dir
 
@@ -280,10 +310,10 @@ def validate(raw):
     return settings
 
 
-def load(environ=None):
+def load(environ=None, argv=None):
     """Everything the hook needs: settings, state and spool dirs."""
-    config_file, state_dir = resolve(environ)
-    raw = _file_settings(config_file, state_dir, bool(getenv(ENV_PREFIX + "CONFIG", environ)))
+    config_file, state_dir = resolve(environ, argv)
+    raw = _file_settings(config_file, state_dir, bool(_location(environ, argv)[1]))
     env = _env_overrides(environ)
     if env:
         raw = dict(raw)

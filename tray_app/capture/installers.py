@@ -13,8 +13,15 @@ install twice changes nothing (the file is not even rewritten); writes are
 atomic and keep one backup (``<file>.telemetry-tray.bak``, the file as it
 was before our latest change); a file that is not valid JSON, or whose
 shape we do not understand, is refused with a one-line error and left as it
-is; uninstall removes exactly our entries. HOME and CLAUDE_CONFIG_DIR are
-read from the environment, so tests point them at a temp dir.
+is; uninstall removes exactly our entries, and a file the install created
+(nothing of the user's in it) is deleted with its backup, so nothing is left
+where there was nothing. HOME and CLAUDE_CONFIG_DIR are read from the
+environment, so tests point them at a temp dir.
+
+The command carries the app's home and config file when they are not the
+defaults (``hook.py claude --home DIR --config FILE``, see
+:func:`location_args`): the hook then spools and reads its settings where the
+app that installed it looks, whatever the assistant's environment holds.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import re
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,11 +131,43 @@ def quote(arg: str) -> str:
     return "'" + arg.replace("'", "'\"'\"'") + "'"
 
 
-def hook_command(assistant: str, python: Path | None = None, script: Path | None = None) -> str:
-    """``<python> -I -S <hook.py> cursor|claude`` with absolute, quoted paths."""
+def location_args(env: Mapping[str, str] | None = None,
+                  config_file: str | os.PathLike[str] | None = None) -> list[str]:
+    """The hook arguments that point it at this app's home and config file:
+    ``--home DIR`` when TELEMETRY_TRAY_HOME is set, ``--config FILE`` when a
+    config file was chosen (``config_file``, the --config option, else
+    TELEMETRY_TRAY_CONFIG) that is not the default one of that home; [] for
+    the default locations. Absolute paths, resolved as tray_app.paths does."""
+    from tray_app import APP_NAME
+    from tray_app.paths import CONFIG_ENV, HOME_ENV
+
+    env = os.environ if env is None else env
+    out: list[str] = []
+    home = env.get(HOME_ENV)
+    if home:
+        root = Path(home).expanduser().resolve()
+        out += ["--home", str(root)]
+        default = root / "config" / "config.toml"
+    else:
+        import platformdirs
+
+        default = Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+    chosen = config_file or env.get(CONFIG_ENV)
+    if chosen:
+        path = Path(chosen).expanduser().absolute()
+        if path != default:
+            out += ["--config", str(path)]
+    return out
+
+
+def hook_command(assistant: str, python: Path | None = None, script: Path | None = None,
+                 location: Sequence[str] = ()) -> str:
+    """``<python> -I -S <hook.py> cursor|claude [--home DIR] [--config FILE]``
+    with absolute, quoted paths (``location``: see :func:`location_args`)."""
     python = python or interpreter()
     script = script or HOOK_SCRIPT
-    return f"{quote(str(python))} -I -S {quote(str(script))} {assistant}"
+    tail = "".join(f" {quote(str(a))}" for a in location)
+    return f"{quote(str(python))} -I -S {quote(str(script))} {assistant}{tail}"
 
 
 def is_ours(command: Any) -> bool:
@@ -283,13 +322,15 @@ class Change:
     old_text: str | None
     new_text: str
     changed: bool
+    #: uninstall of a file the install created: the file (and our backup) are deleted
+    remove: bool = False
 
     def diff(self) -> str:
         old = (self.old_text or "").splitlines(keepends=True)
         new = self.new_text.splitlines(keepends=True)
         return "".join(difflib.unified_diff(
             old, new, fromfile=str(self.path) if self.old_text is not None else "/dev/null",
-            tofile=f"{self.path} (after)"))
+            tofile="/dev/null" if self.remove else f"{self.path} (after)"))
 
 
 def _indent_of(text: str | None) -> int | str:
@@ -305,26 +346,74 @@ def render(data: dict[str, Any], like: str | None = None) -> str:
     return json.dumps(data, indent=_indent_of(like), ensure_ascii=False) + "\n"
 
 
+def _is_empty(assistant: str, data: dict[str, Any]) -> bool:
+    """Whether ``data`` holds nothing but the frame an install writes into a new file."""
+    if assistant == "cursor":
+        return set(data) <= {"version", "hooks"} and data.get("hooks", {}) == {} \
+            and data.get("version", 1) == 1
+    return not data
+
+
+def _backup_without_ours(assistant: str, path: Path) -> tuple[str, dict[str, Any], bool] | None:
+    """(text, data with our entries removed, whether it held entries of ours) of
+    the backup next to ``path``; None when there is none or it cannot be read."""
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    try:
+        text, data = read_settings(backup)
+        if text is None:
+            return None
+        stripped = _merge(assistant, backup, data, None)
+    except ConfigError:
+        return None
+    return text, stripped, stripped != data
+
+
 def plan(assistant: str, install: bool, env: Mapping[str, str] | None = None,
-         command: str | None = None) -> Change:
-    """What install (or uninstall) would do to one assistant's settings file."""
+         command: str | None = None, config_file: str | os.PathLike[str] | None = None) -> Change:
+    """What install (or uninstall) would do to one assistant's settings file.
+    The command installed is ``command``, else the hook with this app's
+    home and config (:func:`location_args` of ``env`` and ``config_file``).
+
+    Uninstall restores what was there before the install: the user's file
+    byte for byte when the backup holds it unchanged, and nothing (the file
+    is deleted) when the install created it."""
     path = settings_path(assistant, env)
     real = path.resolve() if path.is_symlink() else path  # dotfile managers: write the target
     old_text, data = read_settings(real)
     if install and command is None:
-        command = hook_command(assistant)
+        command = hook_command(assistant, location=location_args(env, config_file))
     new_data = _merge(assistant, real, data, command if install else None)
     if new_data == data and (old_text is not None or not install):
         return Change(assistant, real, old_text, old_text or "", False)
+    if not install and old_text is not None:
+        backup = _backup_without_ours(assistant, real)
+        both_empty = backup is not None and _is_empty(assistant, backup[1]) and _is_empty(assistant, new_data)
+        if backup is not None and not backup[2] and (backup[1] == new_data or both_empty):
+            # the backup is the user's file from before the install: put it back as it was
+            return Change(assistant, real, old_text, backup[0], True)
+        if _is_empty(assistant, new_data) and (backup is None or _is_empty(assistant, backup[1])):
+            # nothing of the user's, now or in the backup: the install created this file
+            return Change(assistant, real, old_text, "", True, remove=True)
     return Change(assistant, real, old_text, render(new_data, old_text), True)
 
 
 def apply(change: Change) -> Path | None:
     """Write a planned change atomically; returns the backup's path (None when
-    there was no file before or nothing changed)."""
+    there was no file before, nothing changed, or the file was removed)."""
     if not change.changed:
         return None
     path = change.path
+    if change.remove:
+        try:
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + BACKUP_SUFFIX).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot remove ({exc.strerror or exc})") from None
+        try:
+            path.parent.rmdir()  # only when empty: the folder the install created for it
+        except OSError:
+            pass
+        return None
     backup = None
     mode = 0o600
     if change.old_text is not None:
@@ -380,7 +469,10 @@ def _our_commands(assistant: str, entries: list[Any]) -> list[tuple[str, Any]]:
     return found
 
 
-def status(assistant: str, env: Mapping[str, str] | None = None, command: str | None = None) -> Status:
+def status(assistant: str, env: Mapping[str, str] | None = None, command: str | None = None,
+           config_file: str | os.PathLike[str] | None = None) -> Status:
+    """Which of our events are installed with the current command: ``command``,
+    else the hook with this app's home and config (as :func:`plan` installs it)."""
     path = settings_path(assistant, env)
     events = CURSOR_EVENTS if assistant == "cursor" else CLAUDE_EVENTS
     try:
@@ -388,7 +480,7 @@ def status(assistant: str, env: Mapping[str, str] | None = None, command: str | 
         hooks = _hooks_table(path, data)
     except ConfigError as exc:
         return Status(assistant, path, path.exists(), str(exc), (), (), events)
-    want = command or hook_command(assistant)
+    want = command or hook_command(assistant, location=location_args(env, config_file))
     installed: list[str] = []
     stale: list[str] = []
     for event, entries in hooks.items():

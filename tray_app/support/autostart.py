@@ -15,7 +15,12 @@
   the user disabled it (first byte odd = disabled). Enable clears that flag:
   the user asked us to start at login.
 
-Every entry starts the installed app by absolute path (:func:`launch_command`).
+Every entry starts the installed app by absolute path (:func:`launch_command`),
+with the home and config file it was enabled from when those are not the
+defaults (``/usr/bin/env TELEMETRY_TRAY_HOME=DIR <app> --config FILE``), so
+the app started at login uses the same files as the one that enabled it.
+The Windows Run key cannot set a variable: there TELEMETRY_TRAY_HOME must be
+a user environment variable (``setx``); ``--config`` is carried.
 The per-OS classes take their locations (and on Windows the registry) as
 arguments so tests exercise them without touching the real system.
 """
@@ -26,6 +31,7 @@ import os
 import plistlib
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -43,8 +49,29 @@ RUN_VALUE = "TelemetryTray"
 APPROVED_ENABLED = bytes([2] + [0] * 11)
 
 
-def launch_command() -> list[str]:
-    """The absolute command line that starts this installed app (no arguments:
+def launch_command(environ: Mapping[str, str] | None = None,
+                   config_file: str | os.PathLike[str] | None = None) -> list[str]:
+    """The absolute command line that starts this installed app's tray, with
+    this app's home and config file when they are not the defaults (from
+    ``environ``, default the process's, and ``config_file``, the --config
+    option; see installers.location_args): ``/usr/bin/env
+    TELEMETRY_TRAY_HOME=DIR <app> [--config FILE]``."""
+    from tray_app.capture.installers import location_args
+    from tray_app.paths import HOME_ENV
+
+    loc = location_args(environ, config_file)
+    where = dict(zip(loc[::2], loc[1::2]))
+    command = app_command()
+    if "--config" in where:
+        command += ["--config", where["--config"]]
+    if "--home" in where and sys.platform != "win32":
+        env = shutil.which("env") or "/usr/bin/env"
+        command = [os.path.abspath(env), f"{HOME_ENV}={where['--home']}", *command]
+    return command
+
+
+def app_command() -> list[str]:
+    """The absolute command that starts this installed app (no arguments:
     the tray). A frozen (PyInstaller) app is its own executable; otherwise the
     ``telemetry-tray`` script beside this interpreter, or on PATH; otherwise
     this interpreter with ``-m tray_app``."""
@@ -314,28 +341,32 @@ class WindowsRun:
 
 # ----------------------------------------------------------------------------- this platform
 
-def for_platform(platform: str | None = None) -> Autostart:
-    """The implementation for ``platform`` (default: this one)."""
+def for_platform(platform: str | None = None,
+                 config_file: str | os.PathLike[str] | None = None) -> Autostart:
+    """The implementation for ``platform`` (default: this one). Its entry
+    starts the app with this process's home and ``config_file`` (the --config
+    option, when one was given)."""
     plat = platform or sys.platform
+    command = launch_command(config_file=config_file) if config_file else None
     if plat == "darwin":
-        return MacLaunchAgent()
+        return MacLaunchAgent(command=command)
     if plat == "win32":
-        return WindowsRun()
-    return LinuxAutostart()
+        return WindowsRun(command=command)
+    return LinuxAutostart(command=command)
 
 
 def is_enabled() -> bool:
     return for_platform().is_enabled()
 
 
-def enable() -> None:
-    for_platform().enable()
+def enable(config_file: str | os.PathLike[str] | None = None) -> None:
+    for_platform(config_file=config_file).enable()
 
 
 def disable() -> None:
     for_platform().disable()
 
 
-__all__ = ["is_enabled", "enable", "disable", "for_platform", "launch_command", "LinuxAutostart",
+__all__ = ["is_enabled", "enable", "disable", "for_platform", "launch_command", "app_command", "LinuxAutostart",
            "MacLaunchAgent", "WindowsRun", "Registry", "WinRegistry", "desktop_exec",
            "parse_desktop_entry", "LABEL", "RUN_KEY", "APPROVED_KEY", "RUN_VALUE"]
