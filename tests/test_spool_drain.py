@@ -103,8 +103,9 @@ def test_engine_sends_an_undeletable_spool_file_once_and_reports_it(app_env, red
     with undeletable(spool_dir):
         with running_engine(redis_server.url) as eng:
             wait_for(lambda: row_count(eng.cfg.paths.database) == 1, timeout=20, what="the spooled event stored")
-            wait_for(lambda: eng.health().spool_bad == 1 and eng.health().spool_files == 0, timeout=10,
-                     what="health to count the undeletable file with the bad ones")
+            wait_for(lambda: eng.health().spool_bad == 1 and eng.health().spool_files == 0
+                     and eng.health().spool_oldest_age_s == 0.0, timeout=10,
+                     what="health to count the undeletable file with the bad ones, not as waiting")
             state = eng.maintenance._spool_state
             wait_for(lambda: all(v.failures >= 10 for v in state.sent.values()) and state.sent, timeout=10,
                      what="ten more drain passes")

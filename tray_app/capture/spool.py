@@ -80,7 +80,11 @@ class DrainState:
     @property
     def stuck(self) -> int:
         """Sent files past STUCK_AFTER failed deletes."""
-        return sum(1 for v in self.sent.values() if v.failures >= STUCK_AFTER)
+        return len(self.stuck_names)
+
+    @property
+    def stuck_names(self) -> frozenset[str]:
+        return frozenset(n for n, v in self.sent.items() if v.failures >= STUCK_AFTER)
 
     def forget_missing(self, names: set[str]) -> None:
         for name in [n for n in self.sent if n not in names]:
@@ -257,8 +261,9 @@ def drain(spool_dir: Path, client: redis.Redis, limit: int = 500, *,
     return DrainResult(sent=sent, bad=bad, remaining=remaining, error=error, stuck=stuck)
 
 
-def stats(spool_dir: Path, now_ns: int | None = None) -> SpoolStats:
-    """Files waiting, files in bad/, the oldest file's age and the bytes waiting."""
+def stats(spool_dir: Path, now_ns: int | None = None, exclude: frozenset[str] = frozenset()) -> SpoolStats:
+    """Files waiting, files in bad/, the oldest file's age and the bytes waiting;
+    the names in ``exclude`` (files stuck after being sent) are not waiting."""
     spool_dir = Path(spool_dir)
     now_ns = time.time_ns() if now_ns is None else now_ns
     files = 0
@@ -269,7 +274,7 @@ def stats(spool_dir: Path, now_ns: int | None = None) -> SpoolStats:
     except (FileNotFoundError, NotADirectoryError):
         return SpoolStats()
     for entry in entries:
-        if not spoolfile.is_event_file(entry.name):
+        if not spoolfile.is_event_file(entry.name) or entry.name in exclude:
             continue
         files += 1
         try:

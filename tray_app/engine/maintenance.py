@@ -234,10 +234,11 @@ class Maintenance(threading.Thread):
             changes.update(self._db_stats())
         if self._spool_mod is not None:
             try:
-                st = self._spool_mod.stats(self.cfg.paths.spool_dir)
-                # files sent but impossible to delete need the user, like bad ones
-                stuck = min(st.files, self._spool_state.stuck)
-                changes.update(spool_files=st.files - stuck, spool_bad=st.bad + stuck,
+                # files sent but impossible to delete are not waiting: they need
+                # the user, like the bad ones
+                stuck = self._spool_state.stuck_names
+                st = self._spool_mod.stats(self.cfg.paths.spool_dir, exclude=stuck)
+                changes.update(spool_files=st.files, spool_bad=st.bad + len(stuck),
                                spool_oldest_age_s=st.oldest_age_s)
             except Exception as exc:  # noqa: BLE001
                 log.debug("spool stats failed: %s", exc)
