@@ -11,9 +11,12 @@ write shows the database is fine.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from tray_app.capture import norecord
 from tray_app.engine.dlq import dead_letter, retries_exhausted
 from tray_app.engine.writer import DATABASE_KINDS, Prepared, SQLiteBatchWriter, Stored
 from tray_app.errors import DatabaseError
@@ -77,11 +80,30 @@ class EntryProcessor:
     writer it is given), and stores the rows with isolation of a bad entry."""
 
     def __init__(self, writer: SQLiteBatchWriter, consumer: str, max_retries: int,
-                 max_entry_bytes: int) -> None:
+                 max_entry_bytes: int, state_dir: Path | None = None) -> None:
         self.writer = writer
         self.consumer = consumer
         self.max_retries = max_retries
         self.max_entry_bytes = max_entry_bytes
+        self.state_dir = state_dir
+        self._norecord = norecord.NoRecord()
+        self._norecord_stamp: tuple[int, int] | None = None
+        #: events dropped because their time falls in a "don't record" window
+        self.not_recorded = 0
+
+    def _windows(self) -> norecord.NoRecord:
+        """The don't-record windows, re-read only when the file changed."""
+        if self.state_dir is None:
+            return self._norecord
+        try:
+            st = os.stat(norecord.path_in(self.state_dir))
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._norecord_stamp:
+            self._norecord_stamp = stamp
+            self._norecord = norecord.load(self.state_dir) if stamp else norecord.NoRecord()
+        return self._norecord
 
     def dead(self, fields: Fields, sid: str, deliveries: int, reason: str, error: str) -> DeadLetter:
         try:
@@ -95,6 +117,7 @@ class EntryProcessor:
     def sort(self, entries: Sequence[tuple[str, Fields, int]]) -> tuple[list[Prepared], list[DeadLetter]]:
         good: list[Prepared] = []
         dead: list[DeadLetter] = []
+        windows = self._windows()
         for sid, fields, deliveries in entries:
             if retries_exhausted(deliveries, self.max_retries):
                 dead.append(self.dead(fields, sid, deliveries, R_RETRIES,
@@ -107,6 +130,9 @@ class EntryProcessor:
                 continue
             except Exception as exc:  # noqa: BLE001 - one entry's problem, never the engine's
                 dead.append(self.dead(fields, sid, deliveries, R_UNDECODABLE, _describe(exc)))
+                continue
+            if windows.windows and windows.covers_iso(event["timestamp"]):
+                self.not_recorded += 1  # "don't record" was on at that time: acknowledged, not stored
                 continue
             try:
                 good.append(self.writer.prepare(sid, event, fields))

@@ -68,7 +68,7 @@ class FastPathConsumer(threading.Thread):
         self.clock = clock
         self.writer = SQLiteBatchWriter(cfg.paths.database)
         self.processor = EntryProcessor(self.writer, consumer_name, self.ing.max_retries,
-                                        self.ing.max_entry_bytes)
+                                        self.ing.max_entry_bytes, cfg.paths.state_dir)
         self.batch = Batch()
         #: size of the entries to expect, for reading fewer when they are large:
         #: the largest of the last read, or half the previous estimate
@@ -90,6 +90,7 @@ class FastPathConsumer(threading.Thread):
         #: the consumer this one replaced
         self._acked_base = 0
         self._dead_base = 0
+        self._not_recorded_base = 0
         self._redis_backoff = Backoff(self.ing.backoff_initial_s, self.ing.backoff_max_s)
         self._db_backoff = Backoff(self.ing.backoff_initial_s, self.ing.backoff_max_s)
         self._db_error: DatabaseError | None = None
@@ -110,6 +111,7 @@ class FastPathConsumer(threading.Thread):
         totals = old.totals
         self._counts = {"ingested": totals["ingested"], "dups": totals["dups"]}
         self._acked_base, self._dead_base = totals["acked"], totals["dead"]
+        self._not_recorded_base = old.processor.not_recorded + old._not_recorded_base
         self.publisher.health_base = (self._acked_base, self._dead_base)
         self.rate, self.latency = old.rate, old.latency
         self.batch_size = old.batch_size
@@ -481,6 +483,7 @@ class FastPathConsumer(threading.Thread):
             rate_10s=self.rate.rate(10), rate_1m=self.rate.rate(60),
             total_ingested=totals["ingested"], total_acked=totals["acked"],
             total_dead_letters=totals["dead"], total_duplicates=totals["dups"],
+            total_not_recorded=self.processor.not_recorded + self._not_recorded_base,
             redis_ok=self._redis_error is None and self._client is not None,
             redis_status="ok" if self._redis_error is None else self._redis_error,
             sqlite_ok=self._db_error is None,
