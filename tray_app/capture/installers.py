@@ -354,9 +354,13 @@ def _is_empty(assistant: str, data: dict[str, Any]) -> bool:
     return not data
 
 
-def _backup_without_ours(assistant: str, path: Path) -> tuple[str, dict[str, Any], bool] | None:
+_UNREADABLE = object()
+
+
+def _backup_without_ours(assistant: str, path: Path) -> tuple[str, dict[str, Any], bool] | None | object:
     """(text, data with our entries removed, whether it held entries of ours) of
-    the backup next to ``path``; None when there is none or it cannot be read."""
+    the backup next to ``path``; None when there is none; _UNREADABLE when it
+    is there but not a settings file we understand (then it is the user's)."""
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     try:
         text, data = read_settings(backup)
@@ -364,7 +368,7 @@ def _backup_without_ours(assistant: str, path: Path) -> tuple[str, dict[str, Any
             return None
         stripped = _merge(assistant, backup, data, None)
     except ConfigError:
-        return None
+        return _UNREADABLE
     return text, stripped, stripped != data
 
 
@@ -386,12 +390,14 @@ def plan(assistant: str, install: bool, env: Mapping[str, str] | None = None,
     if new_data == data and (old_text is not None or not install):
         return Change(assistant, real, old_text, old_text or "", False)
     if not install and old_text is not None:
-        backup = _backup_without_ours(assistant, real)
-        both_empty = backup is not None and _is_empty(assistant, backup[1]) and _is_empty(assistant, new_data)
-        if backup is not None and not backup[2] and (backup[1] == new_data or both_empty):
+        found = _backup_without_ours(assistant, real)
+        backup = found if isinstance(found, tuple) else None
+        empty = _is_empty(assistant, new_data)
+        if backup is not None and not backup[2] and (
+                backup[1] == new_data or (empty and _is_empty(assistant, backup[1]))):
             # the backup is the user's file from before the install: put it back as it was
             return Change(assistant, real, old_text, backup[0], True)
-        if _is_empty(assistant, new_data) and (backup is None or _is_empty(assistant, backup[1])):
+        if empty and (found is None or (backup is not None and _is_empty(assistant, backup[1]))):
             # nothing of the user's, now or in the backup: the install created this file
             return Change(assistant, real, old_text, "", True, remove=True)
     return Change(assistant, real, old_text, render(new_data, old_text), True)
