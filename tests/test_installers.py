@@ -174,6 +174,15 @@ def test_uninstall_restores_the_users_file_byte_for_byte(home: dict[str, str]) -
     assert cursor_file(home).read_text() == ""
 
 
+def test_uninstall_never_deletes_a_file_whose_backup_it_cannot_read(home: dict[str, str]) -> None:
+    assert cli(home, "install", "--claude").returncode == 0
+    backup = Path(str(claude_file(home)) + installers.BACKUP_SUFFIX)
+    backup.write_text("not json: someone's notes\n")
+    r = cli(home, "uninstall", "--claude")
+    assert r.returncode == 0 and "deleted" not in r.stdout
+    assert json.loads(claude_file(home).read_text()) == {}
+
+
 def test_uninstall_keeps_a_created_file_the_user_added_to(home: dict[str, str]) -> None:
     assert cli(home, "install", "--claude").returncode == 0
     data = json.loads(claude_file(home).read_text())
