@@ -272,6 +272,11 @@ def test_thread_restarts_are_announced_once_per_failure() -> None:
     c.advance(300)
     assert titles(p.observe(both)) == ["Engine thread died: maintenance"]
     assert p.observe(both) == []
+    # a part that could not start at all (no restart): said as such
+    c.advance(300)
+    broken = replace(both, thread_errors=(*both.thread_errors, "monitors: could not start: ImportError: x"))
+    [m] = p.observe(broken)
+    assert m.title == "Not running: monitors" and "Ingest goes on without it" in m.message
 
 
 def test_a_recovery_message_is_announced_once() -> None:

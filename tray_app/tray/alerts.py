@@ -191,9 +191,15 @@ class AlertPolicy:
         self._threads_seen.update(new)
         st.last_sent = now
         name = lines[new[0]].split(":", 1)[0].strip() or "engine"
-        title = f"Engine thread died: {name}" if len(new) == 1 else f"{len(new)} engine threads died"
-        return [Notice(K_THREADS, title, "; ".join(lines[k] for k in new)
-                       + ". Restarted automatically; nothing is lost. The log has the details.")]
+        # "(restarting)" / "(restarted ...)": a thread died and is restarted; without
+        # it, a part that could not start at all (e.g. "monitors: could not start: ...")
+        restarted = all(_RESTART_STATE.search(lines[k]) for k in new)
+        if len(new) == 1:
+            title = f"Engine thread died: {name}" if restarted else f"Not running: {name}"
+        else:
+            title = f"{len(new)} engine threads died" if restarted else f"{len(new)} engine parts failed"
+        tail = "Restarted automatically; nothing is lost." if restarted else "Ingest goes on without it."
+        return [Notice(K_THREADS, title, "; ".join(lines[k] for k in new) + f". {tail} The log has the details.")]
 
     def _failure(self, kind: str, failing: bool, now: float, detail: str,
                  notice: Callable[[], Notice], recovery: Callable[[], Notice],
