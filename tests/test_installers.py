@@ -162,6 +162,21 @@ def test_uninstall_of_files_we_created_leaves_nothing(home: dict[str, str]) -> N
     assert r.returncode == 0 and tree(user) == []
 
 
+def test_uninstall_cleans_what_an_older_uninstall_left(home: dict[str, str]) -> None:
+    """Earlier versions left `{}` and a backup of the installed file behind."""
+    assert cli(home, "install", "--claude").returncode == 0
+    backup = Path(str(claude_file(home)) + installers.BACKUP_SUFFIX)
+    backup.write_text(claude_file(home).read_text())
+    claude_file(home).write_text("{}\n")
+    r = cli(home, "uninstall", "--claude")
+    assert r.returncode == 0 and "deleted" in r.stdout
+    assert tree(Path(home["HOME"])) == []
+    # a `{}` of the user's, with no backup of ours beside it, stays
+    put(claude_file(home), {})
+    r = cli(home, "uninstall", "--claude")
+    assert r.returncode == 0 and "unchanged" in r.stdout and claude_file(home).read_text() == "{}\n"
+
+
 def test_uninstall_restores_the_users_file_byte_for_byte(home: dict[str, str]) -> None:
     odd = '{ "model":"opus",\n   "env": {"A": "1"}}'  # no trailing newline, odd spacing
     claude_file(home).parent.mkdir(parents=True)

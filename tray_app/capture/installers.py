@@ -388,6 +388,12 @@ def plan(assistant: str, install: bool, env: Mapping[str, str] | None = None,
         command = hook_command(assistant, location=location_args(env, config_file))
     new_data = _merge(assistant, real, data, command if install else None)
     if new_data == data and (old_text is not None or not install):
+        if not install and old_text is not None and _is_empty(assistant, data):
+            # what an earlier version's uninstall left of a file its install created:
+            # an empty frame, and a backup holding nothing but our entries
+            found = _backup_without_ours(assistant, real)
+            if isinstance(found, tuple) and found[2] and _is_empty(assistant, found[1]):
+                return Change(assistant, real, old_text, "", True, remove=True)
         return Change(assistant, real, old_text, old_text or "", False)
     if not install and old_text is not None:
         found = _backup_without_ours(assistant, real)
