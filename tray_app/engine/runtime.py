@@ -242,13 +242,11 @@ class EngineRuntime:
 
     def _after_restart(self) -> None:
         """A restarted server may have started empty (its data set aside): the
-        streams and the group come back, and hooks find it through the endpoint file."""
-        from tray_app.redis_conn import ensure_streams, write_endpoint_file
+        streams and the group come back. (The provider rewrote the hooks' endpoint file.)"""
+        from tray_app.redis_conn import ensure_streams
 
         self._note_recovery()
-        endpoint = self.provider.endpoint
-        write_endpoint_file(self.cfg, endpoint)
-        client = endpoint.client()
+        client = self.provider.endpoint.client()
         try:
             ensure_streams(client)
         finally:
