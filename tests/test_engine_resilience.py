@@ -389,3 +389,21 @@ def test_monitors_that_cannot_start_are_shown_and_ingest_goes_on(app_env, redis_
             in eng.health().thread_errors
     finally:
         eng.stop(5)
+
+
+def test_a_flushed_script_cache_is_reloaded_without_redelivery(app_env, redis_server: RedisProc) -> None:
+    """After a server restart (or SCRIPT FLUSH) the CDC/ack script is gone: the
+    publisher loads it again in the same round trip, so nothing is redelivered
+    and no dead letter is written twice."""
+    c = redis_server.client()
+    ensure_streams(c)
+    with running_engine(redis_server.url) as eng:
+        cfg = eng.cfg
+        push(c, [make_event(i) for i in range(10)])
+        wait_for(lambda: pending_count(c) == 0 and row_count(cfg.paths.database) == 10, what="first rows")
+        c.script_flush()
+        push(c, [make_event(i) for i in range(10, 20)])
+        c.xadd(EVENTS_STREAM, {"event_id": "poison-after-flush", "platform": "nope"})
+        wait_for(lambda: pending_count(c) == 0 and row_count(cfg.paths.database) == 20, what="rows after the flush")
+        assert eng.health().total_duplicates == 0
+    assert c.xlen(DLQ_STREAM) == 1

@@ -178,7 +178,8 @@ class CDCPublisher(threading.Thread):
         pipe.evalsha(self._sha, 2, CDC_STREAM, EVENTS_STREAM, *args)
         results = pipe.execute(raise_on_error=False)
         script = results[-1]
-        if isinstance(script, redis.ResponseError) and "NOSCRIPT" in str(script):
+        if isinstance(script, redis.exceptions.NoScriptError) or (
+                isinstance(script, redis.ResponseError) and "NOSCRIPT" in str(script)):
             # the server restarted or flushed its scripts: load it and run it again
             self._sha = client.script_load(CDC_ACK_LUA)
             client.evalsha(self._sha, 2, CDC_STREAM, EVENTS_STREAM, *args)
