@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,8 +30,13 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process. Never signals it: on Windows
+    ``os.kill(pid, 0)`` would send it Ctrl-C (or terminate it), so the process
+    is asked for its exit code instead."""
     if pid <= 0:
         return False
+    if sys.platform == "win32":
+        return _windows_process_running(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -40,3 +46,18 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _windows_process_running(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+

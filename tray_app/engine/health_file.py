@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -65,21 +64,8 @@ class HealthRecord:
 
 
 def process_running(pid: int) -> bool:
-    """Whether ``pid`` is a running process. On Windows ``os.kill(pid, 0)``
-    would terminate it, so the process is asked for its exit code instead."""
-    if sys.platform != "win32":
-        return pid_alive(pid)
-    import ctypes
-
-    kernel32 = ctypes.windll.kernel32
-    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-    if not handle:
-        return False
-    try:
-        code = ctypes.c_ulong()
-        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
-    finally:
-        kernel32.CloseHandle(handle)
+    """Whether ``pid`` is a running process (never signals it, on any OS)."""
+    return pid_alive(pid)
 
 
 def write_health_file(path: Path, snapshot: HealthSnapshot, *, face: str,
