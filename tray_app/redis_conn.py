@@ -147,12 +147,16 @@ class RedisProvider:
             write_endpoint_file(cfg, ep)
         return ep
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop the private server if we own it, within about ``timeout_s``."""
         with self._lock:
             close_quietly(self._ping_client)
             self._ping_client = None
         if self.server is not None:
-            self.server.stop()
+            if timeout_s is None:
+                self.server.stop()
+            else:
+                self.server.stop(timeout_s=timeout_s)
 
     # -- supervision -------------------------------------------------------------------
 

@@ -311,8 +311,9 @@ class ManagedServer:
         except (redis.RedisError, OSError, UnsafeDirectory):
             return False
 
-    def stop(self, force: bool = False) -> None:
-        """Shut the server down if this process owns it (or ``force``).
+    def stop(self, force: bool = False, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Shut the server down if this process owns it (or ``force``), within
+        about ``timeout_s`` (the caller's share of a shutdown deadline).
 
         SHUTDOWN first; a signal only to a process verified to be our server
         (a pid file can be stale, and its number reused by another program)."""
@@ -321,7 +322,7 @@ class ManagedServer:
         pid = self.pid or self._pid_from_file()
         ours = bool(pid) and self._is_our_server(pid or 0)
         try:
-            c = self.client(socket_timeout=STOP_TIMEOUT_S)
+            c = self.client(socket_timeout=timeout_s)
             try:
                 c.ping()  # raises when nothing (or something else) answers
                 # it took our password on our private socket: the pid it wrote is our server's
@@ -340,7 +341,7 @@ class ManagedServer:
                 log.warning("managed redis: SHUTDOWN failed (%s); pid %s from %s is not our server, "
                             "left alone", exc, pid, self.pidfile)
         if pid and ours:
-            self._wait_exit(pid, STOP_TIMEOUT_S)
+            self._wait_exit(pid, timeout_s)
         self._reap()
         for f in (self.pidfile, self.ownerfile, self.paths.endpoint_file):
             try:

@@ -41,6 +41,9 @@ from tray_app.engine.server_watch import OK, ServerWatch
 
 log = logging.getLogger(__name__)
 
+#: the private server always gets this long to shut down cleanly
+MIN_SERVER_STOP_S = 2.0
+
 FACE_HEADLESS = "headless"
 FACE_TRAY = "tray"
 
@@ -298,7 +301,9 @@ class EngineRuntime:
                 ok = False
         if self.provider is not None:
             try:
-                self.provider.stop()
+                # the shared deadline, but never less than it takes to flush the
+                # append-only file (SHUTDOWN fsyncs it; a kill would lose events)
+                self.provider.stop(timeout_s=max(MIN_SERVER_STOP_S, deadline - time.monotonic()))
             except Exception:
                 log.exception("stopping the private Redis failed")
         return ok
