@@ -73,6 +73,22 @@ def test_an_oversized_entry_keeps_metadata_a_prefix_its_size_and_digest() -> Non
                                                       consumer="c", original_id="1-0")))
 
 
+def test_only_oversized_entries_are_cut() -> None:
+    """A large event that died for another reason (a crash loop, a mapping bug)
+    stays whole, so `dlq retry` can bring it back; past what the engine would
+    accept at all it is cut whatever the reason."""
+    large = {b"event_id": b"e", b"payload": b"y" * (500 * 1024)}
+    kept = as_stored(dlq.dead_letter(large, reason=events.R_RETRIES, error="", delivery_count=6,
+                                     consumer="c", original_id="1-0"))
+    assert not dlq.truncated(kept) and dlq.original_fields(kept) == large
+    cut = as_stored(dlq.dead_letter(large, reason=events.R_OVERSIZED, error="", delivery_count=1,
+                                    consumer="c", original_id="1-0"))
+    assert dlq.truncated(cut)
+    huge = {b"event_id": b"e", b"payload": b"y" * (dlq.KEEP_WHOLE_BYTES + 1)}
+    assert dlq.truncated(as_stored(dlq.dead_letter(huge, reason="unstorable", error="", delivery_count=1,
+                                                   consumer="c", original_id="1-0")))
+
+
 def test_byte_cap_policy() -> None:
     assert dlq.over_byte_cap(900, 10, 1000) == 0
     assert dlq.over_byte_cap(0, 0, 1000) == 0

@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from tray_app.events import R_RETRIES, entry_size
+from tray_app.events import R_OVERSIZED, R_RETRIES, entry_size
 
 Key = bytes | str
 Fields = Mapping[Key, Key]
@@ -48,9 +48,13 @@ F_ENTRY_BYTES = "dlq:entry_bytes"
 BYTES_PREFIX = "dlq:bytes:"
 SHA_PREFIX = "dlq:sha256:"
 
-#: a dead letter keeps at most about this many bytes of the original entry:
-#: small fields whole, a prefix of the big ones (plus names, sizes and digests)
+#: a truncated dead letter keeps at most about this many bytes of the original
+#: entry: small fields whole, a prefix of the big ones (plus names, sizes, digests)
 MAX_DEAD_LETTER_BYTES = 64 * 1024
+#: entries up to this size are kept whole (so a retry can re-queue them) unless
+#: they died for being oversized; bigger ones are always truncated. The same as
+#: the default ``ingest.max_entry_bytes``: nothing the engine accepts is cut.
+KEEP_WHOLE_BYTES = 2 * 1024 * 1024
 #: fields up to this size (name and value each) count as metadata, kept whole while they fit
 SMALL_FIELD_BYTES = 4096
 #: at most this many big fields keep a prefix; beyond it they are left out (counted)
@@ -115,20 +119,23 @@ def _fit(items: list[tuple[Key, Key]], max_bytes: int
 
 def dead_letter(fields: Fields, *, reason: str, error: str, delivery_count: int, consumer: str,
                 original_id: str, now: datetime | None = None,
-                max_bytes: int = MAX_DEAD_LETTER_BYTES) -> DeadLetterFields:
+                max_bytes: int = MAX_DEAD_LETTER_BYTES,
+                keep_whole_bytes: int = KEEP_WHOLE_BYTES) -> DeadLetterFields:
     """The original fields unchanged (bytes stay bytes, so invalid UTF-8 is kept
     exactly; ``dlq:...`` names escaped), plus why and when it failed, under
     ``dlq:...`` names.
 
-    An entry bigger than ``max_bytes`` (all names and values) keeps its small
-    fields whole and a prefix of its big ones, with each cut field's size and
-    SHA-256, and is marked ``dlq:truncated``: a retry cannot re-queue it."""
+    An oversized entry (``reason`` oversized, or bigger than
+    ``keep_whole_bytes``) that is bigger than ``max_bytes`` (all names and
+    values) keeps its small fields whole and a prefix of its big ones, with each
+    cut field's size and SHA-256, and is marked ``dlq:truncated``: a retry
+    cannot re-queue it. Any other entry is kept whole, so it can be retried."""
     items = [(_prefixed(ESCAPE, k) if _b(k).startswith(PREFIX.encode()) else k, v) for k, v in fields.items()]
     out = DeadLetterFields()
     extra: list[tuple[Key, Key]] = []
     meta: dict[str, str] = {}
     size = entry_size(fields)
-    if size > max_bytes:
+    if size > max_bytes and (reason == R_OVERSIZED or size > keep_whole_bytes):
         items, meta, extra = _fit(items, max_bytes)
         meta[F_ENTRY_BYTES] = str(size)
     out.update(items)
@@ -219,6 +226,6 @@ def over_byte_cap(used_bytes: int, length: int, max_bytes: int, low_water: float
     return min(length, max(1, -int(-excess // average)))
 
 
-__all__ = ["DLQ_FIELDS", "FAILURE_NAMES", "LEGACY_FIELDS", "MAX_DEAD_LETTER_BYTES", "R_RETRIES",
+__all__ = ["DLQ_FIELDS", "FAILURE_NAMES", "KEEP_WHOLE_BYTES", "LEGACY_FIELDS", "MAX_DEAD_LETTER_BYTES", "R_RETRIES",
            "DeadLetterFields", "over_byte_cap", "cut_fields", "dead_letter", "failure", "is_legacy",
            "original_fields", "reason_of", "retries_exhausted", "truncated"]
