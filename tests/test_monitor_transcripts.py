@@ -289,3 +289,60 @@ def test_overlapping_roots_read_each_file_once(tmp_path, redis_server, projects)
                                       roots=[projects.root, link / "projects", projects.root / "-home-dev-shop"])
     assert mon.run_once() == 13
     assert mon.health()["files_tracked"] == 2
+
+
+def _summary_file(projects: ClaudeProjects, sid: str, leaf: str | None) -> tuple[Transcript, list[dict]]:
+    t = projects.session(CWD, sid)
+    t.write({"type": "summary", "summary": "Refactor the parser", "leafUuid": leaf or "not-in-this-file"})
+    first = t.user("first prompt")
+    second = t.user("second prompt")
+    os.utime(t.path, (2_000_000_000, 2_000_000_000))  # last write in 2033: must not date the summary
+    return t, [first, second]
+
+
+@pytest.mark.parametrize("refers_to", ["second", "missing"])
+def test_a_leading_summary_line_is_dated_from_the_session_not_the_file_time(tmp_path, redis_server, projects,
+                                                                            refers_to):
+    sid = uid("s", "summary", refers_to)
+    # the leaf is the second line of the file (uuids are deterministic in the fixture)
+    probe = ClaudeProjects(tmp_path / "probe")
+    _, lines = _summary_file(probe, sid, None)
+    leaf = lines[1]["uuid"] if refers_to == "second" else None
+    t, lines = _summary_file(projects, sid, leaf)
+    mon = make_monitor(tmp_path, redis_server.url, projects)
+    assert mon.pass_once()
+    evs = stream_events(redis_server.client())
+    summary = next(e for e in evs if e["hook_type"] == "summary")
+    want = lines[1]["timestamp"] if refers_to == "second" else lines[0]["timestamp"]
+    assert summary["timestamp"] == want
+    assert not summary["timestamp"].startswith("2033")
+
+
+def test_assistant_rows_carry_message_request_model_and_usage_in_metadata(tmp_path, redis_server, projects):
+    t = projects.session(CWD, uid("s", "usage"))
+    t.user("count my tokens")
+    a = t.assistant([{"type": "text", "text": "done"}])
+    extra = t._base("assistant")
+    extra["requestId"] = "req_011CUsageSplit"
+    extra["message"] = {"model": "claude-opus-4-1-20250805", "id": "msg_01SplitCache", "type": "message",
+                        "role": "assistant", "content": [{"type": "text", "text": "ok"}],
+                        "usage": {"input_tokens": 3, "output_tokens": 7, "cache_creation_input_tokens": 1500,
+                                  "cache_read_input_tokens": 20000,
+                                  "cache_creation": {"ephemeral_5m_input_tokens": 1000,
+                                                     "ephemeral_1h_input_tokens": 500},
+                                  "server_tool_use": {"web_search_requests": 2}, "service_tier": "standard"}}
+    t.write(extra)
+    mon = make_monitor(tmp_path, redis_server.url, projects)
+    assert mon.pass_once()
+    by_uuid = {e["metadata"].get("uuid"): e for e in stream_events(redis_server.client())}
+    m1 = by_uuid[a["uuid"]]["metadata"]
+    assert m1["message_id"] == a["message"]["id"] and m1["request_id"] == a["requestId"]
+    assert m1["model"] == "claude-sonnet-4-5-20250929"
+    assert m1["usage"] == {"input_tokens": 12, "output_tokens": 85, "cache_creation_input_tokens": 187,
+                           "cache_read_input_tokens": 19024}
+    m2 = by_uuid[extra["uuid"]]["metadata"]
+    assert m2["usage"] == {"input_tokens": 3, "output_tokens": 7, "cache_creation_input_tokens": 1500,
+                           "cache_read_input_tokens": 20000, "ephemeral_5m_input_tokens": 1000,
+                           "ephemeral_1h_input_tokens": 500, "server_tool_use.web_search_requests": 2}
+    assert "message_id" not in by_uuid[next(iter(u for u, e in by_uuid.items()
+                                                 if e["hook_type"] == "user"))]["metadata"]

@@ -29,7 +29,7 @@ from tray_app.monitors.base import Clock, MonitorThread, iso_from_unix
 from tray_app.monitors.emit import Emitter, payload_budget
 from tray_app.monitors.privacy import Capture
 from tray_app.monitors.state_store import StateStore, state_file
-from tray_app.monitors.transcript_lines import (ToolNames, error_event, line_digest, line_event, line_time,
+from tray_app.monitors.transcript_lines import (time_in_file, ToolNames, error_event, line_digest, line_event, line_time,
                                                 parse_line, session_from_path)
 from tray_app.redis_conn import Endpoint
 
@@ -269,7 +269,12 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
             mark.ws = workspace_hash(cwd)
         mark.ts = line_time(obj) or mark.ts
         if mark.ts is None:
-            mark.ts = iso_from_unix(os.stat(path).st_mtime)
+            # a leading line with no time of its own (a summary): the time of the
+            # line it refers to, else of the file's first timed line; the file's
+            # modification time (its last write) only when the file has none
+            leaf = obj.get("leafUuid")
+            mark.ts = time_in_file(path, leaf if isinstance(leaf, str) else None) \
+                or iso_from_unix(os.stat(path).st_mtime)
         return line_event(obj, line, path=path, offset=offset, line_no=mark.line, file_session=file_session,
                           workspace_hash=mark.ws, cap=self.capture, tools=tools, fallback_ts=mark.ts,
                           payload_max_bytes=self.payload_max)

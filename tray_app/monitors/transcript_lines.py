@@ -130,6 +130,65 @@ def line_time(obj: dict[str, Any]) -> str | None:
     return events.iso_or_none(obj.get("timestamp")) or (events.iso_or_none(snap.get("timestamp")) if isinstance(snap, dict) else None)
 
 
+#: the token counts of ``message.usage`` kept in metadata (ints only)
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def usage_numbers(usage: Any) -> dict[str, int]:
+    """The token counts of an assistant line's ``message.usage``, with the cache
+    creation split by TTL when present (``cache_creation.ephemeral_5m_input_tokens``
+    / ``ephemeral_1h_input_tokens``), and the server tool counts."""
+    if not isinstance(usage, dict):
+        return {}
+    out = {k: usage[k] for k in USAGE_FIELDS if type(usage.get(k)) is int}
+    split = usage.get("cache_creation")
+    if isinstance(split, dict):
+        for k in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"):
+            if type(split.get(k)) is int:
+                out[k] = split[k]
+    tools = usage.get("server_tool_use")
+    if isinstance(tools, dict):
+        for k, v in tools.items():
+            if type(v) is int:
+                out[f"server_tool_use.{k}"] = v
+    return out
+
+
+#: how far into a file time_in_file looks
+TIME_SCAN_BYTES = 8 * 1024 * 1024
+
+
+def time_in_file(path: Path, leaf_uuid: str | None = None) -> str | None:
+    """The time of the line whose ``uuid`` is ``leaf_uuid``, else of the first
+    line with a time, within the first TIME_SCAN_BYTES of ``path``."""
+    first: str | None = None
+    needle = leaf_uuid.encode() if leaf_uuid else None
+    try:
+        with open(path, "rb") as fh:
+            read = 0
+            for line in fh:
+                read += len(line)
+                if read > TIME_SCAN_BYTES:
+                    break
+                if first is not None and (needle is None or needle not in line):
+                    continue
+                obj, _ = parse_line(line.strip())
+                if obj is None:
+                    continue
+                ts = line_time(obj)
+                if ts is None:
+                    continue
+                if needle is not None and obj.get("uuid") == leaf_uuid:
+                    return ts
+                if first is None:
+                    first = ts
+                    if needle is None:
+                        return first
+    except OSError:
+        return None
+    return first
+
+
 def line_event(obj: dict[str, Any], line: bytes, *, path: Path, offset: int, line_no: int,
                file_session: str, workspace_hash: str | None, cap: Capture, tools: ToolNames,
                fallback_ts: str, payload_max_bytes: int) -> dict[str, Any]:
@@ -158,6 +217,15 @@ def line_event(obj: dict[str, Any], line: bytes, *, path: Path, offset: int, lin
         meta["subagent"] = True
     if isinstance(msg.get("model"), str):
         meta["model"] = msg["model"]
+    if kind == "assistant":
+        # what token accounting needs, without decompressing the payload
+        if isinstance(msg.get("id"), str):
+            meta["message_id"] = msg["id"]
+        if isinstance(obj.get("requestId"), str):
+            meta["request_id"] = obj["requestId"]
+        usage = usage_numbers(msg.get("usage"))
+        if usage:
+            meta["usage"] = usage
     if cap.reduced:
         meta["capture"] = cap.reduced
     return {
