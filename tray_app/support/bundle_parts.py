@@ -189,7 +189,7 @@ def hooks(cfg: Config) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for assistant in installers.ASSISTANTS:
         def one(assistant: str = assistant) -> dict[str, Any]:
-            st = installers.status(assistant)
+            st = installers.status(assistant, config_file=cfg.paths.config_file)
             return {"state": st.state, "path": str(st.path), "exists": st.exists, "error": st.error,
                     "installed": list(st.installed), "stale": list(st.stale), "missing": list(st.missing)}
         out[assistant] = section(one, f"hooks status ({assistant})")

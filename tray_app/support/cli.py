@@ -155,7 +155,8 @@ def _autostart_call(fn: Callable[[], Any]) -> Any:
 def cmd_autostart_enable(args: argparse.Namespace) -> int:
     from tray_app.support import autostart
 
-    impl = autostart.for_platform()
+    # the entry starts the app with this home and, when one was given, this config
+    impl = autostart.for_platform(config_file=get_config(args).paths.config_file)
     _autostart_call(impl.enable)
     print(f"enabled: {impl.location()}")
     return 0

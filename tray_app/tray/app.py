@@ -229,7 +229,7 @@ class TrayApp:
             if was:
                 self.autostart.disable()
             else:
-                self.autostart.enable()
+                self.autostart.enable(config_file=self.cfg.paths.config_file)
         except Exception as exc:
             log.exception("start at login: toggle failed")
             self.notifier.notify("Start at login", f"Could not change it: {exc}", kind="autostart")
