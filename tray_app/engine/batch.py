@@ -108,7 +108,8 @@ class EntryProcessor:
     def dead(self, fields: Fields, sid: str, deliveries: int, reason: str, error: str) -> DeadLetter:
         try:
             return dead_letter(fields, reason=reason, error=error, delivery_count=deliveries,
-                               consumer=self.consumer, original_id=sid)
+                               consumer=self.consumer, original_id=sid,
+                               keep_whole_bytes=self.max_entry_bytes)
         except Exception as exc:  # noqa: BLE001 - the dead letter itself must not fail the batch
             log.exception("building the dead letter of %s failed", sid)
             return {**fields, "dlq:reason": reason, "dlq:error": f"{error} ({_describe(exc)})"[:500],

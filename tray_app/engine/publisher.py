@@ -195,6 +195,14 @@ class CDCPublisher(threading.Thread):
                 except (redis.RedisError, OSError):
                     pass
                 log.warning("DLQ cap (%d) reached: %d dead letters dropped", ing.dlq_maxlen, dropped)
+            # the byte cap too, as soon as dead letters are written (maintenance
+            # also applies it every trim_interval_s); it counts what it drops
+            from tray_app.engine.maintenance import trim_dlq_bytes
+
+            try:
+                trim_dlq_bytes(client, ing.dlq_max_bytes)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("DLQ byte cap not applied now (%s); maintenance retries", exc)
             log.warning("dead-lettered %d entries (%s)", len(job.dead), ", ".join(sorted(reasons_of(job.dead))))
 
 
