@@ -16,8 +16,8 @@ from tray_app import events
 from tray_app.engine import dlq
 from tray_app.engine.maintenance import trim_dlq_bytes
 from tray_app.redis_conn import DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, ensure_streams
-from tray_app.support import dlq as support_dlq
-from tray_app.support.dlq import DeadLetterTruncated
+from tray_app.engine import dlq_ops as dlq_ops
+from tray_app.engine.dlq_ops import DeadLetterTruncated
 
 #: every name the DLQ uses (new and old format), as original fields
 CLASHING = {b"reason": b"user reason", b"error": b"\xff user error", b"consumer": b"u", b"delivery_count": b"x",
@@ -133,7 +133,7 @@ def test_engine_caps_the_dlq_by_bytes(app_env, redis_server: RedisProc, monkeypa
                  timeout=20, what="the DLQ trimmed to its byte cap")
         wait_for(lambda: c.xlen(DLQ_STREAM) + eng.health().dlq_dropped == 40, timeout=10,
                  what="every dead letter either kept or counted as dropped")
-        kept = [support_dlq.DeadLetter(i.decode(), tuple(f.items())) for i, f in c.xrange(DLQ_STREAM)]
+        kept = [dlq_ops.DeadLetter(i.decode(), tuple(f.items())) for i, f in c.xrange(DLQ_STREAM)]
         assert kept[-1].get("event_id") == "bad-39", "the newest are kept"
     c.close()
 
@@ -162,7 +162,7 @@ def test_oversized_entry_through_the_engine_and_retry(app_env, redis_server: Red
     assert entry["payload_bytes"] == len(payload) and entry["entry_bytes"] == events.entry_size(fields)
 
     with pytest.raises(DeadLetterTruncated, match="nothing was re-queued"):
-        support_dlq.retry(c, [dead_id])
+        dlq_ops.retry(c, [dead_id])
     r = run_cli("dlq", "retry", dead_id, env=app_env)
     assert r.returncode == 64 and "only part of the entry was kept" in r.stderr
     assert r.stderr.strip().count("\n") == 0

@@ -149,7 +149,7 @@ class Engine:
 
     def retry_dead_letters(self) -> int:
         """Re-queue every dead letter to telemetry:events."""
-        from tray_app.support.dlq import retry  # the DLQ commands own this logic
+        from tray_app.engine.dlq_ops import retry
 
         client = self.endpoint.client()
         try:

@@ -209,7 +209,7 @@ def _redis(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from tray_app.support import dlq
+    from tray_app.engine import dlq_ops as dlq
 
     with _redis(args) as client:
         entries = dlq.list_entries(client, args.limit, reason=args.reason)
@@ -235,7 +235,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_retry(args: argparse.Namespace) -> int:
-    from tray_app.support import dlq
+    from tray_app.engine import dlq_ops as dlq
 
     if not args.all and not args.ids:
         raise UsageError("dlq retry: give dead letter ids, or --all")
@@ -246,7 +246,7 @@ def cmd_dlq_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    from tray_app.support import dlq
+    from tray_app.engine import dlq_ops as dlq
 
     with _redis(args) as client:
         if not args.yes:

@@ -1,4 +1,5 @@
-"""Dead letters in ``telemetry:dlq``: list, count, retry, purge.
+"""Dead letters in ``telemetry:dlq``: list, count, retry, purge (the operations
+on the DLQ; the pure policy, what a dead letter carries, is tray_app.engine.dlq).
 
 A dead letter is the original stream entry's fields, unchanged (bytes stay
 bytes), plus the engine's ``dlq:reason``, ``dlq:error``, ``dlq:delivery_count``,
@@ -42,7 +43,6 @@ from tray_app.redis_conn import DLQ_STREAM, EVENTS_STREAM, translate
 log = logging.getLogger(__name__)
 
 #: fields the engine adds to a dead letter; a retry removes them again
-DLQ_FIELDS = policy.DLQ_FIELDS
 #: how a dead letter's failure shows in a listing (bare names, either format)
 FAILURE_NAMES = policy.FAILURE_NAMES
 #: event fields that identify an event without carrying its content: shown as values
@@ -309,6 +309,6 @@ def purge(client: redis.Redis) -> int:
     return int(_call("XTRIM", client.xtrim, DLQ_STREAM, minid=_next_id(last), approximate=False))
 
 
-__all__ = ["DeadLetter", "DeadLetterNotFound", "DeadLetterTruncated", "DLQ_FIELDS", "RetryResult",
+__all__ = ["DeadLetter", "DeadLetterNotFound", "DeadLetterTruncated", "RetryResult",
            "list_entries", "iter_entries", "counts_by_reason", "retry", "retry_report", "purge", "length",
            "newest_id"]
