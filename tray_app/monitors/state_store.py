@@ -108,11 +108,6 @@ class StateStore:
                                   (scope, *chunk)).fetchall())
         return out
 
-    def all_fingerprint_keys(self, scope: str, prefix: str) -> set[str]:
-        rows = self._db().execute("SELECT key FROM fingerprints WHERE scope=? AND key >= ? AND key < ?",
-                                  (scope, prefix, prefix + "\U0010ffff")).fetchall()
-        return {r[0] for r in rows}
-
     def save(self, fingerprints: Iterable[tuple[str, str, bytes]] = (),
              kv: Iterable[tuple[str, str, Any]] = ()) -> None:
         """Fingerprints (scope, key, fp) and kv (scope, key, value) in one transaction."""
@@ -126,12 +121,6 @@ class StateStore:
                 db.executemany("INSERT OR REPLACE INTO fingerprints (scope, key, fp) VALUES (?,?,?)", fps)
             if kvs:
                 db.executemany("INSERT OR REPLACE INTO kv (scope, key, value) VALUES (?,?,?)", kvs)
-
-    def drop_scope(self, scope: str) -> None:
-        db = self._db()
-        with _transaction(db):
-            db.execute("DELETE FROM kv WHERE scope=?", (scope,))
-            db.execute("DELETE FROM fingerprints WHERE scope=?", (scope,))
 
 
 class _transaction:
