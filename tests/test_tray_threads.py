@@ -279,7 +279,7 @@ def test_app_runs_clicks_on_the_action_thread(app_home: Path, dummy_pystray: Non
     from tray_app.tray import app as app_mod
 
     opened: list[Path] = []
-    monkeypatch.setattr(app_mod, "open_path", lambda p: opened.append(p) or True)
+    monkeypatch.setattr(app_mod, "open_path", lambda p, on_failure=None: opened.append(p) or True)
     cfg = load_config()
     runtime, notifier, ui = FakeRuntime(), FakeNotifier(), UiThread()
     app = app_mod.TrayApp(cfg, runtime=runtime, notifier=notifier)  # type: ignore[arg-type]

@@ -24,36 +24,55 @@ class Check(NamedTuple):
 
 
 def pystray_backend() -> tuple[str, bool, str]:
-    """(backend name, supports menus, note) for this machine, without importing pystray
-    (its import connects to the display)."""
-    forced = os.environ.get("PYSTRAY_BACKEND")
-    if sys.platform == "darwin":
-        return "darwin", True, ""
-    if sys.platform == "win32":
-        return "win32", True, ""
-    try:
-        import gi  # noqa: F401
-        have_gi = True
-    except ImportError:
-        have_gi = False
-    appindicator = False
-    if have_gi:
-        import gi as _gi
+    """(backend name, supports menus, note) the app will use on this machine: the
+    same choice as the app makes (tray_app.tray.systray), without importing
+    pystray (its import connects to the display)."""
+    from tray_app.tray import systray
 
-        for ns in ("AyatanaAppIndicator3", "AppIndicator3"):
-            try:
-                _gi.require_version(ns, "0.1")
-                appindicator = True
-                break
-            except (ValueError, ImportError):
-                continue
-    if forced:
-        return forced, forced != "xorg", "forced by PYSTRAY_BACKEND"
-    if have_gi and appindicator:
-        return "appindicator", True, ""
-    if have_gi:
-        return "gtk", True, ""
-    return "xorg", False, "no menus"
+    if sys.platform in ("darwin", "win32"):
+        choice = systray.choose_backend(systray.TrayHost(None, "", None, ""), True, False)
+        return choice.backend, choice.menus, ""
+    host = systray.detect()
+    choice = systray.choose_backend(host, *systray.available(), forced=os.environ.get("PYSTRAY_BACKEND"))
+    return choice.backend, choice.menus, choice.why
+
+
+def tray_check() -> Check:
+    """Which backend the app uses and whether this desktop has a tray to show its icon in."""
+    from tray_app.tray import systray
+
+    if sys.platform in ("darwin", "win32"):
+        name, _, _ = pystray_backend()
+        return Check("OK", "tray", f"pystray backend {name} (menus supported)")
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        return Check("WARN", "tray", "no desktop session here (DISPLAY and WAYLAND_DISPLAY unset): the tray "
+                     "app cannot show an icon",
+                     "run `telemetry-tray` from your desktop session, or record without a tray: "
+                     "telemetry-tray run --headless")
+    host = systray.detect()
+    forced = os.environ.get("PYSTRAY_BACKEND")
+    choice = systray.choose_backend(host, *systray.available(), forced=forced)
+    what = f"pystray backend {choice.backend}"
+    if host.found is False:
+        desktop = f" ({host.desktop})" if host.desktop else ""
+        return Check("WARN", "tray", f"no system tray on this desktop{desktop}: {host.describe()}; {what} "
+                     "would show no icon (the app keeps recording in the background; "
+                     "`telemetry-tray status` shows it)", host.fix())
+    needs_xembed = choice.backend in ("gtk", "xorg")
+    if needs_xembed and host.xembed is False:
+        return Check("WARN", "tray", f"{what} ({choice.why}) needs an XEmbed tray, and there is none: "
+                     f"{host.describe()}; the icon will not show",
+                     "unset PYSTRAY_BACKEND" if forced else host.fix())
+    detail = f"{what} ({'menus supported' if choice.menus else 'no menus'}): {choice.why}"
+    if host.found is None:
+        return Check("WARN", "tray", f"{detail}; could not tell whether this desktop has a system tray "
+                     f"({host.describe()})", host.fix())
+    if not choice.menus:
+        return Check("WARN", "tray", f"{detail}; clicking the icon shows a status notification instead "
+                     "of a menu",
+                     "sudo apt install gir1.2-ayatanaappindicator3-0.1 libgirepository1.0-dev "
+                     "libcairo2-dev && pip install 'telemetry-tray[gtk]'")
+    return Check("OK", "tray", detail)
 
 
 def notification_service() -> tuple[bool, str]:
@@ -226,15 +245,8 @@ def run_checks(config_file: str | None = None) -> list[Check]:
         results.append(Check("FAIL", "database", f"{data_dir} not writable: {exc.strerror or exc}",
                              "fix the directory's permissions, or set TELEMETRY_TRAY_HOME"))
 
-    # Tray backend
-    name, menus, note = pystray_backend()
-    if menus:
-        results.append(Check("OK", "tray", f"pystray backend {name} (menus supported){' - ' + note if note else ''}"))
-    else:
-        results.append(Check("WARN", "tray", f"pystray backend {name}: no menus; clicking the icon shows "
-                             "a status notification instead",
-                             "sudo apt install gir1.2-ayatanaappindicator3-0.1 libgirepository1.0-dev "
-                             "libcairo2-dev && pip install 'telemetry-tray[gtk]'"))
+    # Tray backend and host
+    results.append(tray_check())
 
     ok, detail = notification_service()
     results.append(Check("OK" if ok else "WARN", "notifications", detail,

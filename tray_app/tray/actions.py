@@ -74,23 +74,73 @@ def open_command(path: Path, platform: str | None = None) -> list[str] | None:
     return ["xdg-open", str(path)]
 
 
-def open_path(path: Path) -> bool:
-    """Show a folder or file to the user, without waiting for the viewer."""
+# How long to wait for the opener's verdict. xdg-open (gio open, kde-open...)
+# hands the folder to the file manager and exits at once; one still running
+# after this is the viewer itself, so it worked (it is still waited for, and reaped).
+OPEN_VERDICT_S = 10.0
+
+# xdg-open(1) exit codes
+OPEN_EXIT_MEANING = {
+    1: "error in the command line",
+    2: "the path does not exist",
+    3: "no application found to open it (is a file manager installed?)",
+    4: "the application failed",
+}
+
+OpenFailed = Callable[[Path, str], None]
+
+
+def open_path(path: Path, on_failure: OpenFailed | None = None,
+              verdict_s: float = OPEN_VERDICT_S) -> bool:
+    """Show a folder or file to the user, without waiting for the viewer.
+
+    Returns False (and calls ``on_failure(path, reason)``) when the command
+    cannot be started. Otherwise a ``tray-open-wait`` thread waits for it, so
+    the child is reaped (no zombie) and a non-zero exit within ``verdict_s``
+    (xdg-open exits 3 when no file manager is installed) is reported through
+    ``on_failure``. Never blocks the caller for the child."""
     cmd = open_command(path)
     try:
         if cmd is None:
             os.startfile(str(path))  # type: ignore[attr-defined]
-        else:
-            if shutil.which(cmd[0]) is None:
-                log.warning("cannot open %s: %s not installed", path, cmd[0])
-                return False
-            subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+            log.info("opened %s", path)
+            return True
+        if shutil.which(cmd[0]) is None:
+            _failed(path, f"{cmd[0]} is not installed", on_failure)
+            return False
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
     except OSError as exc:
-        log.warning("cannot open %s: %s", path, exc)
+        _failed(path, f"{cmd[0] if cmd else 'startfile'} failed: {exc.strerror or exc}", on_failure)
         return False
-    log.info("opened %s", path)
+    log.info("opening %s (%s, pid %d)", path, cmd[0], proc.pid)
+    threading.Thread(target=_await_opener, args=(proc, path, cmd[0], on_failure, verdict_s),
+                     name="tray-open-wait", daemon=True).start()
     return True
+
+
+def _await_opener(proc: subprocess.Popen[bytes], path: Path, tool: str,
+                  on_failure: OpenFailed | None, verdict_s: float) -> None:
+    try:
+        code = proc.wait(verdict_s)
+    except subprocess.TimeoutExpired:
+        log.info("opened %s (%s still running after %.0f s: the viewer itself)", path, tool, verdict_s)
+        proc.wait()  # reap it whenever it ends
+        return
+    if code == 0:
+        log.info("opened %s", path)
+        return
+    meaning = OPEN_EXIT_MEANING.get(code, "failed") if tool == "xdg-open" else "failed"
+    _failed(path, f"{tool} exited {code}: {meaning}", on_failure)
+
+
+def _failed(path: Path, reason: str, on_failure: OpenFailed | None) -> None:
+    log.warning("cannot open %s: %s", path, reason)
+    if on_failure is not None:
+        try:
+            on_failure(path, reason)
+        except Exception:
+            log.exception("reporting that %s could not be opened failed", path)
 
 
 # ----------------------------------------------------------------------------- diagnostics

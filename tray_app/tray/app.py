@@ -35,7 +35,7 @@ from typing import Any
 from tray_app.config import Config
 from tray_app.engine.runtime import FACE_TRAY, EngineRuntime, RuntimeSettings
 from tray_app.errors import AlreadyRunning
-from tray_app.tray import icons
+from tray_app.tray import icons, systray
 from tray_app.tray.actions import ActionWorker, export_diagnostics, open_path
 from tray_app.tray.alerts import AlertPolicy, Notice
 from tray_app.tray.menu import (
@@ -62,11 +62,15 @@ from tray_app.tray.ui import (
     enable_xorg_clicks,
     marshal_for,
     pystray_menu,
+    quiet_gdk_thaw_critical,
 )
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
+# A panel started with the session may come up after the app (autostart): look
+# again for this long before telling the user there is no tray.
+NO_TRAY_GRACE_S = 5.0
 
 
 def load_autostart() -> ModuleType | None:
@@ -109,6 +113,7 @@ class TrayApp:
             menu_file=cfg.paths.state_dir / MENU_FILE)
         self.view: TrayView | None = None
         self.quit_requested = threading.Event()
+        self.tray_host: systray.TrayHost | None = None  # what _run_locked found (Linux)
 
     # ---- wiring
 
@@ -137,6 +142,36 @@ class TrayApp:
         self.runtime.start_background()
         self.refresher.autostart = self._autostart_enabled()
         self.refresher.start()
+        if self.tray_host is not None and self.tray_host.found is False:
+            threading.Thread(target=self.check_tray_host, name="tray-host-check", daemon=True).start()
+
+    def check_tray_host(self, grace_s: float = NO_TRAY_GRACE_S) -> bool:
+        """No tray host was found at start: look again for ``grace_s`` (a panel may
+        start after us), then tell the user once, in the log and a notification,
+        that recording goes on without an icon and how to reach the app.
+        Runs on its own thread (D-Bus and X round trips). True if a tray appeared."""
+        host = self.tray_host or systray.detect()
+        deadline = time.monotonic() + grace_s
+        while host.found is False:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self.quit_requested.wait(min(0.5, left)):
+                return False
+            host = systray.detect()
+        if host.found is not False:
+            if host.found:
+                log.info("tray: a system tray appeared (%s)", host.describe())
+            return bool(host.found)
+        log.warning("tray: no system tray on this desktop (%s), so no icon is shown; Telemetry Tray "
+                    "keeps recording in the background. `telemetry-tray status` shows its state; "
+                    "for an icon: %s", host.describe(), host.fix())
+        self.notifier.notify(
+            "Telemetry Tray is running without an icon",
+            "This desktop has no system tray, so there is no icon. Telemetry Tray keeps recording "
+            "in the background; run `telemetry-tray status` to see it. For an icon: "
+            f"{host.fix()}.", "normal", icon=self.icon_files.get("running"), kind="no_tray")
+        return False
 
     def _autostart_enabled(self) -> bool | None:
         if self.autostart is None:
@@ -214,12 +249,15 @@ class TrayApp:
         log.info("diagnostics bundle written: %s", path)
         self.notifier.notify("Diagnostics bundle saved", str(path), "low", kind="export",
                              icon=self.icon_files.get("running"))
-        open_path(path.parent)
+        open_path(path.parent, on_failure=self.open_failed)
 
     def open_folder(self, path: Path) -> None:
-        if not open_path(path):
-            self.notifier.notify(APP_TITLE, f"Could not open a file manager; the folder is {path}",
-                                 kind="open")
+        open_path(path, on_failure=self.open_failed)
+
+    def open_failed(self, path: Path, reason: str) -> None:
+        """The file manager could not be started or its opener failed (any thread)."""
+        self.notifier.notify("Could not open the folder", f"{reason}.\nThe folder is {path}",
+                             "normal", kind="open")
 
     def toggle_autostart(self) -> None:
         if self.autostart is None:
@@ -324,6 +362,13 @@ def _run_locked(cfg: Config, with_monitors: bool = True) -> int:
         # An icon and a popup menu never draw with OpenGL, but GDK probes GLX on
         # some X servers and maps Mesa (libLLVM, ~50 MB RSS). bench/tray_footprint.py.
         os.environ.setdefault("GDK_GL", "disable")
+    host = systray.detect() if sys.platform.startswith("linux") else None
+    forced = os.environ.get("PYSTRAY_BACKEND")
+    if host is not None:
+        choice = systray.choose_backend(host, *systray.available(), forced=forced)
+        log.info("tray: %s; backend %s: %s", host.describe(), choice.backend, choice.why)
+        if choice.forced:
+            os.environ["PYSTRAY_BACKEND"] = choice.backend  # only for pystray's import below
     try:
         import pystray
     except Exception as exc:  # noqa: BLE001 - no display, no GTK, no Xlib...
@@ -331,13 +376,19 @@ def _run_locked(cfg: Config, with_monitors: bool = True) -> int:
               "is this a desktop session? To capture without a tray: telemetry-tray run --headless",
               file=sys.stderr)
         return 1
+    finally:
+        if forced is None:
+            os.environ.pop("PYSTRAY_BACKEND", None)  # children (xdg-open, notify-send) pick their own
     app = TrayApp(cfg, with_monitors=with_monitors)
+    app.tray_host = host
     size = icons.platform_size()
     images = {s: icons.render(s, size) for s in ICON_STATES}
     first = app.model()
     icon = pystray.Icon("telemetry-tray", images[I_STARTING], first.tooltip,
                         menu=pystray_menu(first, app.actions.submit))
     backend = backend_name(icon)
+    if backend in ("gtk", "appindicator"):
+        quiet_gdk_thaw_critical()
     if backend == "xorg" and not enable_xorg_clicks(icon):
         log.warning("xorg backend: could not enable clicks on the icon")
     app.view = TrayView(icon, marshal_for(backend), images, app.actions.submit,

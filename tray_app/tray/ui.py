@@ -110,6 +110,38 @@ def enable_xorg_clicks(icon: Any) -> bool:
     return True
 
 
+GDK_THAW_CRITICAL = "gdk_window_thaw_toplevel_updates"
+
+
+def quiet_gdk_thaw_critical() -> Callable[[str, Any, str], bool]:
+    """Keep GDK's ``Gdk-CRITICAL ... gdk_window_thaw_toplevel_updates: assertion
+    'window->update_and_descendants_freeze_count > 0' failed`` out of the terminal.
+
+    GDK prints it when a tray icon's window gets a MapNotify it did not freeze
+    for: libayatana-appindicator's XEmbed fallback (a GtkStatusIcon it makes
+    when no StatusNotifierWatcher exists) triggers it on every start. The app
+    avoids that fallback (systray.choose_backend picks gtk for an XEmbed tray),
+    but the watcher can also go away while the app runs (the GNOME extension
+    disabled), so that one message is logged once at debug level; every other
+    GDK message goes to GLib's default handler as before. Call on the main
+    thread after GTK is imported. Returns the handler (for tests)."""
+    from gi.repository import GLib
+
+    told: list[bool] = []
+
+    def handler(domain: str, level: Any, message: str, user_data: Any = None) -> bool:
+        if GDK_THAW_CRITICAL in (message or ""):
+            if not told:
+                told.append(True)
+                log.debug("GTK (harmless, shown once): %s-CRITICAL %s", domain, message)
+            return True
+        GLib.log_default_handler(domain, level, message, user_data)
+        return False
+
+    GLib.log_set_handler("Gdk", GLib.LogLevelFlags.LEVEL_CRITICAL, handler, None)
+    return handler
+
+
 def pystray_menu(model: MenuModel, on_action: Callable[[str], None]) -> Any:
     import pystray
 
