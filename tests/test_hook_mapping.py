@@ -296,3 +296,55 @@ def test_parse_url_refuses(url: str) -> None:
 def test_resp_command_encoding() -> None:
     assert resp.command("XADD", "s", "*", b"k", "v\u00e9") == (
         b"*5\r\n$4\r\nXADD\r\n$1\r\ns\r\n$1\r\n*\r\n$1\r\nk\r\n$3\r\nv\xc3\xa9\r\n")
+
+
+# ----------------------------------------------------------------------------- the wider catalogue
+
+def test_claude_hook_with_cursors_input_builds_nothing() -> None:
+    cursor_input = {"conversation_id": "c", "generation_id": "g", "cursor_version": "2.4.0",
+                    "workspace_roots": ["/w"], "hook_event_name": "preToolUse", "tool_name": "Shell"}
+    assert mapping.build("claude", json.dumps(cursor_input).encode(), settings()) is None
+    for key in ("generation_id", "cursor_version", "workspace_roots"):  # any one of them with conversation_id
+        assert mapping.build("claude", json.dumps({"conversation_id": "c", key: "x",
+                                                    "hook_event_name": "stop"}).encode(), settings()) is None
+    # the Cursor hook records it; Claude's own input (even with a stray conversation_id) is recorded
+    assert _decode(mapping.build("cursor", json.dumps(cursor_input).encode(), settings()))["platform"] == "cursor"
+    ev = _decode(mapping.build("claude", b'{"hook_event_name": "Stop", "session_id": "s", "conversation_id": "c"}',
+                               settings()))
+    assert (ev["platform"], ev["session_id"]) == ("claude_code", "s")
+
+
+@pytest.mark.parametrize("arg,obj,path,setting", [
+    ("claude", {"hook_event_name": "MessageDisplay", "delta": "SECRET"}, "delta", "responses"),
+    ("claude", {"hook_event_name": "PostCompact", "compact_summary": "SECRET"}, "compact_summary", "responses"),
+    ("cursor", {"hook_event_name": "subagentStart", "task": "SECRET"}, "task", "prompts"),
+    ("cursor", {"hook_event_name": "preToolUse", "agent_message": "SECRET"}, "agent_message", "responses"),
+    ("cursor", {"hook_event_name": "postToolUseFailure", "tool_name": "Shell", "error_message": "SECRET"},
+     "error_message", "shell_output"),
+    ("claude", {"hook_event_name": "PostToolBatch", "tool_calls": [
+        {"tool_name": "Read", "tool_input": {"file_path": "/a"}, "tool_response": "SECRET"}]},
+     "tool_calls[].tool_response", "file_contents"),
+    ("claude", {"hook_event_name": "PostToolBatch", "tool_calls": [
+        {"tool_name": "Bash", "tool_input": {"command": "ls"}, "tool_response": "SECRET"}]},
+     "tool_calls[].tool_response", "shell_output"),
+])
+def test_new_content_fields_follow_the_privacy_settings(arg: str, obj: dict, path: str, setting: str) -> None:
+    entry = mapping.build(arg, json.dumps(obj).encode(), settings(**{setting: "none"}))
+    assert "SECRET" not in json.dumps(entry)
+    assert _decode(entry)["metadata"]["redacted"] == {path: "none"}
+    others = {k: "none" for k in ("prompts", "responses", "file_contents", "shell_output") if k != setting}
+    assert "SECRET" in json.dumps(mapping.build(arg, json.dumps(obj).encode(), settings(**others)))
+
+
+def test_event_classifiers_go_to_metadata_without_clobbering_the_source() -> None:
+    ev = _decode(mapping.build("claude", json.dumps({"hook_event_name": "ConfigChange", "session_id": "s",
+                                                      "source": "project_settings"}).encode(), settings()))
+    assert ev["metadata"]["source"] == "claude_hook" and ev["metadata"]["config_source"] == "project_settings"
+    ev = _decode(mapping.build("claude", json.dumps({"hook_event_name": "StopFailure", "session_id": "s",
+                                                      "error": "rate_limit"}).encode(), settings()))
+    assert (ev["event_type"], ev["metadata"]["error"]) == ("stop_failure", "rate_limit")
+    # a tool failure's error text is content, not a classifier: it stays in the payload only
+    ev = _decode(mapping.build("claude", json.dumps({"hook_event_name": "PostToolUseFailure", "session_id": "s",
+                                                      "tool_name": "Bash", "error": "Exit code 1"}).encode(),
+                               settings()))
+    assert ev["event_type"] == "tool_failure" and "error" not in ev["metadata"]

@@ -96,18 +96,24 @@ def test_install_merges_with_the_users_hooks(home: dict[str, str]) -> None:
                                              {"command": command_c, "timeout": installers.HOOK_TIMEOUT_S}]
     assert cur["hooks"]["beforeShellExecution"] == USER_CURSOR["hooks"]["beforeShellExecution"] + [
         {"command": command_c, "timeout": installers.HOOK_TIMEOUT_S}]
-    assert cur["hooks"]["afterTabFileEdit"] == USER_CURSOR["hooks"]["afterTabFileEdit"]  # not one of ours
+    assert cur["hooks"]["afterTabFileEdit"] == USER_CURSOR["hooks"]["afterTabFileEdit"] + [
+        {"command": command_c, "timeout": installers.HOOK_TIMEOUT_S}]
     for event in installers.CURSOR_EVENTS:
         assert ours_cursor(cur, event) == [command_c], event
     # Claude: every other setting untouched, the user's groups kept, ours added
     assert {k: v for k, v in cla.items() if k != "hooks"} == {k: v for k, v in USER_CLAUDE.items() if k != "hooks"}
     assert cla["hooks"]["PreToolUse"][0] == USER_CLAUDE["hooks"]["PreToolUse"][0]
     assert cla["hooks"]["PostToolUse"][0] == USER_CLAUDE["hooks"]["PostToolUse"][0]
-    assert cla["hooks"]["PermissionRequest"] == USER_CLAUDE["hooks"]["PermissionRequest"]
+    assert cla["hooks"]["PermissionRequest"][0] == USER_CLAUDE["hooks"]["PermissionRequest"][0]
+    tool_events = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "PermissionDenied")
     for event in installers.CLAUDE_EVENTS:
         [group] = ours_claude(cla, event)
-        assert group == {"matcher": "*" if event in ("PreToolUse", "PostToolUse") else "",
-                         "hooks": [{"type": "command", "command": command_cl, "timeout": installers.HOOK_TIMEOUT_S}]}
+        ours = {"hooks": [{"type": "command", "command": command_cl, "timeout": installers.HOOK_TIMEOUT_S}]}
+        if event != "FileChanged":  # its matcher would also be a file for Claude Code to watch
+            ours["matcher"] = "*" if event in tool_events else ""
+        assert group == ours, event
+    for event in ("WorktreeCreate", "WorktreeRemove"):  # a hook there replaces git's behaviour
+        assert event not in cla["hooks"]
     # one backup each: the file as it was
     assert json.loads(Path(str(cursor_file(home)) + installers.BACKUP_SUFFIX).read_text()) == USER_CURSOR
     assert json.loads(Path(str(claude_file(home)) + installers.BACKUP_SUFFIX).read_text()) == USER_CLAUDE

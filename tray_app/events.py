@@ -32,6 +32,13 @@ EVENT_TYPES = frozenset({
     "shell_execution", "file_read", "file_edit", "context_compact",
     "notification", "stop", "subagent_start", "subagent_stop", "database_trace",
     "transcript_trace", "error", "hook_event",
+    # hook events (docs/hooks.md has the catalogue of both assistants)
+    "setup", "prompt_expansion", "permission_request", "permission_denied",
+    "tool_failure", "tool_batch", "message_display", "task_created", "task_completed",
+    "stop_failure", "teammate_idle", "instructions_loaded", "config_change",
+    "cwd_changed", "directory_added", "file_changed", "worktree_create",
+    "worktree_remove", "context_compacted", "model_switch_request", "model_switch",
+    "elicitation", "elicitation_result",
 })
 
 REQUIRED_FIELDS = ("event_id", "platform", "event_type", "timestamp", "session_id")

@@ -44,21 +44,40 @@ from tray_app.fileutil import atomic_write
 
 ASSISTANTS = ("cursor", "claude")
 
-#: Cursor agent hooks we install (cursor.com/docs/agent/hooks). The generic
-#: preToolUse/postToolUse and the Tab hooks are mapped if a user adds them,
-#: but not installed: they would double every tool call / fire per keystroke.
+#: Cursor hooks we install: every event of cursor.com/docs/agent/hooks
+#: (checked 2026-12-02, docs/hooks.md), the generic tool hooks and the Tab
+#: hooks included (bench/hook_bench.py measures what a call costs).
 CURSOR_EVENTS = (
     "sessionStart", "sessionEnd", "beforeSubmitPrompt", "afterAgentResponse",
     "afterAgentThought", "beforeShellExecution", "afterShellExecution",
     "beforeMCPExecution", "afterMCPExecution", "beforeReadFile", "afterFileEdit", "stop",
+    "preToolUse", "postToolUse", "postToolUseFailure", "subagentStart", "subagentStop",
+    "preCompact", "beforeTabFileRead", "afterTabFileEdit",
 )
-#: Claude Code hook events we install (code.claude.com/docs/en/hooks)
+#: Claude Code hook events we install: every event of
+#: code.claude.com/docs/en/hooks (checked 2026-12-02, docs/hooks.md) except
+#: CLAUDE_NOT_INSTALLED
 CLAUDE_EVENTS = (
     "SessionStart", "SessionEnd", "UserPromptSubmit", "PreToolUse", "PostToolUse",
     "Stop", "SubagentStop", "PreCompact", "Notification",
+    "Setup", "UserPromptExpansion", "PermissionRequest", "PermissionDenied",
+    "PostToolUseFailure", "PostToolBatch", "MessageDisplay", "SubagentStart",
+    "TaskCreated", "TaskCompleted", "StopFailure", "TeammateIdle", "InstructionsLoaded",
+    "ConfigChange", "CwdChanged", "DirectoryAdded", "FileChanged", "PostCompact",
+    "PreModelSwitch", "PostModelSwitch", "Elicitation", "ElicitationResult",
 )
+#: documented, mapped, but never installed, because a command hook there
+#: cannot stay without effect: a WorktreeCreate hook replaces git's worktree
+#: creation and must print the new path (ours would make creation fail), and
+#: WorktreeRemove is its cleanup counterpart (a hook there decides whether
+#: the removal succeeded)
+CLAUDE_NOT_INSTALLED = ("WorktreeCreate", "WorktreeRemove")
 #: events whose matcher is a tool name ("*": every tool); the others match everything with ""
-CLAUDE_TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse"})
+CLAUDE_TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse", "PostToolUseFailure",
+                                "PermissionRequest", "PermissionDenied"})
+#: events whose matcher we leave out: a FileChanged matcher is also the list of
+#: files Claude Code starts watching; without one our hook adds no file to it
+CLAUDE_NO_MATCHER = frozenset({"FileChanged"})
 #: the per-hook timeout we write for both assistants, in seconds (both read
 #: ``timeout`` in seconds on a command hook): a safety net well above the
 #: hook's own total budget (runner.BUDGET_S, 3 s), so an assistant never kills
@@ -289,6 +308,8 @@ def _merge(assistant: str, path: Path, data: dict[str, Any], command: str | None
             if want:
                 ours = {"matcher": "*" if event in CLAUDE_TOOL_EVENTS else "",
                         "hooks": [{"type": "command", "command": command, "timeout": CLAUDE_TIMEOUT_S}]}
+                if event in CLAUDE_NO_MATCHER:
+                    del ours["matcher"]
             # our commands taken out of every group; a group that held only ours marks
             # the place where the current one goes back (or nothing, on uninstall)
             stripped = [_strip_claude_group(group) for group in entries]

@@ -37,7 +37,8 @@ CAPTURE_VERSION = 1
 PLATFORMS = {"cursor": "cursor", "claude": "claude_code", "claude_code": "claude_code"}
 SOURCES = {"cursor": "cursor_hook", "claude_code": "claude_hook"}
 
-#: Cursor's agent and Tab hooks (cursor.com/docs/agent/hooks) -> event_type
+#: Cursor's agent and Tab hooks -> event_type. Every event of
+#: cursor.com/docs/agent/hooks (checked 2026-12-02; see docs/hooks.md).
 CURSOR_EVENTS = {
     "sessionStart": "session_start",
     "sessionEnd": "session_end",
@@ -54,37 +55,107 @@ CURSOR_EVENTS = {
     "afterTabFileEdit": "file_edit",
     "preToolUse": "tool_use",
     "postToolUse": "tool_result",
-    "postToolUseFailure": "tool_result",
+    "postToolUseFailure": "tool_failure",
     "subagentStart": "subagent_start",
     "subagentStop": "subagent_stop",
     "preCompact": "context_compact",
     "stop": "stop",
 }
 
-#: Claude Code's hook events (code.claude.com/docs/en/hooks) -> event_type
+#: Claude Code's hook events -> event_type. Every event of
+#: code.claude.com/docs/en/hooks (checked 2026-12-02; see docs/hooks.md).
 CLAUDE_EVENTS = {
     "SessionStart": "session_start",
+    "Setup": "setup",
     "SessionEnd": "session_end",
     "UserPromptSubmit": "user_prompt",
+    "UserPromptExpansion": "prompt_expansion",
     "PreToolUse": "tool_use",
+    "PermissionRequest": "permission_request",
+    "PermissionDenied": "permission_denied",
     "PostToolUse": "tool_result",
-    "PostToolUseFailure": "tool_result",
-    "Stop": "stop",
+    "PostToolUseFailure": "tool_failure",
+    "PostToolBatch": "tool_batch",
+    "Notification": "notification",
+    "MessageDisplay": "message_display",
     "SubagentStart": "subagent_start",
     "SubagentStop": "subagent_stop",
+    "TaskCreated": "task_created",
+    "TaskCompleted": "task_completed",
+    "Stop": "stop",
+    "StopFailure": "stop_failure",
+    "TeammateIdle": "teammate_idle",
+    "InstructionsLoaded": "instructions_loaded",
+    "ConfigChange": "config_change",
+    "CwdChanged": "cwd_changed",
+    "DirectoryAdded": "directory_added",
+    "FileChanged": "file_changed",
+    "WorktreeCreate": "worktree_create",
+    "WorktreeRemove": "worktree_remove",
     "PreCompact": "context_compact",
-    "Notification": "notification",
+    "PostCompact": "context_compacted",
+    "PreModelSwitch": "model_switch_request",
+    "PostModelSwitch": "model_switch",
+    "Elicitation": "elicitation",
+    "ElicitationResult": "elicitation_result",
 }
 
 #: unknown hook names are kept, generically, as this type
 GENERIC_TYPE = "hook_event"
 ERROR_TYPE = "error"
 
-#: input keys copied into metadata when present (scalars only)
+#: input keys copied into metadata when present (scalars only), for every event
 CURSOR_META = ("generation_id", "model", "cursor_version", "transcript_path", "tool_name",
                "tool_use_id")
 CLAUDE_META = ("tool_use_id", "transcript_path", "cwd", "permission_mode", "tool_name",
-               "agent_id", "agent_type", "model")
+               "agent_id", "agent_type", "model", "prompt_id")
+#: per event: documented classifier fields copied into metadata as
+#: (input key, metadata key) -- never content, and never over a key above
+CURSOR_EVENT_META = {
+    "sessionEnd": (("reason", "reason"),),
+    "postToolUseFailure": (("failure_type", "failure_type"), ("is_interrupt", "is_interrupt")),
+    "subagentStart": (("subagent_type", "subagent_type"), ("subagent_id", "subagent_id")),
+    "subagentStop": (("subagent_type", "subagent_type"), ("status", "status")),
+    "preCompact": (("trigger", "trigger"),),
+    "stop": (("status", "status"),),
+}
+CLAUDE_EVENT_META = {
+    "SessionStart": (("source", "session_source"),),
+    "Setup": (("trigger", "trigger"),),
+    "SessionEnd": (("reason", "reason"),),
+    "UserPromptExpansion": (("expansion_type", "expansion_type"), ("command_name", "command_name")),
+    "PostToolUseFailure": (("is_interrupt", "is_interrupt"),),
+    "Notification": (("notification_type", "notification_type"),),
+    "TaskCreated": (("task_id", "task_id"),),
+    "TaskCompleted": (("task_id", "task_id"),),
+    "StopFailure": (("error", "error"),),
+    "TeammateIdle": (("teammate_name", "teammate_name"),),
+    "InstructionsLoaded": (("load_reason", "load_reason"), ("memory_type", "memory_type")),
+    "ConfigChange": (("source", "config_source"),),
+    "DirectoryAdded": (("source", "directory_source"),),
+    "FileChanged": (("event", "file_event"),),
+    "PreCompact": (("trigger", "trigger"),),
+    "PostCompact": (("trigger", "trigger"),),
+    "PreModelSwitch": (("from_model", "from_model"), ("to_model", "to_model"),
+                       ("source", "switch_source")),
+    "PostModelSwitch": (("from_model", "from_model"), ("to_model", "to_model"),
+                        ("source", "switch_source")),
+    "Elicitation": (("mcp_server_name", "mcp_server_name"), ("mode", "mode")),
+    "ElicitationResult": (("mcp_server_name", "mcp_server_name"), ("action", "action")),
+}
+
+#: Cursor runs the hooks in ~/.claude/settings.json too ("third-party hooks",
+#: cursor.com/docs/reference/third-party-hooks): our Claude hook then gets
+#: Cursor's input, which our Cursor hook already records. Claude Code's input
+#: never has these keys; Cursor's base input always has conversation_id and
+#: the others.
+CURSOR_ONLY_KEYS = ("cursor_version", "workspace_roots", "generation_id")
+
+
+def is_cursor_input(obj):
+    """Whether a hook input is Cursor's (see CURSOR_ONLY_KEYS)."""
+    return "conversation_id" in obj and any(k in obj for k in CURSOR_ONLY_KEYS)
+
 
 # ----------------------------------------------------------------------------- privacy
 
@@ -95,6 +166,10 @@ TOP_LEVEL_CONTENT = {
     "text": "responses",
     "last_assistant_message": "responses",
     "summary": "responses",
+    "compact_summary": "responses",
+    "delta": "responses",
+    "agent_message": "responses",
+    "task": "prompts",
     "content": "file_contents",
     "result_json": "file_contents",
     "output": "shell_output",
@@ -143,6 +218,24 @@ def _tool_result_setting(tool_name):
     return "file_contents"  # Read, Grep, Edit, MCP, ... results carry workspace text
 
 
+def _tool_privacy(obj, settings, prefix, redacted):
+    """The [capture] modes for one tool call's input and result in ``obj``."""
+    tool = obj.get("tool_name")
+    tool_input = obj.get("tool_input")
+    if isinstance(tool_input, dict):
+        for key in TOOL_INPUT_CONTENT:
+            _apply(tool_input, key, settings["file_contents"], f"{prefix}tool_input.{key}", redacted)
+        if tool in SUBAGENT_TOOLS:
+            _apply(tool_input, "prompt", settings["prompts"], f"{prefix}tool_input.prompt", redacted)
+    for key in TOOL_RESULT_KEYS:
+        if key in obj:
+            _apply(obj, key, settings[_tool_result_setting(tool)], prefix + key, redacted)
+    if tool in SHELL_TOOLS:  # a failed shell command: its error text carries the output
+        for key in ("error", "error_message"):
+            if key in obj:
+                _apply(obj, key, settings["shell_output"], prefix + key, redacted)
+
+
 def apply_privacy(obj, settings):
     """Apply the [capture] modes to the hook input ``obj`` (a dict, changed in
     place). Returns {path: mode} for each value hashed or removed."""
@@ -160,18 +253,12 @@ def apply_privacy(obj, settings):
             if isinstance(item, dict):
                 for key in EDIT_CONTENT:
                     _apply(item, key, mode, f"edits[].{key}", redacted)
-    tool = obj.get("tool_name")
-    tool_input = obj.get("tool_input")
-    if isinstance(tool_input, dict):
-        for key in TOOL_INPUT_CONTENT:
-            _apply(tool_input, key, settings["file_contents"], f"tool_input.{key}", redacted)
-        if tool in SUBAGENT_TOOLS:
-            _apply(tool_input, "prompt", settings["prompts"], "tool_input.prompt", redacted)
-    for key in TOOL_RESULT_KEYS:
-        if key in obj:
-            _apply(obj, key, settings[_tool_result_setting(tool)], key, redacted)
-    if tool in SHELL_TOOLS and "error" in obj:  # PostToolUseFailure of a shell command
-        _apply(obj, "error", settings["shell_output"], "error", redacted)
+    _tool_privacy(obj, settings, "", redacted)
+    calls = obj.get("tool_calls")  # PostToolBatch: one item per tool call of the batch
+    if isinstance(calls, list):
+        for item in calls:
+            if isinstance(item, dict):
+                _tool_privacy(item, settings, "tool_calls[].", redacted)
     return redacted
 
 
@@ -286,7 +373,9 @@ def _error_payload(reason, raw, total_bytes):
 
 
 def build(arg, raw, settings, now_ns=None, rand=None, total_bytes=None):
-    """The stream entry (dict of str) for one hook call.
+    """The stream entry (dict of str) for one hook call, or None when there
+    is nothing to record: the Claude hook run by Cursor with Cursor's input
+    (third-party hooks; the Cursor hook records the same call).
 
     ``raw``: the stdin bytes read (at most the read limit); ``total_bytes``:
     how many stdin held (defaults to len(raw)). Never raises on bad input:
@@ -315,6 +404,8 @@ def build(arg, raw, settings, now_ns=None, rand=None, total_bytes=None):
             if not isinstance(obj, dict):
                 obj, error = None, "not_an_object"
     platform = platform_of(arg, obj)
+    if obj is not None and platform == "claude_code" and is_cursor_input(obj):
+        return None  # Cursor running our Claude hook: its Cursor hook records this call
     metadata = {"source": SOURCES[platform], "capture_version": CAPTURE_VERSION}
     fields = {
         "event_id": uuid7(now_ns, rand),
@@ -331,6 +422,7 @@ def build(arg, raw, settings, now_ns=None, rand=None, total_bytes=None):
         name = _str(obj.get("hook_event_name")) or "unknown"
         table = CURSOR_EVENTS if platform == "cursor" else CLAUDE_EVENTS
         fields["event_type"] = table.get(name, GENERIC_TYPE)
+        extra = (CURSOR_EVENT_META if platform == "cursor" else CLAUDE_EVENT_META).get(name, ())
         fields["hook_type"] = name
         if platform == "cursor":
             session = _str(obj.get("conversation_id")) or _str(obj.get("session_id"))
@@ -351,6 +443,10 @@ def build(arg, raw, settings, now_ns=None, rand=None, total_bytes=None):
             value = _scalar(obj.get(key))
             if value is not None:
                 metadata[key] = value
+        for key, meta_key in extra:
+            value = _scalar(obj.get(key))
+            if value is not None:
+                metadata[meta_key] = value
         redacted = apply_privacy(obj, settings)
         if redacted:
             metadata["redacted"] = redacted
