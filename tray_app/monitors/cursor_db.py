@@ -24,6 +24,13 @@ Rules this module keeps (see docs/monitors.md):
   three point lookups, skipped when the value's digest is unchanged.
 * **Deterministic ids**: ``event_id`` = f(database, table, key, item, digest),
   so a restart or re-read never makes a second row.
+* **Format drift is said, not swallowed** (:mod:`cursor_drift`): key families
+  and tables the monitor does not know are counted from the key index (never
+  their values) at most every ``format_scan_interval_s`` per changed
+  database, known keys whose JSON lost the fields relied on are counted as
+  they are read, and the verdict is published once per pass in
+  ``health()["storage_format"]`` and recorded for ``doctor`` and the
+  diagnostics bundle.
 """
 
 from __future__ import annotations
@@ -36,10 +43,14 @@ from typing import Any
 
 from tray_app.config import Config
 from tray_app.events import utc_now_iso
+from tray_app import jsonutil
+from tray_app.monitors import cursor_drift
 from tray_app.monitors.base import Clock, MonitorThread
-from tray_app.monitors.cursor_files import CursorDb, DatabaseFinder, FileState, default_user_dir, file_state
-from tray_app.monitors.cursor_items import (COMPOSERS_KEY, unprocessable_event, DISK_KV, ITEM_TABLE, ITEM_TABLE_KEYS, Item, as_bytes,
-                                            decode_json, fingerprint, split_item_table, to_event)
+from tray_app.monitors.cursor_files import (CursorDb, DatabaseFinder, FileState, default_user_dir, file_state,
+                                            uri_to_path)
+from tray_app.monitors.cursor_items import (COMPOSERS_KEY, DIFF_PREFIX, DISK_KV, ITEM_TABLE, ITEM_TABLE_KEYS, Item,
+                                            as_bytes, conversation_time, decode_json, fingerprint, inline_bubbles, is_empty_diff,
+                                            split_item_table, to_event, unprocessable_event)
 from tray_app.monitors.emit import Emitter, payload_budget
 from tray_app.monitors.privacy import Capture, is_credential_key
 from tray_app.monitors.state_store import StateStore, state_file
@@ -52,7 +63,10 @@ DB_SCOPE = "db"
 MAP_SCOPE = "composer_ws"
 FP_SCOPE = "fp"
 
-_KV_FILTER = "(key GLOB 'bubbleId:*' OR key GLOB 'composerData:*')"
+_KV_FILTER = "(key GLOB 'bubbleId:*' OR key GLOB 'composerData:*' OR key GLOB 'codeBlockDiff:*')"
+SHAPE_SCOPE = "shape"
+#: shape problems remembered per database (beyond this they are no longer itemised)
+MAX_SHAPE_KEYS = 20_000
 #: (rowid, key) pairs remembered at chunk ends: a different key at one of
 #: those rowids means the table was renumbered (VACUUM after deletions)
 ANCHORS = 8
@@ -90,7 +104,7 @@ class CursorDatabaseMonitor(MonitorThread):
                  clock: Clock = time.time, monotonic: Clock = time.monotonic,
                  max_items_per_pass: int = 5000, chunk_rows: int = 500,
                  reconcile_interval_s: float = 6 * 3600.0, reconcile_rows_per_pass: int = 20_000,
-                 busy_timeout_s: float = 0.05) -> None:
+                 busy_timeout_s: float = 0.05, format_scan_interval_s: float = 300.0) -> None:
         super().__init__(NAME, cfg.monitors.poll_interval_s, clock=clock, monotonic=monotonic)
         self.cfg = cfg
         self.user_dir = user_dir or (Path(cfg.monitors.cursor_user_dir).expanduser()
@@ -106,12 +120,19 @@ class CursorDatabaseMonitor(MonitorThread):
         self.reconcile_interval_s = reconcile_interval_s
         self.reconcile_rows_per_pass = reconcile_rows_per_pass
         self.busy_timeout_s = busy_timeout_s
+        self.format_scan_interval_s = format_scan_interval_s
         self._states: dict[str, dict[str, Any]] | None = None
+        #: db id -> {key: kind} of known keys whose JSON lacks what we rely on
+        self._shapes: dict[str, dict[str, str]] = {}
+        self._format_dirty = True
+        self._format: dict[str, Any] = {}
+        #: per pass: composerId -> (time, {diffId: file path}) for codeBlockDiff events
+        self._cinfo: dict[str, tuple[str | None, dict[str, str]]] = {}
         self._composer_ws: dict[str, str] | None = None
         self._backlog = False
         self._budget = 0
         self._set(user_dir=str(self.user_dir), databases=[], busy=0, changed_while_reading=0,
-                  backlog=False)
+                  backlog=False, storage_format={"status": "not checked yet", "message": ""})
 
     # -- loop hooks ---------------------------------------------------------------------------
 
@@ -132,6 +153,7 @@ class CursorDatabaseMonitor(MonitorThread):
         dbs = self.finder.find()
         self._set(databases=[d.db_id for d in dbs][:50], databases_found=len(dbs))
         self._budget = self.max_items_per_pass
+        self._cinfo = {}
         backlog = False
         emitted = 0
         for db in dbs:
@@ -154,6 +176,7 @@ class CursorDatabaseMonitor(MonitorThread):
             backlog = backlog or more
         self._backlog = backlog
         self._set(backlog=backlog)
+        self._publish_format(dbs)
         return emitted
 
     def _bump(self, key: str) -> None:
@@ -183,6 +206,8 @@ class CursorDatabaseMonitor(MonitorThread):
             emitted = self._item_table(conn, db, st, fs, immutable)
             n, more = self._disk_kv(conn, db, st, fs, immutable, now, due)
             emitted += n
+            if now - float(st.get("format_at") or float("-inf")) >= self.format_scan_interval_s:
+                self._scan_format(conn, db, st, now)
         finally:
             conn.close()
         if not more:
@@ -297,15 +322,45 @@ class CursorDatabaseMonitor(MonitorThread):
                 continue
             decoded = decode_json(raw)
             if decoded is None:
+                self._note_shape(db, key, cursor_drift.shape_problem(key, None))
                 continue
-            items.append(Item(DISK_KV, key, None, fingerprint(raw), decoded, rowid))
-        n = self._emit_changed(db, items)
+            it = Item(DISK_KV, key, None, fingerprint(raw), decoded, rowid)
+            items.append(it)
+            inline = inline_bubbles(it)
+            if inline:
+                separate = self._separate_bubbles(conn, key[len("composerData:"):])
+                items.extend(b for b in inline if b.key not in separate)
+        n = self._emit_changed(db, items, conn)
         last = rows[-1][0] if len(rows) == self.chunk_rows else until
         return n, last
 
+    def _separate_bubbles(self, conn: sqlite3.Connection, cid: str) -> set[str]:
+        """Keys of a conversation's own ``bubbleId:`` rows (an index range; no values
+        read): a message stored both inline and as a row is sent once, from its row."""
+        lo = f"bubbleId:{cid}:"
+        return {r[0] for r in conn.execute(f"SELECT key FROM {DISK_KV} WHERE key >= ? AND key < ?",
+                                           (lo, lo[:-1] + ";"))}
+
+    def _composer_info(self, conn: sqlite3.Connection | None, cid: str) -> tuple[str | None, dict[str, str]]:
+        """A conversation's time and its diffs' files (``codeBlockData``), for
+        ``codeBlockDiff`` events; read at most once per pass per conversation."""
+        if cid in self._cinfo or conn is None:
+            return self._cinfo.get(cid, (None, {}))
+        info: tuple[str | None, dict[str, str]] = (None, {})
+        try:
+            row = conn.execute(f"SELECT value FROM {DISK_KV} WHERE key=?", (f"composerData:{cid}",)).fetchone()
+        except sqlite3.Error:
+            row = None
+        raw = as_bytes(row[0]) if row is not None else None
+        value = decode_json(raw) if raw is not None else None
+        if isinstance(value, dict):
+            info = (conversation_time(value), diff_files(value))
+        self._cinfo[cid] = info
+        return info
+
     # -- emit + remember ----------------------------------------------------------------------
 
-    def _emit_changed(self, db: CursorDb, items: list[Item]) -> int:
+    def _emit_changed(self, db: CursorDb, items: list[Item], conn: sqlite3.Connection | None = None) -> int:
         if not items:
             return 0
         scope = f"{FP_SCOPE}:{db.db_id}"
@@ -319,17 +374,128 @@ class CursorDatabaseMonitor(MonitorThread):
         assert self._composer_ws is not None
         now_iso = utc_now_iso()
         evs = []
+        quiet: list[Item] = []
         for it in latest.values():
-            sid = it.key.split(":")[1] if it.key.startswith(("bubbleId:", "composerData:")) else None
+            if it.table == DISK_KV and it.inline_in is None:
+                self._note_shape(db, it.key, cursor_drift.shape_problem(it.key, it.value))
+            if is_empty_diff(it) or self._sent_inline(it, known.get(it.state_key)):
+                quiet.append(it)  # remembered, nothing to send
+                continue
+            sid = it.key.split(":")[1] if it.key.startswith(("bubbleId:", "composerData:", DIFF_PREFIX)) else None
             ws = self._composer_ws.get(sid) if sid else None
+            file_path = None
+            if it.key.startswith(DIFF_PREFIX) and sid and it.key.count(":") >= 2:
+                when, files = self._composer_info(conn, sid)
+                it.fallback_time = when
+                file_path = files.get(it.key.rsplit(":", 1)[1])
             try:
-                evs.append(to_event(it, db, self.capture, ws, now_iso, self.payload_max))
+                evs.append(to_event(it, db, self.capture, ws, now_iso, self.payload_max, file_path))
             except Exception as exc:  # noqa: BLE001 - one item's problem, never the monitor's
                 self._bump("unprocessable_items")
                 log.warning("%s: %s in %s could not be processed (%s: %s)", NAME, it.key, db.path,
                             type(exc).__name__, exc)
                 evs.append(unprocessable_event(it, db, exc, now_iso))
-        self.emitter.emit(evs)
+        if evs:
+            self.emitter.emit(evs)
         self.store.save(fingerprints=[(scope, k, it.fp) for k, it in latest.items()])
         self._budget -= len(evs)
         return len(evs)
+
+    @staticmethod
+    def _sent_inline(it: Item, known: bytes | None) -> bool:
+        """A message row whose content was already sent from its conversation's
+        inline copy (Cursor moved it out of ``conversation[]``): same content, no event."""
+        if known is None or it.inline_in is not None or not it.key.startswith("bubbleId:"):
+            return False
+        return fingerprint(jsonutil.dumps(it.value, sort_keys=True)) == known
+
+    # -- format drift -------------------------------------------------------------------------
+
+    def _shape_map(self, db_id: str) -> dict[str, str]:
+        m = self._shapes.get(db_id)
+        if m is None:
+            m = {k: str(v) for k, v in self.store.items(f"{SHAPE_SCOPE}:{db_id}").items()}
+            self._shapes[db_id] = m
+        return m
+
+    def _note_shape(self, db: CursorDb, key: str, kind: str | None) -> None:
+        m = self._shape_map(db.db_id)
+        if kind is None:
+            if key in m:
+                del m[key]
+                self.store.delete(f"{SHAPE_SCOPE}:{db.db_id}", key)
+                self._format_dirty = True
+        elif m.get(key) != kind and len(m) < MAX_SHAPE_KEYS:
+            m[key] = kind
+            self.store.put(f"{SHAPE_SCOPE}:{db.db_id}", key, kind)
+            self._format_dirty = True
+
+    def _scan_format(self, conn: sqlite3.Connection, db: CursorDb, st: dict[str, Any], now: float) -> None:
+        try:
+            tables = cursor_drift.scan_tables(conn)
+            families: dict[str, int] = {}
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (DISK_KV,)).fetchone():
+                families, _complete = cursor_drift.scan_families(conn)
+        except sqlite3.Error as exc:
+            log.debug("%s: %s: format scan failed: %s", NAME, db.path, exc)
+            return
+        if st.get("families") != families or st.get("tables") != tables:
+            self._format_dirty = True
+        st["families"], st["tables"], st["format_at"] = families, tables, now
+
+    def _publish_format(self, dbs: list[CursorDb]) -> None:
+        """Once per pass: the verdict over every database, in health; recorded
+        (and logged) when it changed."""
+        if not self._format_dirty:
+            return
+        assert self._states is not None
+        families: dict[str, int] = {}
+        tables: dict[str, int] = {}
+        shapes: dict[str, int] = {}
+        composers: set[str] = set()
+        for db in dbs:
+            st = self._states.get(db.db_id) or {}
+            for k, v in (st.get("families") or {}).items():
+                families[k] = families.get(k, 0) + int(v)
+            for k, v in (st.get("tables") or {}).items():
+                tables[k] = max(tables.get(k, 0), int(v))
+            for key, kind in self._shape_map(db.db_id).items():
+                shapes[kind] = shapes.get(kind, 0) + 1
+                cid = cursor_drift.composer_of(key)
+                if cid and kind in ("composerData", "bubbleId"):
+                    composers.add(cid)
+        report = cursor_drift.summarize(families, tables, shapes, len(composers), utc_now_iso())
+        self._format_dirty = False
+        comparable = {k: v for k, v in report.items() if k != "checked_at"}
+        if comparable != {k: v for k, v in self._format.items() if k != "checked_at"}:
+            if report["message"]:
+                log.warning("%s: %s", NAME, report["message"])
+            elif self._format.get("message"):
+                log.info("%s: Cursor's storage format is the known one again", NAME)
+            self.store.put(cursor_drift.REPORT_SCOPE, cursor_drift.REPORT_KEY, report)
+        self._format = report
+        self._set(storage_format=report)
+
+
+def diff_files(value: dict[str, Any]) -> dict[str, str]:
+    """diffId -> file path from a composerData's ``codeBlockData``
+    ({file uri: [{diffId, uri: {fsPath}}, …]} or {file uri: {id: {…}}})."""
+    out: dict[str, str] = {}
+    data = value.get("codeBlockData")
+    if not isinstance(data, dict):
+        return out
+    for uri, blocks in data.items():
+        entries = blocks if isinstance(blocks, list) else list(blocks.values()) if isinstance(blocks, dict) else []
+        for b in entries:
+            if not isinstance(b, dict):
+                continue
+            path = None
+            u = b.get("uri")
+            if isinstance(u, dict) and isinstance(u.get("fsPath"), str):
+                path = u["fsPath"]
+            elif isinstance(uri, str):
+                path = uri_to_path(uri)
+            for k in ("diffId", "lastDiffId"):
+                if isinstance(b.get(k), str) and path:
+                    out[b[k]] = path
+    return out
