@@ -147,6 +147,8 @@ def run(arg, environ=None, supervised=False):
         arm_deadline()
     settings = hookconfig.load(environ)
     fields = mapping.build(arg, raw, settings, total_bytes=total)
+    if fields is None:  # Cursor running our Claude hook: its Cursor hook has this call
+        return "skipped"
     return deliver(fields, settings)
 
 
