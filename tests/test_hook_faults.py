@@ -23,7 +23,8 @@ from conftest import RedisProc, wait_for
 from test_hook_events import (CLAUDE_BASE, CURSOR_BASE, HOOK, MAX_ENTRY, assert_clean_exit, hook_env,
                               run_hook, spool_files, stream_entries)
 from tray_app import events
-from tray_app.capture import installers, runner, spool
+from tray_app.capture import installers, runner
+from tray_app.engine import spool_drain as spool
 from tray_app.redis_conn import EVENTS_STREAM
 
 PROMPT = {**CURSOR_BASE, "hook_event_name": "beforeSubmitPrompt", "prompt": "hello"}

@@ -17,7 +17,8 @@ from conftest import RedisProc, wait_for
 from test_hook_events import (CLAUDE_BASE, CURSOR_BASE, assert_clean_exit, hook_env, run_hook, spool_files,
                               stream_entries as stream)
 from tray_app import events
-from tray_app.capture import spool, spoolfile
+from tray_app.capture import spoolfile
+from tray_app.engine import spool_drain as spool
 from tray_app.redis_conn import EVENTS_STREAM
 
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import RedisProc, need, wait_for
 from engine_util import row_count, running_engine
 from test_spool import spool_event
-from tray_app.capture import spool
+from tray_app.engine import spool_drain as spool
 from tray_app.redis_conn import EVENTS_STREAM
 
 
@@ -55,7 +55,7 @@ def test_sent_but_undeletable_files_are_not_sent_again(tmp_path: Path, redis_ser
         spool_event(d, i)
     client = redis_server.client()
     state = spool.DrainState()
-    caplog.set_level(logging.WARNING, logger="tray_app.capture.spool")
+    caplog.set_level(logging.WARNING, logger="tray_app.engine.spool_drain")
     with undeletable(d):
         first = spool.drain(d, client, state=state)
         assert (first.sent, first.remaining, first.error) == (3, 0, None)

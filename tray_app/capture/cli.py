@@ -87,7 +87,7 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tray_app.capture import spool
+    from tray_app.engine import spool_drain as spool
 
     cfg = get_config(args)
     config = getattr(args, "config", None)

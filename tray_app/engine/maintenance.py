@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from tray_app.config import Config
-from tray_app.engine import dlq, schema, tuning
+from tray_app.engine import dlq, schema, spool_drain, tuning
 from tray_app.engine.health import Health
 from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
                                  close_quietly, stream_id_key)
@@ -189,16 +189,9 @@ class Maintenance(threading.Thread):
         self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0, "foreign": 0.0}
         self._home = installation_id(cfg.paths.database)
         self._foreign: tuple[str, ...] = ()
-        self._spool_mod: Any = None
-        self._spool_state: Any = None
+        self._spool_state = spool_drain.DrainState()
         self._was_busy = False
         self._dlq_cap_failed = False
-        try:
-            from tray_app.capture import spool as spool_mod
-            self._spool_mod = spool_mod
-            self._spool_state = spool_mod.DrainState()
-        except ImportError:
-            pass
 
     def stop(self) -> None:
         self._stopping.set()
@@ -232,16 +225,15 @@ class Maintenance(threading.Thread):
         if now >= self._next["db"] and not final:
             self._next["db"] = now + DB_STATS_INTERVAL_S
             changes.update(self._db_stats())
-        if self._spool_mod is not None:
-            try:
-                # files sent but impossible to delete are not waiting: they need
-                # the user, like the bad ones
-                stuck = self._spool_state.stuck_names
-                st = self._spool_mod.stats(self.cfg.paths.spool_dir, exclude=stuck)
-                changes.update(spool_files=st.files, spool_bad=st.bad + len(stuck),
-                               spool_oldest_age_s=st.oldest_age_s)
-            except Exception as exc:  # noqa: BLE001
-                log.debug("spool stats failed: %s", exc)
+        try:
+            # files sent but impossible to delete are not waiting: they need
+            # the user, like the bad ones
+            stuck = self._spool_state.stuck_names
+            st = spool_drain.stats(self.cfg.paths.spool_dir, exclude=stuck)
+            changes.update(spool_files=st.files, spool_bad=st.bad + len(stuck),
+                           spool_oldest_age_s=st.oldest_age_s)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("spool stats failed: %s", exc)
         self.health.update(**changes)
         self._trim_after_burst()
         if not final and self.health.snapshot().sqlite_ok:
@@ -275,10 +267,10 @@ class Maintenance(threading.Thread):
 
     def _redis_work(self, client: redis.Redis, now: float, final: bool) -> None:
         ing = self.cfg.ingest
-        if not final and not self.consumer.paused and now >= self._next["spool"] and self._spool_mod is not None:
+        if not final and not self.consumer.paused and now >= self._next["spool"]:
             self._next["spool"] = now + ing.spool_drain_interval_s
             try:
-                res = self._spool_mod.drain(self.cfg.paths.spool_dir, client, state=self._spool_state)
+                res = spool_drain.drain(self.cfg.paths.spool_dir, client, state=self._spool_state)
                 if getattr(res, "sent", 0):
                     log.info("spool: re-queued %d spooled events", res.sent)
             except (redis.RedisError, OSError):

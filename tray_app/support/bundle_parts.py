@@ -9,7 +9,6 @@ import os
 import platform
 import sqlite3
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -199,16 +198,9 @@ def hooks(cfg: Config) -> dict[str, Any]:
 def spool(cfg: Config) -> dict[str, Any]:
     path = cfg.paths.spool_dir
     out: dict[str, Any] = {"path": str(path), "exists": path.is_dir()}
-    try:
-        from tray_app.capture import spool as spool_mod
-    except ImportError:
-        if path.is_dir():
-            files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
-            mtimes = [f.stat().st_mtime for f in files]
-            out.update(files=len(files), bytes=sum(f.stat().st_size for f in files),
-                       oldest_age_s=round(time.time() - min(mtimes), 1) if mtimes else 0.0)
-        return out
-    out.update(plain(spool_mod.stats(path)))
+    from tray_app.engine import spool_drain
+
+    out.update(plain(spool_drain.stats(path)))
     return out
 
 
