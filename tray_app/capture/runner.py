@@ -1,6 +1,7 @@
 """The hook's work: read stdin, build the event, send it or spool it.
 
-Called by hook.py. Whatever happens, the assistant sees the same thing:
+Called by hook.py. While "don't record" is on (norecord.py) the event is
+dropped before anything else. Whatever happens, the assistant sees the same thing:
 exit code 0, and on stdout ``{}`` for Cursor (a JSON object with no
 decision in it) or nothing for Claude Code.
 
@@ -15,11 +16,12 @@ except ImportError:  # Windows
 import time as _time  # built in: no import cost
 
 try:
-    from . import fastjson, hookconfig, mapping
+    from . import fastjson, hookconfig, mapping, norecord
 except ImportError:
     import fastjson  # type: ignore[no-redef]
     import hookconfig  # type: ignore[no-redef]
     import mapping  # type: ignore[no-redef]
+    import norecord  # type: ignore[no-redef]
 
 #: tray_app.redis_conn.EVENTS_STREAM (a test keeps them equal)
 EVENTS_STREAM = "telemetry:events"
@@ -142,6 +144,11 @@ def deliver(fields, settings):
 
 
 def run(arg, environ=None, supervised=False):
+    # "Don't record" first: one stat when it was never used. During a window
+    # the event is read (the assistant's write must not fail) and dropped.
+    if not norecord.recording_now(hookconfig.resolve(environ)[1]):
+        read_stdin(limit=0)
+        return "not recorded"
     raw, total = read_stdin()
     if supervised:
         arm_deadline()

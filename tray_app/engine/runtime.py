@@ -13,10 +13,17 @@ Stop, against one shared deadline: the supervisor and the start thread stop
 -> the engine stops in order (stop reading, commit the batch in hand, XACK,
 close) -> the private server stops -> the health file goes.
 
+Commands from other processes (``telemetry-tray pause`` / ``resume``)
+arrive as request files that the engine-control thread applies
+(``control.py``), so both faces obey them, Redis up or down. "Don't
+record" is a file of its own (``capture/norecord.py``): the runtime starts
+and ends windows for the tray and reads the one in force, cheaply.
+
 Threads it owns:
   engine-start        (tray only) starts the engine, retrying with backoff
   redis-supervisor    pings the private server, restarts it when it dies
   engine-health-file  writes the health file about once a second
+  engine-control      applies pause/resume requests from the command line
   (engine threads)    consumer, publisher, maintenance, monitors
 
 No UI and no signals: the faces install those.
@@ -33,9 +40,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tray_app import __version__
+from tray_app.capture import norecord
 from tray_app.config import Config
 from tray_app.engine.backoff import Backoff
-from tray_app.engine.health import STARTING, STOPPED, HealthSnapshot
+from tray_app.engine.control import ControlWatcher
+from tray_app.engine.health import PAUSED, RUNNING, STARTING, STOPPED, HealthSnapshot
 from tray_app.engine.health_file import HealthFileWriter, health_file_path
 from tray_app.engine.server_watch import OK, ServerWatch
 
@@ -59,6 +68,8 @@ class RuntimeSettings:
     #: a restarted server that stays up this long resets the restart backoff
     restart_stable_after_s: float = 30.0
     health_file_interval_s: float = 1.0
+    #: how often the control directory is looked at (pause/resume from the CLI)
+    control_interval_s: float = 0.2
     #: tray: retries of a start that failed (no server binary, bad redis.url, ...)
     start_backoff_initial_s: float = 1.0
     start_backoff_max_s: float = 60.0
@@ -106,6 +117,11 @@ class EngineRuntime:
             health_file_path(cfg.paths.state_dir), self.health, face=self.settings.face,
             server_recovery=lambda: self.server_recovery,
             interval_s=self.settings.health_file_interval_s)
+        self._control = ControlWatcher(
+            cfg.paths.state_dir, pause=self.pause, resume=self.resume, paused=lambda: self.paused,
+            on_change=self._health_file.write_once, interval_s=self.settings.control_interval_s)
+        self._no_record = norecord.NoRecord()
+        self._no_record_stamp: tuple[int, int] | None = None
 
     # ---- read by the faces (memory only, never blocks on I/O)
 
@@ -143,7 +159,49 @@ class EngineRuntime:
         if engine is None:
             return False
         engine.resume()
+        # An idle consumer recomputes its state only when something happens;
+        # without this, status would say "paused" until the next event.
+        # "paused" is only ever set with nothing wrong, so running is right.
+        if engine.health_state.snapshot().state == PAUSED:
+            engine.health_state.update(state=RUNNING, reasons=("Running",))
         return True
+
+    # ---- "don't record" (a file: works before the engine started, and after)
+
+    def not_recording(self, now: float | None = None) -> tuple[float, float | None] | None:
+        """The don't-record window in force at ``now`` (start, end or None for
+        "until resumed"), None while recording. Re-reads the file only when it changed."""
+        try:
+            st = norecord.path_in(self.cfg.paths.state_dir).stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._no_record_stamp:
+            self._no_record_stamp = stamp
+            self._no_record = norecord.load(self.cfg.paths.state_dir) if stamp else norecord.NoRecord()
+        return self._no_record.active(now)
+
+    def no_record(self, duration: str | float | None = None) -> tuple[float, float | None]:
+        """Stop recording now: for ``duration`` seconds, or a spec such as "30m",
+        "1h", "tomorrow"; None or "" until record_again(). Replaces a window in force."""
+        seconds: float | None
+        if duration is None or duration == "":
+            seconds = None
+        elif isinstance(duration, str):
+            seconds = norecord.parse_duration(duration)
+        else:
+            seconds = float(duration)
+        window = norecord.start(self.cfg.paths.state_dir, seconds)
+        log.info("don't record: on %s", "until resumed" if window[1] is None
+                 else f"for {norecord.describe_left(window[1] - window[0]).removesuffix(' left')}")
+        return window
+
+    def record_again(self) -> bool:
+        """End the don't-record window in force. False when none was."""
+        ended = norecord.stop(self.cfg.paths.state_dir)
+        if ended:
+            log.info("don't record: off (recording again)")
+        return ended
 
     def retry_dead_letters(self) -> int:
         engine = self.engine
@@ -171,6 +229,7 @@ class EngineRuntime:
         self._begun = True
         self.cfg.paths.ensure()
         self._health_file.start()
+        self._control.start()
 
     def _start_loop(self) -> None:
         s = self.settings
@@ -269,6 +328,7 @@ class EngineRuntime:
             return max(0.0, deadline - time.monotonic())
 
         self._stopping.set()
+        self._control.stop()
         if self.watch is not None:
             self.watch.stop()
         ok = True
@@ -282,6 +342,8 @@ class EngineRuntime:
                 ok = self._stop_parts(deadline) and ok
             finally:
                 self._lock.release()
+        if self._control.is_alive():
+            self._control.join(max(0.1, left()))
         self._health_file.stop()
         if self._health_file.is_alive():
             self._health_file.join(max(0.1, left()))
