@@ -10,6 +10,9 @@ interleaved round-robin so drift hits every variant alike:
   up        the hook, endpoint file -> unix socket + AUTH  (the app's default)
   up-tcp    the hook, TELEMETRY_TRAY_REDIS_URL=redis://127.0.0.1:port
   down      the hook, endpoint file -> a socket nobody listens on (spools)
+  up-tool   as up, Cursor's generic preToolUse input (fires on every tool call)
+  up-tab    as up, Cursor's afterTabFileEdit input (fires on every Tab completion)
+  claude-3p the Claude hook given Cursor's input (third-party hooks): recognised, not sent
 
 Each run is measured from spawn to exit by the parent, as an assistant would
 wait for it. Prints median / p95 / min per variant, the extra milliseconds
@@ -47,7 +50,24 @@ SAMPLE = {
     "prompt": "Fix the bug in main.ts where the loop skips the last element. " * 8,
     "attachments": [{"type": "file", "filePath": "/home/dev/projects/shop/main.ts"}],
 }
-TARGETS = {"up": 1.5, "up-tcp": 1.5, "down": 2.0}
+#: Cursor's high-frequency hooks, installed since the full catalogue: the
+#: generic tool hook (every tool call) and Tab's (every inline completion)
+TOOL_SAMPLE = {
+    **{k: SAMPLE[k] for k in ("conversation_id", "generation_id", "model", "cursor_version", "workspace_roots",
+                              "user_email")},
+    "hook_event_name": "preToolUse", "tool_name": "Shell",
+    "tool_input": {"command": "npm test", "working_directory": "/home/dev/projects/shop"},
+    "tool_use_id": "abc123", "cwd": "/home/dev/projects/shop", "agent_message": "Running the tests",
+}
+TAB_SAMPLE = {
+    **{k: SAMPLE[k] for k in ("conversation_id", "generation_id", "model", "cursor_version", "workspace_roots",
+                              "user_email")},
+    "hook_event_name": "afterTabFileEdit", "file_path": "/home/dev/projects/shop/src/main.ts",
+    "edits": [{"old_string": "const total = items.length - 1", "new_string": "const total = items.length",
+               "range": {"start_line_number": 42, "start_column": 9, "end_line_number": 42, "end_column": 39},
+               "old_line": "    const total = items.length - 1;", "new_line": "    const total = items.length;"}],
+}
+TARGETS = {"up": 1.5, "up-tcp": 1.5, "down": 2.0, "up-tool": 1.5, "up-tab": 1.5, "claude-3p": 1.5}
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -110,16 +130,23 @@ def main() -> int:
                             TELEMETRY_TRAY_REDIS_URL=f"redis://:{password}@127.0.0.1:{port}/0")),
             "down": ([python, "-I", "-S", hook, "cursor"],
                      dict(base_env, TELEMETRY_TRAY_HOME=str(homes["down"]))),
+            "up-tool": ([python, "-I", "-S", hook, "cursor"], dict(base_env, TELEMETRY_TRAY_HOME=str(homes["up"]))),
+            "up-tab": ([python, "-I", "-S", hook, "cursor"], dict(base_env, TELEMETRY_TRAY_HOME=str(homes["up"]))),
+            # Cursor running our Claude hook with its own input: recognised, nothing sent
+            "claude-3p": ([python, "-I", "-S", hook, "claude"], dict(base_env, TELEMETRY_TRAY_HOME=str(homes["up"]))),
         }
-        stdin = json.dumps(SAMPLE).encode()
+        stdins = {name: json.dumps(SAMPLE).encode() for name in variants}
+        stdins["up-tool"] = stdins["claude-3p"] = json.dumps(TOOL_SAMPLE).encode()
+        stdins["up-tab"] = json.dumps(TAB_SAMPLE).encode()
         times: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(runs + 5):
             for name, (cmd, env) in variants.items():
+                want = b"" if name in ("bare", "claude-3p") else b"{}\n"
                 t = time.perf_counter()
-                proc = subprocess.run(cmd, input=stdin, env=env, stdout=subprocess.PIPE,
+                proc = subprocess.run(cmd, input=stdins[name], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE)
                 took = (time.perf_counter() - t) * 1000
-                if proc.returncode != 0 or (name != "bare" and proc.stdout != b"{}\n"):
+                if proc.returncode != 0 or proc.stdout != want:
                     raise SystemExit(f"{name}: unexpected result {proc.returncode} {proc.stdout!r} {proc.stderr!r}")
                 if i >= 5:  # the first rounds warm caches (bytecode, page cache)
                     times[name].append(took)
