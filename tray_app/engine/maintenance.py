@@ -16,7 +16,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -26,6 +26,10 @@ from tray_app.engine.health import Health
 from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
                                  close_quietly, stream_id_key)
 from tray_app.redis_conn import text as _s
+
+if TYPE_CHECKING:  # the engine builds both; only their types are needed here
+    from tray_app.engine.consumer import FastPathConsumer
+    from tray_app.monitors.base import MonitorThread
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +179,8 @@ def trim_dlq_bytes(client: redis.Redis, max_bytes: int, *, stream: str = DLQ_STR
 
 
 class Maintenance(threading.Thread):
-    def __init__(self, cfg: Config, endpoint: Endpoint, health: Health, consumer: Any,
-                 monitors: list[Any]) -> None:
+    def __init__(self, cfg: Config, endpoint: Endpoint, health: Health, consumer: FastPathConsumer,
+                 monitors: list[MonitorThread]) -> None:
         super().__init__(name="maintenance", daemon=True)
         self.cfg = cfg
         self.endpoint = endpoint

@@ -52,7 +52,7 @@ class GLibMarshal:
 
 class DarwinMarshal:
     def __init__(self) -> None:
-        from PyObjCTools import AppHelper  # type: ignore[import-not-found]
+        from PyObjCTools import AppHelper
 
         self._helper = AppHelper
 
