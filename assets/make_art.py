@@ -83,6 +83,10 @@ def glyphs() -> None:
         d.ellipse((x - r, 512 - r, x + r, 512 + r), fill=255)
     save(img, "glyph-dots.png")
 
+    img, d = canvas()  # not recording ("don't record"): a stop square
+    d.rounded_rectangle((352, 352, 672, 672), radius=40, fill=255)
+    save(img, "glyph-stop.png")
+
 
 if __name__ == "__main__":
     shapes()

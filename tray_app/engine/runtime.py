@@ -181,7 +181,7 @@ class EngineRuntime:
             self._no_record = norecord.load(self.cfg.paths.state_dir) if stamp else norecord.NoRecord()
         return self._no_record.active(now)
 
-    def no_record(self, duration: str | float | None = None) -> tuple[float, float | None]:
+    def no_record(self, duration: str | float | None = None) -> None:
         """Stop recording now: for ``duration`` seconds, or a spec such as "30m",
         "1h", "tomorrow"; None or "" until record_again(). Replaces a window in force."""
         seconds: float | None
@@ -194,14 +194,11 @@ class EngineRuntime:
         window = norecord.start(self.cfg.paths.state_dir, seconds)
         log.info("don't record: on %s", "until resumed" if window[1] is None
                  else f"for {norecord.describe_left(window[1] - window[0]).removesuffix(' left')}")
-        return window
 
-    def record_again(self) -> bool:
-        """End the don't-record window in force. False when none was."""
-        ended = norecord.stop(self.cfg.paths.state_dir)
-        if ended:
+    def record_again(self) -> None:
+        """End the don't-record window in force, if any."""
+        if norecord.stop(self.cfg.paths.state_dir):
             log.info("don't record: off (recording again)")
-        return ended
 
     def retry_dead_letters(self) -> int:
         engine = self.engine

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,12 +46,14 @@ from tray_app.tray.menu import (
     A_OPEN_LOGS,
     A_PAUSE,
     A_QUIT,
+    A_RECORD_AGAIN,
     A_RESUME,
     A_RETRY_DLQ,
     A_STATUS,
     APP_TITLE,
     I_STARTING,
     ICON_STATES,
+    NO_RECORD_CHOICES,
     MenuModel,
     build_menu,
 )
@@ -103,11 +106,15 @@ class TrayApp:
             A_OPEN_LOGS: lambda: self.open_folder(cfg.paths.log_dir),
             A_AUTOSTART: self.toggle_autostart,
             A_QUIT: self.quit,
+            # "Don't record" (the runtime writes the window file; the refresher shows it)
+            A_RECORD_AGAIN: self.runtime.record_again,
+            **{action: partial(self.runtime.no_record, spec) for action, _, spec in NO_RECORD_CHOICES},
         })
         self.refresher = Refresher(
             health=self.runtime.health, paused=lambda: self.runtime.paused, tray=cfg.tray,
             show=self._show, alert=self._alert,
             server_recovery=lambda: self.runtime.server_recovery,
+            not_recording=self.runtime.not_recording,
             policy=AlertPolicy(cfg.tray.notify_interval_s, cfg.tray.dlq_warn_threshold,
                                cfg.tray.spool_warn_threshold),
             menu_file=cfg.paths.state_dir / MENU_FILE)

@@ -11,6 +11,7 @@ paused     disc      bars     slate
 degraded   triangle  "!"      amber (dark glyph)
 error      octagon   cross    red
 starting   disc      dots     grey
+not_rec.   disc      square   violet   ("don't record" is on: nothing is stored)
 =========  ========  =======  =========
 
 A dark 1-px (at 16 px) rim keeps the edge visible on light panels; the
@@ -30,6 +31,7 @@ from PIL import Image, ImageChops, ImageDraw
 from tray_app.tray.menu import (
     I_DEGRADED,
     I_ERROR,
+    I_NOT_RECORDING,
     I_PAUSED,
     I_RUNNING,
     I_STARTING,
@@ -47,6 +49,7 @@ LOOKS: dict[str, tuple[str, str, RGB, RGB]] = {
     I_DEGRADED: ("shape-triangle", "glyph-exclaim", (245, 170, 20), (30, 30, 30)),
     I_ERROR: ("shape-octagon", "glyph-cross", (200, 35, 40), (255, 255, 255)),
     I_STARTING: ("shape-disc", "glyph-dots", (120, 120, 120), (255, 255, 255)),
+    I_NOT_RECORDING: ("shape-disc", "glyph-stop", (128, 58, 170), (255, 255, 255)),
 }
 RIM: RGB = (20, 20, 20)
 

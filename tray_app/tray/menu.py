@@ -8,9 +8,11 @@ model is written to ``<state dir>/tray-menu.json`` for tests and support.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tray_app.capture.norecord import describe_left
 from tray_app.config import TraySettings
 from tray_app.engine.health import (
     DEGRADED,
@@ -33,6 +35,21 @@ A_OPEN_DATA = "open_data"
 A_OPEN_LOGS = "open_logs"
 A_AUTOSTART = "autostart"
 A_QUIT = "quit"
+A_NO_RECORD_30M = "no_record_30m"
+A_NO_RECORD_1H = "no_record_1h"
+A_NO_RECORD_TOMORROW = "no_record_tomorrow"
+A_NO_RECORD = "no_record"
+A_RECORD_AGAIN = "record_again"
+
+#: the "Don't record" submenu: (action, text, duration for EngineRuntime.no_record;
+#: "" is until the user resumes)
+NO_RECORD_CHOICES: tuple[tuple[str, str, str], ...] = (
+    (A_NO_RECORD_30M, "For 30 minutes", "30m"),
+    (A_NO_RECORD_1H, "For 1 hour", "1h"),
+    (A_NO_RECORD_TOMORROW, "Until tomorrow", "tomorrow"),
+    (A_NO_RECORD, "Until I resume", ""),
+)
+
 
 # Icon states (see icons.py): one look each.
 I_RUNNING = "running"
@@ -40,7 +57,8 @@ I_PAUSED = "paused"
 I_DEGRADED = "degraded"
 I_ERROR = "error"
 I_STARTING = "starting"
-ICON_STATES = (I_RUNNING, I_PAUSED, I_DEGRADED, I_ERROR, I_STARTING)
+I_NOT_RECORDING = "not_recording"
+ICON_STATES = (I_RUNNING, I_PAUSED, I_DEGRADED, I_ERROR, I_STARTING, I_NOT_RECORDING)
 
 SQLITE_TEXT = {
     "locked": "locked by another program",
@@ -135,11 +153,24 @@ def _is_paused(snap: HealthSnapshot, paused: bool | None) -> bool:
     return snap.state == PAUSED if paused is None else paused
 
 
-def icon_state(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None) -> str:
+def not_recording_text(window: tuple[float, float | None], now: float | None = None) -> str:
+    """ "Not recording: 25 min left" / "Not recording until you resume"."""
+    end = window[1]
+    if end is None:
+        return "Not recording until you resume"
+    now = time.time() if now is None else now
+    return f"Not recording: {describe_left(end - now)}"
+
+
+def icon_state(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None,
+               not_recording: tuple[float, float | None] | None = None) -> str:
     """Which of the icon looks this snapshot gets. Error means events are not
     being stored (database failing, engine stopped); degraded means they are
     not lost but something needs attention (Redis down and spooling, dead
     letters or spool past their thresholds). A problem outranks "paused".
+    "Don't record" (``not_recording``: the window in force) outranks the
+    warnings and "paused" (nothing is captured, so those matter less than
+    being sure of it), not an error or the start.
 
     ``paused`` is the engine's own flag when known (a paused engine with
     Redis down reports state "degraded")."""
@@ -147,6 +178,8 @@ def icon_state(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = N
         return I_ERROR
     if snap.state == STARTING:
         return I_STARTING
+    if not_recording is not None:
+        return I_NOT_RECORDING
     if snap.state == DEGRADED or not snap.redis_ok:
         return I_DEGRADED
     if _is_paused(snap, paused):
@@ -171,8 +204,18 @@ def _problem(snap: HealthSnapshot) -> str:
     return ""
 
 
-def status_line(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None) -> str:
-    """One line: the state, or the most important thing wrong."""
+def status_line(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None,
+                not_recording: tuple[float, float | None] | None = None, now: float | None = None) -> str:
+    """One line: the state, or the most important thing wrong; a "don't
+    record" window in force comes first ("Not recording: 25 min left; Paused")."""
+    engine = _engine_status(snap, tray, paused)
+    if not_recording is None:
+        return engine
+    text = not_recording_text(not_recording, now)
+    return text if engine == "Running" else f"{text}; {engine}"
+
+
+def _engine_status(snap: HealthSnapshot, tray: TraySettings, paused: bool | None) -> str:
     if snap.state == STARTING:
         return f"Starting: {snap.last_error}" if snap.last_error else "Starting..."
     if snap.state == STOPPED:
@@ -198,22 +241,28 @@ def detail_lines(snap: HealthSnapshot) -> tuple[str, str, str, str]:
     )
 
 
-def tooltip(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None) -> str:
-    status = status_line(snap, tray, paused)
-    if snap.state in (RUNNING, DEGRADED) and not _is_paused(snap, paused):
+def tooltip(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = None,
+            not_recording: tuple[float, float | None] | None = None, now: float | None = None) -> str:
+    status = status_line(snap, tray, paused, not_recording, now)
+    if snap.state in (RUNNING, DEGRADED) and not _is_paused(snap, paused) and not_recording is None:
         return f"{APP_TITLE}: {status}, {format_rate(snap.rate_10s)} events/s"
     return f"{APP_TITLE}: {status}"
 
 
 def build_menu(snap: HealthSnapshot, tray: TraySettings, *, paused: bool | None = None,
-               autostart: bool | None = None, busy: str = "") -> MenuModel:
+               autostart: bool | None = None, busy: str = "",
+               not_recording: tuple[float, float | None] | None = None,
+               now: float | None = None) -> MenuModel:
     """The whole menu for this snapshot.
 
     ``autostart`` is the "Start at login" state, or None to hide the item
     (no autostart support on this build). ``busy`` names an action in
-    progress (e.g. "Pausing..."), shown in place of Pause/Resume."""
+    progress (e.g. "Pausing..."), shown in place of Pause/Resume.
+    ``not_recording`` is the "don't record" window in force at ``now`` (the
+    status line then says so with the time left, and "Record again" takes
+    the place of the "Don't record" submenu)."""
     is_paused = _is_paused(snap, paused)
-    status = status_line(snap, tray, paused)
+    status = status_line(snap, tray, paused, not_recording, now)
     ingest, today, backlog, dead = detail_lines(snap)
     entries: list[MenuEntry] = [
         MenuEntry(status, A_STATUS, default=True),
@@ -235,6 +284,11 @@ def build_menu(snap: HealthSnapshot, tray: TraySettings, *, paused: bool | None 
         entries.append(MenuEntry("Resume", A_RESUME, enabled=can_toggle))
     else:
         entries.append(MenuEntry("Pause", A_PAUSE, enabled=can_toggle))
+    if not_recording is not None:
+        entries.append(MenuEntry("Record again", A_RECORD_AGAIN))
+    else:
+        entries.append(MenuEntry("Don't record", submenu=tuple(
+            MenuEntry(text, action) for action, text, _ in NO_RECORD_CHOICES)))
     entries += [
         MenuEntry("Export diagnostics bundle...", A_EXPORT),
         MenuEntry("Open data folder", A_OPEN_DATA),
@@ -243,6 +297,6 @@ def build_menu(snap: HealthSnapshot, tray: TraySettings, *, paused: bool | None 
     if autostart is not None:
         entries.append(MenuEntry("Start at login", A_AUTOSTART, checked=autostart))
     entries += [SEPARATOR, MenuEntry("Quit", A_QUIT)]
-    return MenuModel(entries=tuple(entries), tooltip=tooltip(snap, tray, paused),
-                     icon_state=icon_state(snap, tray, paused), status=status,
+    return MenuModel(entries=tuple(entries), tooltip=tooltip(snap, tray, paused, not_recording, now),
+                     icon_state=icon_state(snap, tray, paused, not_recording), status=status,
                      details=(ingest, today, backlog, dead))

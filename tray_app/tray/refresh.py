@@ -1,7 +1,8 @@
 """The refresher thread: snapshot -> menu model -> view, and -> alerts.
 
 Once a second (or sooner when poked after a click) it reads the engine's
-in-memory health snapshot, builds the menu model, and hands it to the view
+in-memory health snapshot and the "don't record" window in force (the
+runtime re-reads that small file only when it changed), builds the menu model, and hands it to the view
 only when something shown changed and at most once a second
 (``RefreshGate``). It also feeds the snapshot to the alert policy and sends
 what that returns (with the runtime's last recovery message of the private
@@ -73,7 +74,9 @@ class Refresher(threading.Thread):
                  tray: TraySettings, show: Callable[[MenuModel], None],
                  alert: Callable[[Notice], None], policy: AlertPolicy,
                  menu_file: Path | None = None, interval_s: float = 1.0,
-                 server_recovery: Callable[[], str] | None = None) -> None:
+                 server_recovery: Callable[[], str] | None = None,
+                 not_recording: Callable[[float], tuple[float, float | None] | None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__(name="tray-refresh", daemon=True)
         self._health = health
         self._paused = paused
@@ -81,6 +84,9 @@ class Refresher(threading.Thread):
         self._show = show
         self._alert = alert
         self._server_recovery = server_recovery
+        #: the "don't record" window in force at a time (EngineRuntime.not_recording)
+        self._not_recording = not_recording
+        self._clock = clock
         self.policy = policy
         self.menu_file = menu_file
         self.interval_s = interval_s
@@ -114,8 +120,10 @@ class Refresher(threading.Thread):
     def tick(self) -> bool:
         """One refresh. Returns True when a change is waiting for the gate."""
         snap = self._health()
+        now = self._clock()
+        window = self._not_recording(now) if self._not_recording is not None else None
         model = build_menu(snap, self.tray, paused=self._paused(), autostart=self.autostart,
-                           busy=self.busy)
+                           busy=self.busy, not_recording=window, now=now)
         recovery = self._server_recovery() if self._server_recovery is not None else ""
         for notice in self.policy.observe(snap, server_recovery=recovery):
             self._alert(notice)
