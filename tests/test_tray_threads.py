@@ -20,10 +20,13 @@ from tray_app.engine.health import PAUSED, RUNNING, HealthSnapshot
 from tray_app.tray.alerts import AlertPolicy
 from tray_app.tray.menu import (
     A_EXPORT,
+    A_NO_RECORD_30M,
     A_PAUSE,
     A_QUIT,
+    A_RECORD_AGAIN,
     A_RESUME,
     A_RETRY_DLQ,
+    ICON_STATES,
     build_menu,
 )
 from tray_app.tray.refresh import MENU_FILE, Refresher, RefreshGate
@@ -229,6 +232,7 @@ class FakeRuntime:
         self.server_recovery = ""
         self.stopped = False
         self._snap = snap(today_events=5)
+        self._window: tuple[float, float | None] | None = None
 
     def _rec(self, name: str) -> None:
         self.calls.append((name, threading.current_thread().name))
@@ -246,6 +250,17 @@ class FakeRuntime:
     def retry_dead_letters(self) -> int:
         self._rec("retry")
         return 4
+
+    def no_record(self, duration: str | float | None = None) -> None:
+        self._rec(f"no_record {duration}")
+        self._window = (time.time(), time.time() + 1800 if duration == "30m" else None)
+
+    def record_again(self) -> None:
+        self._rec("record_again")
+        self._window = None
+
+    def not_recording(self, now: float | None = None) -> tuple[float, float | None] | None:
+        return self._window
 
     def health(self) -> HealthSnapshot:
         return snap(state=PAUSED) if self.paused else self._snap
@@ -284,8 +299,7 @@ def test_app_runs_clicks_on_the_action_thread(app_home: Path, dummy_pystray: Non
     runtime, notifier, ui = FakeRuntime(), FakeNotifier(), UiThread()
     app = app_mod.TrayApp(cfg, runtime=runtime, notifier=notifier)  # type: ignore[arg-type]
     icon = FakeIcon()
-    app.view = TrayView(icon, ui, {s: s for s in ("running", "paused", "degraded", "error", "starting")},
-                        app.actions.submit)
+    app.view = TrayView(icon, ui, {s: s for s in ICON_STATES}, app.actions.submit)
     app.start_background()
     try:
         wait_for(lambda: (cfg.paths.state_dir / MENU_FILE).exists(), what="first menu")
@@ -307,6 +321,16 @@ def test_app_runs_clicks_on_the_action_thread(app_home: Path, dummy_pystray: Non
         wait_for(lambda: len(runtime.calls) == 3, what="resume and retry")
         assert {t for _, t in runtime.calls} == {"tray-actions"}
         assert ("Dead letters re-queued", "4 dead letters were sent back for ingest.") in notifier.sent
+
+        ui.call(click, A_NO_RECORD_30M)   # Don't record > For 30 minutes
+        menu = wait_for(lambda: (m := json.loads((cfg.paths.state_dir / MENU_FILE).read_text()))
+                        ["status"].startswith("Not recording") and m, timeout=5, what="menu: not recording")
+        assert menu["status"] == "Not recording: 30 min left" and menu["icon_state"] == "not_recording"
+        assert "Record again" in menu["text"] and "Don't record" not in menu["text"]
+        ui.call(click, A_RECORD_AGAIN)
+        wait_for(lambda: json.loads((cfg.paths.state_dir / MENU_FILE).read_text())["status"] == "Running",
+                 timeout=5, what="menu: recording again")
+        assert runtime.calls[3:] == [("no_record 30m", "tray-actions"), ("record_again", "tray-actions")]
 
         ui.call(click, A_EXPORT)
         wait_for(lambda: any(t == "Diagnostics bundle saved" for t, _ in notifier.sent), what="export")
