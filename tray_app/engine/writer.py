@@ -13,7 +13,8 @@ import os
 import sqlite3
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -264,45 +265,41 @@ class SQLiteBatchWriter:
             raise translate(exc, self.path) from None
         return {str(k): int(v) for k, v in rows}
 
-    def record_attempts(self, ids: Sequence[str]) -> dict[str, int]:
-        """Count one more attempt for each id, committed before the entries are
-        processed, so a crash while processing them is remembered."""
+    @contextmanager
+    def _write_transaction(self, commit: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK when ``commit`` is false or the
+        body raised); SQLite errors become DatabaseError."""
         self.open()
         conn = self._conn
         assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("DELETE FROM ingest_attempts WHERE updated_at < datetime('now', ?)",
-                             (ATTEMPTS_MAX_AGE,))
-                conn.executemany(
-                    "INSERT INTO ingest_attempts (stream_id, attempts, updated_at) VALUES (?, 1, datetime('now')) "
-                    "ON CONFLICT(stream_id) DO UPDATE SET attempts = attempts + 1, updated_at = datetime('now')",
-                    [(i,) for i in ids])
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path) from None
-        return self.attempts(ids)
-
-    def probe(self) -> None:
-        """Raise DatabaseError unless the database takes a write right now (the
-        write is rolled back). Tells a database failure from one entry's."""
-        self.open()
-        conn = self._conn
-        assert conn is not None
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("INSERT OR REPLACE INTO ingest_attempts VALUES ('probe', 0, datetime('now'))")
+                yield conn
+                if commit:
+                    conn.execute("COMMIT")
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
+
+    def record_attempts(self, ids: Sequence[str]) -> dict[str, int]:
+        """Count one more attempt for each id, committed before the entries are
+        processed, so a crash while processing them is remembered."""
+        with self._write_transaction() as conn:
+            conn.execute("DELETE FROM ingest_attempts WHERE updated_at < datetime('now', ?)", (ATTEMPTS_MAX_AGE,))
+            conn.executemany(
+                "INSERT INTO ingest_attempts (stream_id, attempts, updated_at) VALUES (?, 1, datetime('now')) "
+                "ON CONFLICT(stream_id) DO UPDATE SET attempts = attempts + 1, updated_at = datetime('now')",
+                [(i,) for i in ids])
+        return self.attempts(ids)
+
+    def probe(self) -> None:
+        """Raise DatabaseError unless the database takes a write right now (the
+        write is rolled back). Tells a database failure from one entry's."""
+        with self._write_transaction(commit=False) as conn:
+            conn.execute("INSERT OR REPLACE INTO ingest_attempts VALUES ('probe', 0, datetime('now'))")
 
     # -- the batch insert ----------------------------------------------------------------
 
