@@ -341,3 +341,51 @@ def test_write_report_is_user_only(app_home: Path, tmp_path: Path) -> None:
     assert write_report(cfg, mine) == mine
     assert stat.S_IMODE(mine.stat().st_mode) == 0o600 and "<svg" not in mine.read_text()
     assert not [p for p in mine.parent.iterdir() if p != mine]   # no temp file left behind
+
+
+def test_write_report_from_the_usage_tables(app_home: Path) -> None:
+    """collect() + write_report() on a real database through tray_app.usage.query."""
+    from tray_app.config import load_config
+    from tray_app.engine import schema
+    from tray_app.usage import schema as usage_schema
+
+    cfg = load_config()
+    cfg.paths.ensure()
+    conn = schema.connect(cfg.paths.database)
+    try:
+        usage_schema.ensure(conn)
+        out = write_report(cfg, tz="UTC")
+        assert "Nothing recorded yet" in out.read_text()       # tables there, nothing in them
+
+        ts = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ws = "3f9a1c0b7d2e4f56"
+        conn.executemany(
+            "INSERT INTO usage_requests (request_key, platform, session_id, workspace_hash, model, timestamp, "
+            "input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, source_sequence, cost_pusd, "
+            "pricing_version) VALUES (?, 'claude_code', 's1', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [("m1:r1", ws, "claude-sonnet-4-5", ts, 1000, 200, 3000, 40000, 1, 1_250_000_000_000, "0.0.29"),
+             ("m2:r2", ws, "claude-sonnet-4-5", ts, 500, 100, 0, 20000, 2, 250_000_000_000, "0.0.29"),
+             ("m3:r3", ws, "mystery-model-7", ts, 700, 300, 0, 0, 3, None, None)])
+        conn.executemany(
+            "INSERT INTO usage_activity (sequence, platform, session_id, workspace_hash, timestamp, kind, name, "
+            "origin) VALUES (?, 'claude_code', 's1', ?, ?, ?, ?, 'store')",
+            [(4, ws, ts, "prompt", None), (5, ws, ts, "tool", "Bash"), (6, ws, ts, "tool", "Bash"),
+             (7, ws, ts, "tool", "Read")])
+    finally:
+        conn.close()
+    out = write_report(cfg, tz="UTC")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    dom = Dom(out.read_text())
+    assert text(by_id(dom, "total-tokens")) == "Tokens 65.8k 65,800 tokens"
+    assert text(by_id(dom, "total-cost")).startswith("Cost $1.50 + unpriced: mystery-model-7")
+    assert text(by_id(dom, "total-requests")) == "Requests 3 API requests"
+    assert text(by_id(dom, "total-prompts")) == "Prompts 1 prompts sent"
+    assert text(by_id(dom, "total-sessions")) == "Sessions 1 sessions"
+    assert legend(by_id(dom, "chart-tokens")) == ["claude-sonnet-4-5", "mystery-model-7"]
+    assert legend(by_id(dom, "chart-cost")) == ["claude-sonnet-4-5"]
+    row = next(n for n in walk(by_id(dom, "models")) if n["attrs"].get("data-model") == "mystery-model-7")
+    assert text(row).endswith("unpriced")
+    tools = [text(n) for n in walk(by_id(dom, "chart-tools")) if n["tag"] == "text"]
+    assert "Bash" in tools and "Read" in tools
+    assert "3f9a1c0b" in text(by_id(dom, "projects"))
+    assert text(by_id(dom, "pricing")).startswith("genai-prices ")

@@ -137,6 +137,22 @@ def _tz(name: str | None) -> tzinfo | None:
         return timezone.utc if name.upper() == "UTC" else None
 
 
+def local_zone_name(now: datetime | None = None) -> str:
+    """The system's time zone, as an IANA name where it can be found (else its abbreviation)."""
+    env = os.environ.get("TZ", "").lstrip(":")
+    if env and _tz(env) is not None:
+        return env
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "/zoneinfo/" in target:
+            name = target.split("/zoneinfo/", 1)[1]
+            if _tz(name) is not None:
+                return name
+    except OSError:
+        pass
+    return (now or datetime.now()).astimezone().tzname() or "local"
+
+
 def _local(ts: Any, tz: tzinfo | None) -> datetime | None:
     """A timestamp (datetime, ISO text or epoch seconds) in the report's time zone."""
     if ts is None or ts == "":
@@ -177,6 +193,8 @@ class _Model:
     cost: float = 0.0
     priced_days: int = 0
     unpriced_tokens: int = 0
+    #: listed in the report's "unpriced": some of its requests have no price
+    partly: bool = False
 
     @property
     def total(self) -> int:
@@ -189,7 +207,7 @@ class _Model:
     def cost_text(self) -> str:
         if self.unpriced:
             return "unpriced"
-        if self.unpriced_tokens:
+        if self.unpriced_tokens or self.partly:
             return f"{fmt_usd(self.cost)} + unpriced"
         return fmt_usd(self.cost)
 
@@ -237,6 +255,9 @@ def _view(data: ReportData) -> _View:
             else:
                 agg.cost += float(cost)
                 agg.priced_days += 1
+    for name in data.daily.get("unpriced") or ():
+        if str(name) in models:
+            models[str(name)].partly = True
     ordered = sorted(models.values(), key=lambda m: (-m.total, m.name))
     series = [m.name for m in ordered]
     if len(series) > MAX_MODEL_SERIES:
@@ -448,6 +469,10 @@ details summary { cursor: pointer; color: var(--muted); margin: 8px 0; }
 """ % {"font": FONT_STACK}
 
 
+def _tool_name(t: Mapping[str, Any]) -> str:
+    return str(t.get("name") or t.get("tool") or t.get("kind") or "?")
+
+
 def _cost_td(cost: float | None) -> str:
     if cost is None:
         return '<td class="unpriced">unpriced</td>'
@@ -462,7 +487,7 @@ def _stat(key: str, label: str, value: str, exact: str) -> str:
 def _header(data: ReportData, view: _View) -> str:
     t = view.totals
     tokens = _int(t.get("total_tokens"))
-    unpriced = [m.name for m in view.models if m.unpriced]
+    unpriced = [m.name for m in view.models if m.unpriced or m.partly or m.unpriced_tokens]
     cost = t.get("cost_usd")
     cost_exact = ("no price known for " + ", ".join(unpriced)) if cost is None and unpriced else (
         ("+ unpriced: " + ", ".join(unpriced)) if unpriced else "at list prices")
@@ -580,7 +605,7 @@ def render(data: ReportData) -> str:
                    f'{"it" if len(unpriced) == 1 else "them"}.</p>')
     projects = [(short_hash(p.get("project")), float(_int(p.get("total_tokens"))))
                 for p in list(data.top_projects)[:TOP_N]]
-    tools = [(str(t.get("name") or "?"), float(_int(t.get("calls")))) for t in list(data.top_tools)[:TOP_N]]
+    tools = [(_tool_name(t), float(_int(t.get("calls")))) for t in list(data.top_tools)[:TOP_N]]
     project_rows = "".join(
         f'<tr><td><code title="{escape(str(p.get("project") or ""))}">{escape(short_hash(p.get("project")))}'
         f'</code></td><td>{fmt_count(_int(p.get("total_tokens")))}</td>'
@@ -616,15 +641,15 @@ def collect(conn: sqlite3.Connection, *, days: int = 30, tz: str | None = None,
 
     zone = _tz(tz)
     now = (now or datetime.now(timezone.utc)).astimezone(zone) if zone else (now or datetime.now()).astimezone()
-    tz_name = tz or (now.tzname() or "local")
+    tz_name = tz or local_zone_name(now)
     until = now.date()
     since = until - timedelta(days=max(1, days) - 1)
     weeks_since = _weeks_start(until)
     first = min(since, weeks_since)
-    daily = query.daily(conn, since=since.isoformat(), until=until.isoformat(), tz=tz)
-    sessions = query.sessions(conn, since=first.isoformat())
-    top_projects = query.top_projects(conn, since.isoformat(), TOP_N)
-    top_tools = query.top_tools(conn, since.isoformat(), TOP_N)
+    daily = query.daily(conn, since=since, until=until, tz=tz)
+    sessions = query.sessions(conn, since=first, until=until, tz=tz)
+    top_projects = query.top_projects(conn, since, TOP_N, tz=tz)
+    top_tools = query.top_tools(conn, since, TOP_N, tz=tz)
     return ReportData(daily=daily, sessions=list(sessions), top_projects=list(top_projects),
                       top_tools=list(top_tools), generated_at=now, tz_name=tz_name,
                       pricing=dict(daily.get("pricing") or {}), since=since, until=until)
@@ -640,7 +665,7 @@ def empty_data(*, days: int = 30, tz: str | None = None) -> ReportData:
     now = datetime.now(zone) if zone else datetime.now().astimezone()
     until = now.date()
     return ReportData(daily={"days": [], "totals": {}}, generated_at=now,
-                      tz_name=tz or (now.tzname() or "local"),
+                      tz_name=tz or local_zone_name(now),
                       since=until - timedelta(days=max(1, days) - 1), until=until)
 
 
