@@ -11,7 +11,11 @@ Formats (reverse-engineered by the community; no official schema exists):
   holds ``aiService.prompts`` ([{text, commandType}]), ``aiService.generations``
   ([{unixMs, generationUUID, type, textDescription}]) and ``composer.composerData``
   ({allComposers: [{composerId, name, createdAt, lastUpdatedAt…}]}); ``workspace.json``
-  is {"folder": "file:///…"}.
+  is {"folder": "file:///…"}. Older Cursor versions keep a conversation's messages
+  inline in composerData ``conversation[]``; ``codeBlockDiff:<composerId>:<diffId>``
+  holds an applied diff ({newModelDiffWrtV0: [{original: {startLineNumber,
+  endLineNumberExclusive}, modified: [lines]}]}) whose file the conversation's
+  ``codeBlockData`` names; newer versions add ``agentKv:blob:<sha256>`` rows.
 * Claude Code: one JSON object per line; ``type`` user / assistant / system /
   summary / file-history-snapshot; ``uuid``, ``parentUuid``, ``sessionId``,
   ``timestamp``, ``cwd``, ``version``, ``gitBranch``, ``isSidechain``; assistant
@@ -173,6 +177,72 @@ class CursorFixture:
         put(conn, "cursorDiskKV", f"composerData:{composer_id}",
             composer_data(composer_id, heads, at + timedelta(seconds=30 * (start + turns)), name))
         return keys
+
+    # -- other formats ------------------------------------------------------------------------
+
+    def add_legacy_conversation(self, composer_id: str, turns: int, at: datetime = T0,
+                                name: str = "Rename a helper") -> list[str]:
+        """An older Cursor's conversation: the messages inline in composerData's
+        ``conversation[]`` (``_v`` 2, no ``bubbleId:`` rows, bubbles without
+        ``createdAt``). Returns the bubble ids in order."""
+        conv = []
+        for i in range(turns):
+            ub, ab = uid("lu", composer_id, i), uid("la", composer_id, i)
+            u = user_bubble(composer_id, ub, f"Rename helper step {i}", at)
+            a = assistant_bubble(composer_id, ab, f"Renamed it (step {i}).", at)
+            for b in (u, a):
+                b.pop("createdAt", None)
+                b.pop("timingInfo", None)
+                b["_v"] = 2
+            conv += [u, a]
+        put(self.writers["global"], "cursorDiskKV", f"composerData:{composer_id}", {
+            "_v": 2, "composerId": composer_id, "name": name, "text": "", "richText": "",
+            "conversation": conv, "status": "completed", "createdAt": ms(at), "lastUpdatedAt": ms(at),
+            "isAgentic": False, "context": {"fileSelections": []}})
+        return [b["bubbleId"] for b in conv]
+
+    def add_code_block_diff(self, composer_id: str, diff_id: str, path: str,
+                            changes: list[tuple[int, int, list[str]]]) -> None:
+        """An applied diff, as ``codeBlockDiff:<composerId>:<diffId>``: each change
+        replaces original lines [start, end) with the given lines; the
+        conversation's ``codeBlockData`` names the file."""
+        conn = self.writers["global"]
+        put(conn, "cursorDiskKV", f"codeBlockDiff:{composer_id}:{diff_id}", {
+            "newModelDiffWrtV0": [{"original": {"startLineNumber": s, "endLineNumberExclusive": e},
+                                   "modified": lines} for s, e, lines in changes],
+            "originalModelDiffWrtV0": []})
+        row = conn.execute("SELECT value FROM cursorDiskKV WHERE key=?", (f"composerData:{composer_id}",)).fetchone()
+        data = json.loads(row[0]) if row else composer_data(composer_id, [], T0, "Edit")
+        uri = "file://" + path
+        data.setdefault("codeBlockData", {}).setdefault(uri, []).append(
+            {"_v": 2, "bubbleId": uid("a", composer_id, 0), "codeBlockIdx": 0, "version": 0,
+             "uri": {"fsPath": path, "scheme": "file"}, "status": "accepted", "languageId": "python",
+             "diffId": diff_id, "isNoOp": False})
+        put(conn, "cursorDiskKV", f"composerData:{composer_id}", data)
+
+    def add_agent_kv(self, n: int, composer_id: str = "") -> None:
+        """Newer Cursor's ``agentKv:blob:<sha256>`` (hex protobuf) rows, plus a
+        checkpoint pointer per conversation: a key family the monitor does not read."""
+        conn = self.writers["global"]
+        for i in range(n):
+            sha = hashlib.sha256(f"blob{i}".encode()).hexdigest()
+            put(conn, "cursorDiskKV", f"agentKv:blob:{sha}", ("0a" + "secret agent text".encode().hex()) * 4)
+        if composer_id:
+            put(conn, "cursorDiskKV", f"agentKv:checkpoint:{composer_id}", hashlib.sha256(b"x").hexdigest())
+
+    def add_reshaped_conversation(self, composer_id: str, at: datetime = T0) -> None:
+        """A composerData of a (hypothetical) future version: the messages are
+        neither in ``conversation`` nor listed in ``fullConversationHeadersOnly``."""
+        put(self.writers["global"], "cursorDiskKV", f"composerData:{composer_id}", {
+            "_v": 40, "composerId": composer_id, "name": "Future chat", "createdAt": ms(at),
+            "lastUpdatedAt": ms(at), "conversationState": "~opaque-state-token~",
+            "turns": [{"id": uid("t", composer_id), "text": "secret future prompt"}]})
+
+    def add_table(self, name: str, rows: int) -> None:
+        conn = self.writers["global"]
+        conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (id TEXT PRIMARY KEY, value BLOB)')
+        conn.executemany(f'INSERT OR REPLACE INTO "{name}" VALUES (?, ?)',
+                         [(uid(name, i), "secret table text") for i in range(rows)])
 
     # -- workspace ----------------------------------------------------------------------------
 

@@ -181,6 +181,37 @@ def private_data_check(data_dir: Path, running: bool, binary: str | None = None)
     return Check("OK", "redis data", f"{aof_dir} loads" if aof_dir.exists() else "no append-only file yet")
 
 
+def cursor_format_check(cfg: Config) -> Check:
+    """Whether Cursor's databases still look the way the Cursor monitor reads them:
+    a fresh read-only scan (key families and tables from the key index, the shapes
+    of a sample of conversations and messages), merged with what the monitor
+    recorded at its last pass. Counts and key-family names only."""
+    from tray_app.monitors import cursor_drift
+    from tray_app.monitors.cursor_db import NAME
+    from tray_app.monitors.state_store import state_file
+    from tray_app.support.bundle_secrets import cursor_user_dir
+
+    if not cfg.monitors.cursor_enabled:
+        return Check("OK", "cursor format", "the Cursor monitor is off ([monitors] cursor_enabled)")
+    user_dir = cursor_user_dir(cfg)
+    if not user_dir.is_dir():
+        return Check("OK", "cursor format", f"no Cursor data at {user_dir}")
+    try:
+        reports = [cursor_drift.inspect_databases(user_dir)]
+    except Exception as exc:  # noqa: BLE001 - a check reports, it never crashes doctor
+        return Check("WARN", "cursor format", f"cannot read Cursor's databases under {user_dir}: "
+                     f"{type(exc).__name__}: {exc}"[:300], "run doctor again while Cursor is idle")
+    recorded = cursor_drift.recorded_report(state_file(cfg.paths.state_dir, NAME))
+    if recorded:
+        reports.append(recorded)
+    report = cursor_drift.merge(reports)
+    if report["status"] == "changed":
+        return Check("WARN", "cursor format", report["message"],
+                     "update telemetry-tray; meanwhile what it knows is still recorded. "
+                     "`telemetry-tray diagnostics` bundles the counts (no content) for a bug report")
+    return Check("OK", "cursor format", f"Cursor's databases under {user_dir} have the known format")
+
+
 def run_checks(config_file: str | None = None) -> list[Check]:
     from tray_app.config import load_config
 
@@ -244,6 +275,9 @@ def run_checks(config_file: str | None = None) -> list[Check]:
     except OSError as exc:
         results.append(Check("FAIL", "database", f"{data_dir} not writable: {exc.strerror or exc}",
                              "fix the directory's permissions, or set TELEMETRY_TRAY_HOME"))
+
+    # Cursor's storage format
+    results.append(cursor_format_check(cfg))
 
     # Tray backend and host
     results.append(tray_check())

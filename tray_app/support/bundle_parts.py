@@ -99,6 +99,19 @@ def _state_store(path: Path) -> dict[str, Any]:
     return out
 
 
+def _cursor_format(cfg: Config, cursor_dir: Path) -> dict[str, Any]:
+    """Whether Cursor's databases have the format the monitor reads: a fresh
+    read-only scan and the monitor's own record (counts and key-family names only)."""
+    from tray_app.monitors import cursor_drift
+    from tray_app.monitors.cursor_db import NAME
+    from tray_app.monitors.state_store import state_file
+
+    fresh = cursor_drift.inspect_databases(cursor_dir)
+    recorded = cursor_drift.recorded_report(state_file(cfg.paths.state_dir, NAME))
+    return {"verdict": cursor_drift.merge([fresh] + ([recorded] if recorded else [])),
+            "scan": fresh, "monitor_record": recorded}
+
+
 def monitors(cfg: Config) -> dict[str, Any]:
     cursor_dir = cursor_user_dir(cfg)
     gdb = cursor_dir / "globalStorage" / "state.vscdb"
@@ -109,6 +122,9 @@ def monitors(cfg: Config) -> dict[str, Any]:
         "global_state_vscdb_bytes": gdb.stat().st_size if gdb.is_file() else None,
         "workspace_databases": len(list(ws.glob("*/state.vscdb"))) if ws.is_dir() else 0,
     }}
+    if cursor_dir.is_dir():
+        out["cursor"]["storage_format"] = section(functools.partial(_cursor_format, cfg, cursor_dir),
+                                                  "Cursor storage format")
     roots = []
     for d in _claude_roots(cfg):
         entry: dict[str, Any] = {"path": str(d), "exists": d.is_dir()}
