@@ -30,6 +30,7 @@ PLUGINS = (
     "tray_app.capture.cli",
     "tray_app.support.cli",
     "tray_app.tray.cli",
+    "tray_app.usage.cli",
 )
 
 

@@ -7,6 +7,8 @@ Threads it owns, joined against one shared deadline on stop():
   consumer     FastPathConsumer: stream -> SQLite -> CDC + XACK
   maintenance  health publishing, backlog/pending/DLQ counts, spool drain, trimming
   monitors     Cursor / Claude Code / sessions (tray_app.monitors), when present
+  usage        the slow-path worker on cdc:events that keeps the derived usage
+               tables (tray_app.usage.worker), when present
   supervisor   notices any of the above that died and restarts it with backoff
                (tray_app.engine.supervisor); the consumer does the same for its
                CDC publisher
@@ -51,7 +53,7 @@ def consumer_name(cfg: Config) -> str:
 class Engine:
     def __init__(self, cfg: Config, endpoint: Endpoint, *, name: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 with_monitors: bool = True) -> None:
+                 with_monitors: bool = True, with_usage: bool = True) -> None:
         self.cfg = cfg
         self.endpoint = endpoint
         cfg.paths.ensure()
@@ -70,6 +72,14 @@ class Engine:
                 if hasattr(m, "on_commit"):
                     self.consumer.listeners.append(m.on_commit)
         self.maintenance = Maintenance(cfg, endpoint, self.health_state, self.consumer, self.monitors)
+        self.usage: Any = None
+        usage_error = None
+        if with_usage:
+            try:
+                self.usage = self._new_usage(None)
+            except Exception as exc:  # noqa: BLE001 - derived tables are not ingest: shown, not fatal
+                log.exception("usage worker: could not start")
+                usage_error = f"{type(exc).__name__}: {exc}"
         ing = cfg.ingest
         self.supervisor = Supervisor(self.health_state, self._replaced,
                                      backoff_initial_s=ing.backoff_initial_s, backoff_max_s=ing.backoff_max_s)
@@ -78,6 +88,10 @@ class Engine:
         self.supervisor.watch("maintenance", self.maintenance, self._new_maintenance)
         for m in self.monitors:
             self.supervisor.watch(m.name, m, self._new_monitor)
+        if self.usage is not None:
+            self.supervisor.watch("usage", self.usage, self._new_usage)
+        if usage_error is not None:
+            self.supervisor.report("usage", f"could not start: {usage_error}", restarted=False)
         if monitor_error is not None:
             self.supervisor.report("monitors", f"could not start: {monitor_error}", restarted=False)
         self._started = False
@@ -95,6 +109,8 @@ class Engine:
         self.maintenance.start()
         for m in self.monitors:
             m.start()
+        if self.usage is not None:
+            self.usage.start()
         self.supervisor.start()
 
     # -- restarts (the supervisor's factories, called on its thread) -------------------------
@@ -113,8 +129,22 @@ class Engine:
             new.pause()
         return new
 
+    def _new_usage(self, old: Any) -> Any:
+        from tray_app.usage.worker import UsageWorker  # the slow path is optional in a build
+
+        new = UsageWorker(self.cfg, self.endpoint, busy=self._ingest_busy)
+        if old is not None and old.paused:
+            new.pause()
+        return new
+
+    def _ingest_busy(self) -> bool:
+        """Ingest stored events in the last few seconds (slow-path workers yield)."""
+        return self.consumer.rate.rate(10) > 0
+
     def _replaced(self, name: str, old: Any, new: Any) -> None:
-        if name == "consumer":
+        if name == "usage":
+            self.usage = new
+        elif name == "consumer":
             self.consumer = new
             self.maintenance.consumer = new
         elif name == "maintenance":
@@ -131,6 +161,8 @@ class Engine:
         self.consumer.pause()
         for m in self.monitors:
             m.pause()
+        if self.usage is not None:
+            self.usage.pause()
         self.maintenance.poke()
 
     def resume(self) -> None:
@@ -138,6 +170,8 @@ class Engine:
         self.consumer.resume()
         for m in self.monitors:
             m.resume()
+        if self.usage is not None:
+            self.usage.resume()
         self.maintenance.poke()
 
     @property
@@ -171,13 +205,18 @@ class Engine:
         self.supervisor.join(max(0.0, deadline - time.monotonic()))
         for m in self.monitors:
             m.stop()
+        if self.usage is not None:
+            self.usage.stop()
         self.consumer.stop()
         for m in self.monitors:
             m.join(max(0.0, deadline - time.monotonic()))
+        if self.usage is not None:
+            self.usage.join(max(0.0, deadline - time.monotonic()))
         self.consumer.join(max(0.0, deadline - time.monotonic()))
         self.maintenance.stop()
         self.maintenance.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in (self.consumer, self.maintenance, *self.monitors) if t.is_alive()]
+        alive = [t.name for t in (self.consumer, self.maintenance, *self.monitors,
+                                  *([self.usage] if self.usage is not None else [])) if t.is_alive()]
         if alive:
             log.warning("engine: threads still running at the deadline: %s", ", ".join(alive))
         self.health_state.update(state=STOPPED, reasons=("Stopped",))

@@ -1,0 +1,319 @@
+"""Reports from the derived usage tables (never from raw rows, except one
+session's timeline in timeline.py).
+
+Days follow the local time zone unless ``tz`` names an IANA zone. Rows are
+grouped in SQL by UTC quarter hour (every zone's offset is a multiple of 15
+minutes, so a quarter hour lies within one local day), then per local day in
+Python: the work follows the number of quarter hours, not of requests.
+
+Costs are summed as integer pico-dollars and converted once: a report's cost
+equals the pricing library's own sum. A model it does not know has cost
+``null`` and is listed in ``unpriced``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tray_app import events
+from tray_app.errors import UsageError
+from tray_app.usage import pricing
+
+log = logging.getLogger(__name__)
+
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
+UNKNOWN_MODEL = "unknown"
+_Q = "substr(timestamp,1,13), CAST(substr(timestamp,15,2) AS INTEGER)/15"
+#: activity of a session counts from the assistant's own store when it has any (a
+#: prompt seen by the hook and by the transcript counts once)
+PREFERRED = ("(a.origin='store' OR NOT EXISTS (SELECT 1 FROM usage_activity b WHERE "
+             "b.platform=a.platform AND b.session_id=a.session_id AND b.origin='store'))")
+TOOL_KINDS = ("tool", "shell", "edit", "subagent")
+
+
+def zone(tz: str | tzinfo | None) -> tzinfo | None:
+    """None = the system's local zone (applied per timestamp, DST included)."""
+    if tz is None or isinstance(tz, tzinfo):
+        return tz
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"--timezone: unknown time zone {tz!r} (expected an IANA name such as "
+                         f"Europe/Paris or UTC)") from None
+
+
+def local_date(dt: datetime, tz: tzinfo | None) -> date:
+    return (dt.astimezone(tz) if tz is not None else dt.astimezone()).date()
+
+
+def _midnight_utc(d: date, tz: tzinfo | None) -> str:
+    naive = datetime.combine(d, time())
+    aware = naive.replace(tzinfo=tz) if tz is not None else naive.astimezone()
+    return aware.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_day(value: str | date | None, what: str) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{what}: expected a date YYYY-MM-DD, found {value!r}") from None
+
+
+def project_hash(project: str | None) -> str | None:
+    """A workspace hash (16 hex) as is; a folder path hashed like the producers do."""
+    if not project:
+        return None
+    p = project.strip()
+    if len(p) == 16 and all(c in "0123456789abcdef" for c in p.lower()):
+        return p.lower()
+    return events.workspace_hash(p.rstrip("/\\") or p)
+
+
+@dataclass(frozen=True)
+class Filter:
+    lo: str | None = None
+    hi: str | None = None
+    platform: str | None = None
+    project: str | None = None
+
+    def where(self, alias: str = "") -> tuple[str, list[Any]]:
+        a = f"{alias}." if alias else ""
+        parts, args = ["1=1"], []
+        for col, op, val in (("timestamp", ">=", self.lo), ("timestamp", "<", self.hi),
+                             ("platform", "=", self.platform), ("workspace_hash", "=", self.project)):
+            if val is not None:
+                parts.append(f"{a}{col} {op} ?")
+                args.append(val)
+        return " AND ".join(parts), args
+
+
+def make_filter(since: str | date | None, until: str | date | None, tz: tzinfo | None,
+                platform: str | None, project: str | None) -> Filter:
+    s, u = _parse_day(since, "--since"), _parse_day(until, "--until")
+    if platform is not None and platform not in events.PLATFORMS:
+        raise UsageError(f"--platform: expected cursor or claude_code, found {platform!r}")
+    return Filter(_midnight_utc(s, tz) if s else None, _midnight_utc(u + timedelta(days=1), tz) if u else None,
+                  platform, project_hash(project))
+
+
+@dataclass
+class Sums:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    requests: int = 0
+    cost_pico: int = 0
+    priced: int = 0
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        inp, out, cw, cr, n, cost, priced = row
+        self.input_tokens += inp or 0
+        self.output_tokens += out or 0
+        self.cache_creation_tokens += cw or 0
+        self.cache_read_tokens += cr or 0
+        self.requests += n or 0
+        self.cost_pico += cost or 0
+        self.priced += priced or 0
+
+    def merge(self, o: "Sums") -> None:
+        self.add((o.input_tokens, o.output_tokens, o.cache_creation_tokens, o.cache_read_tokens, o.requests,
+                  o.cost_pico, o.priced))
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_creation_tokens + self.cache_read_tokens
+
+    def fields(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cache_creation_tokens": self.cache_creation_tokens, "cache_read_tokens": self.cache_read_tokens,
+                "total_tokens": self.total_tokens,
+                "cost_usd": pricing.usd(self.cost_pico) if self.priced else None}
+
+
+@dataclass
+class Bucket:
+    models: dict[str, Sums] = field(default_factory=dict)
+    prompts: int = 0
+    sessions: set[tuple[str, str]] = field(default_factory=set)
+
+    def merge(self, o: "Bucket") -> None:
+        for m, s in o.models.items():
+            self.models.setdefault(m, Sums()).merge(s)
+        self.prompts += o.prompts
+        self.sessions |= o.sessions
+
+    def to_dict(self, unpriced: set[str]) -> dict[str, Any]:
+        total = Sums()
+        for m, s in self.models.items():
+            total.merge(s)
+            if s.priced < s.requests:
+                unpriced.add(m)
+        out = total.fields()
+        out.update(requests=total.requests, prompts=self.prompts, sessions=len(self.sessions))
+        out["models"] = {m: {**s.fields(), "requests": s.requests} for m, s in sorted(self.models.items())}
+        return out
+
+
+def _quarter(h: str, q: int) -> datetime:
+    return datetime.strptime(h, "%Y-%m-%dT%H").replace(tzinfo=timezone.utc) + timedelta(minutes=15 * q)
+
+
+def buckets(conn: sqlite3.Connection, flt: Filter, key: Callable[[datetime], str]) -> dict[str, Bucket]:
+    """Requests, prompts and sessions per ``key(start of UTC quarter hour)``."""
+    out: dict[str, Bucket] = {}
+    memo: dict[tuple[str, int], str] = {}
+
+    def k(h: str, q: int) -> Bucket:
+        name = memo.get((h, q))
+        if name is None:
+            name = memo[(h, q)] = key(_quarter(h, q))
+        return out.setdefault(name, Bucket())
+
+    where, args = flt.where()
+    for h, q, model, *sums in conn.execute(
+            f"SELECT {_Q}, model, SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_tokens), "
+            f"SUM(cache_read_tokens), COUNT(*), SUM(cost_pusd), COUNT(cost_pusd) FROM usage_requests "
+            f"WHERE {where} GROUP BY 1, 2, 3", args):
+        k(h, q).models.setdefault(model or UNKNOWN_MODEL, Sums()).add(tuple(sums))
+    awhere, aargs = flt.where("a")
+    for h, q, n in conn.execute(
+            f"SELECT substr(a.timestamp,1,13), CAST(substr(a.timestamp,15,2) AS INTEGER)/15, COUNT(*) "
+            f"FROM usage_activity a WHERE a.kind='prompt' AND {awhere} AND {PREFERRED} GROUP BY 1, 2", aargs):
+        k(h, q).prompts += n
+    for h, q, platform, sid in conn.execute(
+            f"SELECT {_Q}, platform, session_id FROM usage_activity WHERE {where} GROUP BY 1, 2, 3, 4 "
+            f"UNION SELECT {_Q}, platform, session_id FROM usage_requests WHERE {where} GROUP BY 1, 2, 3, 4",
+            args + args):
+        k(h, q).sessions.add((platform, sid))
+    return out
+
+
+def _report(conn: sqlite3.Connection, unit: str, key: Callable[[datetime], str], since: Any, until: Any,
+            tz: Any, platform: str | None, project: str | None) -> dict[str, Any]:
+    flt = make_filter(since, until, zone(tz), platform, project)
+    got = buckets(conn, flt, key)
+    unpriced: set[str] = set()
+    rows, total = [], Bucket()
+    for name in sorted(got):
+        rows.append({unit: name, **got[name].to_dict(unpriced)})
+        total.merge(got[name])
+    return {f"{unit.replace('date', 'day')}s": rows, "totals": total.to_dict(unpriced),
+            "pricing": pricing.pricing_info(), "unpriced": sorted(unpriced)}
+
+
+def daily(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, tz: Any = None,
+          platform: str | None = None, project: str | None = None) -> dict[str, Any]:
+    """``report daily --json``: {"days": [{"date", tokens, cost_usd, requests, prompts,
+    sessions, "models": {model: {tokens, cost_usd, requests}}}], "totals", "pricing", "unpriced"}."""
+    z = zone(tz)
+    return _report(conn, "date", lambda dt: local_date(dt, z).isoformat(), since, until, z, platform, project)
+
+
+def monthly(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, tz: Any = None,
+            platform: str | None = None, project: str | None = None) -> dict[str, Any]:
+    z = zone(tz)
+    return _report(conn, "month", lambda dt: local_date(dt, z).isoformat()[:7], since, until, z, platform, project)
+
+
+def models(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, tz: Any = None,
+           platform: str | None = None, project: str | None = None) -> dict[str, Any]:
+    """{"models": [{"model", tokens, cost_usd, requests}] (most tokens first), "totals", "pricing", "unpriced"}."""
+    rep = _report(conn, "all", lambda dt: "all", since, until, tz, platform, project)
+    tot = rep["totals"]
+    listing = [{"model": m, **v} for m, v in tot.pop("models").items()]
+    listing.sort(key=lambda r: (-r["total_tokens"], r["model"]))
+    return {"models": listing, "totals": tot, "pricing": rep["pricing"], "unpriced": rep["unpriced"]}
+
+
+def today(conn: sqlite3.Connection, tz: Any = None) -> dict[str, Any]:
+    """For the tray line: {"date", "total_tokens", "cost_usd", "prompts", "requests"}."""
+    z = zone(tz)
+    d = local_date(datetime.now(timezone.utc), z)
+    rep = daily(conn, since=d, until=d, tz=z)
+    t = rep["totals"]
+    return {"date": d.isoformat(), "total_tokens": t["total_tokens"], "cost_usd": t["cost_usd"],
+            "prompts": t["prompts"], "requests": t["requests"]}
+
+
+def top_projects(conn: sqlite3.Connection, since: Any = None, limit: int = 10, tz: Any = None
+                 ) -> list[dict[str, Any]]:
+    """[{"project" (workspace hash or null), "total_tokens", "cost_usd", "requests", "sessions"}], most tokens first."""
+    where, args = make_filter(since, None, zone(tz), None, None).where()
+    rows = conn.execute(
+        f"SELECT workspace_hash, SUM(input_tokens + output_tokens + cache_creation_tokens + cache_read_tokens), "
+        f"SUM(cost_pusd), COUNT(cost_pusd), COUNT(*), COUNT(DISTINCT platform || ':' || session_id) "
+        f"FROM usage_requests WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?", (*args, limit)).fetchall()
+    return [{"project": ws, "total_tokens": tok or 0, "cost_usd": pricing.usd(cost) if priced else None,
+             "requests": n, "sessions": s} for ws, tok, cost, priced, n, s in rows]
+
+
+def top_tools(conn: sqlite3.Connection, since: Any = None, limit: int = 10, tz: Any = None
+              ) -> list[dict[str, Any]]:
+    """[{"tool", "kind", "calls"}], most calls first (tool, shell, edit and subagent calls)."""
+    where, args = make_filter(since, None, zone(tz), None, None).where("a")
+    kinds = ",".join(f"'{k}'" for k in TOOL_KINDS)
+    rows = conn.execute(
+        f"SELECT COALESCE(a.name, a.kind), MIN(a.kind), COUNT(*) FROM usage_activity a "
+        f"WHERE a.kind IN ({kinds}) AND {where} AND {PREFERRED} GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT ?",
+        (*args, limit)).fetchall()
+    return [{"tool": name, "kind": kind, "calls": n} for name, kind, n in rows]
+
+
+def sessions(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, tz: Any = None,
+             platform: str | None = None, project: str | None = None, limit: int | None = None
+             ) -> list[dict[str, Any]]:
+    """One dict per session, latest start first: assistant, session_id, project, start,
+    end, duration_s, prompts, tool_calls, requests, token fields, total_tokens, cost_usd, models."""
+    flt = make_filter(since, until, zone(tz), platform, project)
+    where, args = flt.where()
+    awhere, aargs = flt.where("a")
+    info: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def entry(p: str, s: str) -> dict[str, Any]:
+        return info.setdefault((p, s), {"assistant": p, "session_id": s, "project": None, "start": None,
+                                        "end": None, "prompts": 0, "tool_calls": 0, "sums": Sums(),
+                                        "models": set()})
+
+    for p, s, ws, lo, hi in conn.execute(
+            f"SELECT platform, session_id, MAX(workspace_hash), MIN(timestamp), MAX(timestamp) FROM ("
+            f"SELECT platform, session_id, workspace_hash, timestamp FROM usage_activity WHERE {where} UNION ALL "
+            f"SELECT platform, session_id, workspace_hash, timestamp FROM usage_requests WHERE {where}) "
+            f"GROUP BY 1, 2", args + args):
+        e = entry(p, s)
+        e.update(project=ws, start=lo, end=hi)
+    kinds = ",".join(f"'{k}'" for k in TOOL_KINDS)
+    for p, s, prompts, tools in conn.execute(
+            f"SELECT a.platform, a.session_id, SUM(a.kind='prompt'), SUM(a.kind IN ({kinds})) "
+            f"FROM usage_activity a WHERE {awhere} AND {PREFERRED} GROUP BY 1, 2", aargs):
+        e = entry(p, s)
+        e["prompts"], e["tool_calls"] = prompts or 0, tools or 0
+    for p, s, model, *sums in conn.execute(
+            f"SELECT platform, session_id, model, SUM(input_tokens), SUM(output_tokens), "
+            f"SUM(cache_creation_tokens), SUM(cache_read_tokens), COUNT(*), SUM(cost_pusd), COUNT(cost_pusd) "
+            f"FROM usage_requests WHERE {where} GROUP BY 1, 2, 3", args):
+        e = entry(p, s)
+        e["sums"].add(tuple(sums))
+        e["models"].add(model or UNKNOWN_MODEL)
+    out = []
+    for e in info.values():
+        sums: Sums = e.pop("sums")
+        start, end = e["start"], e["end"]
+        dur = (events.parse_timestamp(end) - events.parse_timestamp(start)).total_seconds() if start and end else 0.0
+        out.append({**{k: e[k] for k in ("assistant", "session_id", "project", "start", "end")},
+                    "duration_s": round(dur, 3), "prompts": e["prompts"], "tool_calls": e["tool_calls"],
+                    "requests": sums.requests, **sums.fields(), "models": sorted(e["models"])})
+    out.sort(key=lambda r: (r["start"] or "", r["session_id"]), reverse=True)
+    return out[:limit] if limit else out
+
+
+__all__ = ["daily", "monthly", "models", "sessions", "today", "top_projects", "top_tools", "zone",
+           "project_hash", "TOKEN_FIELDS"]

@@ -1,0 +1,248 @@
+"""UsageWorker: a slow-path thread of the engine that keeps the derived usage
+tables (tray_app/usage/schema.py) from ``raw_traces``.
+
+It follows the change feed ``cdc:events`` with its own consumer group
+(``usage``): a read blocks until rows were committed, then the rows above the
+worker's position are fetched from ``raw_traces`` by ``sequence``, derived
+(accounting.py) and applied in short transactions of their own, each of which
+also moves the position (``usage_state.last_sequence``). The position lives in
+SQLite with the rows, so the feed is only the signal: entries are acknowledged
+after the commit, a feed trimmed below the position (the cap), a fresh install
+with history, or a crash mid-way all end the same way: the rows above the
+position are read from ``raw_traces``, in order. Every write is an idempotent
+upsert, so nothing is ever counted twice.
+
+Never in the fast path's way: transactions are small (``CHUNK_ROWS`` rows, a
+few milliseconds of the write lock; the writer waits up to 250 ms), prices are
+computed before the transaction, and while ingest is busy a catch-up works at
+most about a quarter of the time (``BUSY_DUTY``), so the consumer keeps the
+interpreter. A failing pass is counted in this thread's health and retried; a
+failure that persists ends the thread, which the engine's supervisor shows in
+``thread_errors`` and restarts with backoff; ingest never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+from tray_app.config import Config
+from tray_app.engine import schema as db_schema
+from tray_app.monitors.base import MonitorThread
+from tray_app.redis_conn import CDC_STREAM, Endpoint, close_quietly
+from tray_app.usage import accounting, pricing, schema
+from tray_app.usage.accounting import Derived
+
+log = logging.getLogger(__name__)
+
+NAME = "usage"
+GROUP = "usage"
+CONSUMER = "usage-worker"
+CHUNK_ROWS = 500
+#: rows per pass before the loop yields (the next pass starts at once)
+PASS_ROWS = 20_000
+#: while ingest is busy, work at most this share of the time during a catch-up
+BUSY_DUTY = 0.25
+BUSY_TIMEOUT_S = 5.0
+#: consecutive failed passes before the thread gives up (the supervisor restarts it)
+MAX_FAILURES = 3
+
+
+class UsageFailed(RuntimeError):
+    """The derived tables could not be kept for several passes in a row."""
+
+
+def price_requests(d: Derived) -> Derived:
+    """Costs computed outside any transaction (a lookup is ~0.1 ms)."""
+    if not d.requests:
+        return d
+    out = []
+    for r in d.requests:
+        if r.model is None:
+            out.append(r)  # its model may come from the conversation: priced later
+            continue
+        cost = pricing.price(r.platform, r.model, r.tokens, accounting.parse_ts(r.timestamp))
+        out.append(replace(r, cost_pusd=pricing.to_pico(cost), pricing_version=pricing.VERSION))
+    return replace(d, requests=tuple(out))
+
+
+def process_chunk(conn: sqlite3.Connection, after: int, limit: int = CHUNK_ROWS,
+                  upto: int | None = None) -> tuple[int, int]:
+    """Derive and apply the raw rows above ``after`` (at most ``limit``, not above
+    ``upto``) in one short transaction that also moves the position.
+    Returns (rows read, last sequence read, or ``after`` when none)."""
+    cond = "sequence > ?" + (" AND sequence <= ?" if upto is not None else "")
+    args: tuple[Any, ...] = (after, upto, limit) if upto is not None else (after, limit)
+    rows = conn.execute(f"SELECT {accounting.ROW_COLUMNS} FROM raw_traces WHERE {cond} "
+                        f"ORDER BY sequence LIMIT ?", args).fetchall()
+    if not rows:
+        return 0, after
+    derived = [price_requests(accounting.derive(r)) for r in rows]
+    last = int(rows[-1][0])
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        accounting.apply(conn, derived)
+        schema.set_position(conn, last)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(rows), last
+
+
+def price_pending(conn: sqlite3.Connection, limit: int = CHUNK_ROWS) -> int:
+    """Price records whose cost is unknown for this library version: read and
+    priced outside the transaction, written in a short one."""
+    todo = accounting.pending_prices(conn, limit)
+    if not todo:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        accounting.store_prices(conn, todo)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(todo)
+
+
+def open_db(cfg: Config) -> sqlite3.Connection:
+    conn = db_schema.open_database(cfg.paths.database, timeout_s=BUSY_TIMEOUT_S)
+    schema.ensure(conn)
+    return conn
+
+
+class UsageWorker(MonitorThread):
+    error_backoff_s = 2.0
+
+    def __init__(self, cfg: Config, endpoint: Endpoint, *, busy: Callable[[], bool] | None = None,
+                 poll_interval_s: float = 1.0) -> None:
+        super().__init__(NAME, poll_interval_s)
+        self.cfg = cfg
+        self.endpoint = endpoint
+        self.busy = busy or (lambda: False)
+        self._db: sqlite3.Connection | None = None
+        self._client: redis.Redis | None = None
+        self._failures = 0
+        self._backlog = 0
+        self._set(position=0, backlog=0, catching_up=False, rows_applied=0, feed_entries=0)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = open_db(self.cfg)
+            n = accounting.stale_pricing(self._db)
+            if n:
+                log.info("usage: %d costs from another genai-prices version will be priced again", n)
+        return self._db
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            c = self.endpoint.client(socket_timeout=max(5.0, self.poll_interval_s + 2))
+            try:
+                c.xgroup_create(CDC_STREAM, GROUP, id="$", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    close_quietly(c)
+                    raise
+            self._client = c
+        return self._client
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        close_quietly(self._client)
+        self._client = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def pass_once(self) -> bool:
+        ok = super().pass_once()
+        if ok:
+            self._failures = 0
+            return True
+        self._failures += 1
+        if self._db is not None:  # a broken connection is opened again
+            try:
+                self._db.close()
+            finally:
+                self._db = None
+        if self._failures >= MAX_FAILURES:
+            raise UsageFailed(self.health().get("last_error") or "derived tables failed")
+        return False
+
+    def next_wait_s(self) -> float:
+        return 0.0 if self._backlog > 0 else self.poll_interval_s
+
+    def run_once(self) -> int:
+        conn = self._conn()
+        ids = self._wait_feed()
+        done = self.catch_up(conn)
+        while price_pending(conn):
+            pass
+        if ids:
+            try:
+                self._redis().xack(CDC_STREAM, GROUP, *ids)
+            except (redis.RedisError, OSError) as exc:
+                log.debug("usage: xack: %s", exc)  # harmless: the position is in SQLite
+                self._drop_redis()
+        return done
+
+    def _wait_feed(self) -> list[bytes]:
+        """Block (at most a poll interval) until the feed has news; the entries
+        read, to acknowledge. Without Redis the worker polls raw_traces."""
+        if self._backlog > 0:
+            block = None
+        else:
+            block = max(1, int(self.poll_interval_s * 1000))
+        try:
+            c = self._redis()
+            got = c.xreadgroup(GROUP, CONSUMER, {CDC_STREAM: ">"}, count=10_000, block=block)
+        except (redis.RedisError, OSError) as exc:
+            log.debug("usage: feed unavailable (%s); reading raw_traces", exc)
+            self._drop_redis()
+            self._stopping.wait(min(self.poll_interval_s, 1.0))
+            return []
+        ids = [eid for _stream, entries in got or () for eid, _fields in entries]
+        if ids:
+            with self._lock:
+                self._h["feed_entries"] += len(ids)
+        return ids
+
+    def _drop_redis(self) -> None:
+        close_quietly(self._client)
+        self._client = None
+
+    def catch_up(self, conn: sqlite3.Connection) -> int:
+        """Rows above the position, up to PASS_ROWS, in chunks."""
+        pos = schema.position(conn)
+        top = int(conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0])
+        done = 0
+        while pos < top and done < PASS_ROWS and not self.stopping and not self.paused:
+            started = time.monotonic()
+            n, pos = process_chunk(conn, pos, CHUNK_ROWS, top)
+            if n == 0:
+                break
+            done += n
+            if top - pos > 0 and self.busy():
+                # ingest is busy: leave it the interpreter most of the time
+                spent = time.monotonic() - started
+                self._stopping.wait(spent * (1.0 - BUSY_DUTY) / BUSY_DUTY)
+        self._backlog = max(0, top - pos)
+        with self._lock:
+            self._h["rows_applied"] += done
+        self._set(position=pos, backlog=self._backlog, catching_up=self._backlog > CHUNK_ROWS)
+        return done
+
+
+__all__ = ["UsageWorker", "UsageFailed", "process_chunk", "price_pending", "open_db", "NAME", "GROUP"]
