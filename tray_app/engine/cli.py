@@ -327,9 +327,6 @@ def engine_command(cfg: Config, command: str, timeout_s: float) -> tuple[int, st
                                  "(start the app: telemetry-tray, or telemetry-tray run --headless)."
     want_paused = command == control.PAUSE
     who = f"engine pid {live.pid}, {live.face}"
-    before = control.read_state(state_dir)
-    if before is not None and before.pid == live.pid and before.paused is want_paused:
-        return 0, f"Already {'paused' if want_paused else 'running (not paused)'} ({who})."
     rid = control.submit(state_dir, command)
     deadline = time.monotonic() + timeout_s
     gone = False
