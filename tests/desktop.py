@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,11 @@ class Desktop:
                 return w
         return None
 
+    def viewable(self, wid: str) -> bool:
+        """Whether the window is on screen (mapped, and its parents too)."""
+        out = self.run("xwininfo", "-id", wid, check=False)
+        return "Map State: IsViewable" in out
+
     def popup_menus(self, wm_class: str) -> list[dict[str, Any]]:
         """Mapped popup windows of the app (GTK menus) at least 100 px tall."""
         return [w for w in self.windows()
@@ -194,6 +200,41 @@ def _read_line_from_fd(fd: int, timeout: float, what: str) -> str:
 
 @pytest.fixture()
 def desktop(tmp_path: Path) -> Iterator[Desktop]:
+    """A desktop with a system tray (trayer, XEmbed) and a notification daemon."""
+    with make_desktop(tmp_path, tray=True) as desk:
+        yield desk
+
+
+@pytest.fixture()
+def desktop_no_tray(tmp_path: Path) -> Iterator[Desktop]:
+    """The same desktop without any tray host: no XEmbed tray on the X display and
+    no StatusNotifierWatcher on the bus (like stock GNOME without the AppIndicator
+    extension). Notifications still work."""
+    with make_desktop(tmp_path, tray=False) as desk:
+        yield desk
+
+
+def zombie_children(pid: int) -> list[str]:
+    """The Z-state (defunct, not reaped) children of process ``pid``, as "pid name"."""
+    found: list[str] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                stat = Path(f"/proc/{child}/stat").read_text()
+            except OSError:
+                continue
+            name, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:][:1]
+            if state == "Z":
+                found.append(f"{child} {name}")
+    return found
+
+
+@contextmanager
+def make_desktop(tmp_path: Path, tray: bool = True) -> Iterator[Desktop]:
     for tool in TOOLS:
         need(shutil.which(tool) is not None, f"{tool} not installed (see scripts: xvfb trayer dunst "
                                              "xdotool dbus-x11 imagemagick x11-utils)")
@@ -238,12 +279,13 @@ def desktop(tmp_path: Path) -> Iterator[Desktop]:
         finally:
             os.close(r)
 
-        desk.procs.append(_start(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
-                                  "--width", "240", "--height", "32", "--SetDockType", "true",
-                                  "--transparent", "true", "--alpha", "0", "--tint", "0x2b2b2b",
-                                  "--expand", "false"], env, d / "trayer.log"))
-        wait_for(lambda: any(w["name"] == "panel" for w in desk.windows()), timeout=20,
-                 what="trayer's panel")
+        if tray:
+            desk.procs.append(_start(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
+                                      "--width", "240", "--height", "32", "--SetDockType", "true",
+                                      "--transparent", "true", "--alpha", "0", "--tint", "0x2b2b2b",
+                                      "--expand", "false"], env, d / "trayer.log"))
+            wait_for(lambda: any(w["name"] == "panel" for w in desk.windows()), timeout=20,
+                     what="trayer's panel")
 
         rc = d / "dunstrc"
         rc.write_text(DUNSTRC.format(dmenu=bin_dir / "dmenu"))

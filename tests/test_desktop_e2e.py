@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, RedisProc, need, run_cli, wait_for
-from desktop import ARTIFACTS, Desktop, desktop  # noqa: F401 - fixture
+from desktop import ARTIFACTS, Desktop, desktop, desktop_no_tray, zombie_children  # noqa: F401 - fixtures
 from engine_util import make_event, pending_count, push, stored_events
 from PIL import Image
 
@@ -84,6 +84,17 @@ class App:
         self.desk.keys(*(["Down"] * (enabled.index(text) + 1)), "Return")
         wait_for(lambda: not self.desk.popup_menus(WM_CLASS), timeout=10, what="the menu to close")
 
+    def log(self) -> str:
+        try:
+            return (self.home / "logs" / "telemetry-tray.log").read_text()
+        except OSError:
+            return ""
+
+    def stderr_problems(self) -> list[str]:
+        """What the app printed to its terminal that a user would find alarming."""
+        return [ln for ln in self.out.read_text(errors="replace").splitlines()
+                if "-CRITICAL" in ln or "Traceback" in ln]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -94,25 +105,37 @@ class App:
                 self.proc.wait()
 
 
-@pytest.fixture()
-def app_factory(desktop: Desktop, app_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:  # noqa: F811
+def _apps(desk: Desktop, app_env: dict[str, str]) -> Iterator[Any]:
     apps: list[App] = []
 
     def start(**extra: str) -> App:
         env = dict(app_env)
-        env.update(desktop.session_env())
+        env.update(desk.session_env())
         # HOME and XDG_CONFIG_HOME are a temp dir (app_home): monitors and autostart see no real home
         assert env["HOME"] != pwd.getpwuid(os.getuid()).pw_dir
-        env.update({"PYSTRAY_BACKEND": "gtk",
-                    "NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"})
+        for key in ("PYSTRAY_BACKEND", "XDG_CURRENT_DESKTOP", "XDG_SESSION_DESKTOP", "DESKTOP_SESSION"):
+            env.pop(key, None)  # the app picks its backend for this desktop, as for a user
+        env.update({"NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11"})
         env.update(extra)
-        app = App(Path(env["TELEMETRY_TRAY_HOME"]), desktop, env)
+        app = App(Path(env["TELEMETRY_TRAY_HOME"]), desk, env)
         apps.append(app)
         return app
 
     yield start
     for a in apps:
         a.stop()
+    for a in apps:  # never alarm the user in the terminal (e.g. Gdk-CRITICAL from the tray icon)
+        assert not a.stderr_problems(), a.out.read_text()[-3000:]
+
+
+@pytest.fixture()
+def app_factory(desktop: Desktop, app_env: dict[str, str]) -> Iterator[Any]:  # noqa: F811
+    yield from _apps(desktop, app_env)
+
+
+@pytest.fixture()
+def app_factory_no_tray(desktop_no_tray: Desktop, app_env: dict[str, str]) -> Iterator[Any]:  # noqa: F811
+    yield from _apps(desktop_no_tray, app_env)
 
 
 def crop_panel(shot: Path, out: Path, menu: dict[str, Any] | None = None) -> Path:
@@ -131,10 +154,13 @@ def test_tray_as_a_person_uses_it(app_factory: Any, desktop: Desktop,  # noqa: F
     app = app_factory()
     client = redis_server.client()
 
-    # 1. the icon appears in the tray, running
+    # 1. the icon appears in the tray, running; trayer is an XEmbed tray and the bus has no
+    #    StatusNotifierWatcher, so the app itself picks the gtk backend (not appindicator's fallback)
     app.wait_menu(lambda m: m["icon_state"] == "running", "running")
     icon = app.icon()
     assert icon["name"].startswith("Telemetry Tray: Running")   # the tooltip
+    assert "tray: pystray backend gtk (menus)" in app.log()
+    assert not app.stderr_problems(), app.out.read_text()      # no Gdk-CRITICAL on start
     shot = desktop.screenshot("01-tray-running.png")
     crop_panel(shot, ARTIFACTS / "01-tray-running-panel.png")
 
@@ -306,3 +332,70 @@ def test_private_redis_killed_tray_tells_and_recovers(app_factory: Any, desktop:
     status = run_cli("status", "--json", env=env)
     data = json.loads(status.stdout)
     assert status.returncode == 0 and data["server_restarts"] == 1 and data["pid"] == app.proc.pid
+
+
+def test_no_tray_host_tells_the_user_and_keeps_recording(app_factory_no_tray: Any,  # noqa: F811
+                                                         desktop_no_tray: Desktop,  # noqa: F811
+                                                         redis_server: RedisProc) -> None:
+    """Stock GNOME without the AppIndicator extension: no StatusNotifierWatcher on
+    the bus, no XEmbed tray on the display. There is no icon, so the app says so
+    once (a notification and the log), keeps recording, and doctor names the problem."""
+    desk = desktop_no_tray
+    app = app_factory_no_tray(XDG_CURRENT_DESKTOP="GNOME")
+    wait_for(lambda: desk.dunst_displayed() >= 1, timeout=30, what="a notification on screen")
+    desk.screenshot("06-no-tray.png")                                     # what the user sees
+    told = wait_for(lambda: [n for n in desk.dunst_history()
+                             if n["summary"] == "Telemetry Tray is running without an icon"],
+                    timeout=30, what="the 'no tray' notification")
+    body = told[0]["body"]
+    assert told[0]["appname"] == "Telemetry Tray"
+    assert "keeps recording" in body and "telemetry-tray status" in body, body
+    assert "gnome-shell-extension-appindicator" in body, body          # the fix for this desktop
+    log = app.log()
+    assert "tray: no system tray on this desktop" in log and "telemetry-tray status" in log
+    shown = [w for w in desk.windows() if w["name"].startswith("Telemetry Tray") and desk.viewable(w["id"])]
+    assert shown == []                                                    # indeed nothing to see
+
+    # it records all the same
+    push(redis_server.client(), [make_event(i) for i in range(20)])
+    app.wait_menu(lambda m: "Today: 20 events" in m["text"], "20 events stored without an icon")
+    assert len(stored_events(app.database)) == 20
+
+    # the user is told once, not on every check
+    notices = [n for n in desk.dunst_history() if n["summary"] == "Telemetry Tray is running without an icon"]
+    assert len(notices) == 1, notices
+
+    # doctor, run on the same desktop, names the problem and the fix
+    doctor = run_cli("doctor", env=app.env)
+    line = next((ln for ln in doctor.stdout.splitlines() if ln.split(":")[0].endswith(" tray")), "")
+    assert line.startswith("WARN tray: no system tray on this desktop (GNOME)"), doctor.stdout
+    assert "gnome-shell-extension-appindicator" in line, line
+
+
+def test_open_folder_without_file_manager_says_so(app_factory: Any, desktop: Desktop,  # noqa: F811
+                                                  redis_server: RedisProc, tmp_path: Path) -> None:
+    """No file manager: xdg-open exits 3. Choosing "Open data folder" / "Open logs"
+    notifies with the folder's path, and no defunct xdg-open child is left behind."""
+    broken = tmp_path / "no-file-manager"
+    broken.mkdir()
+    (broken / "xdg-open").write_text("#!/bin/sh\necho 'xdg-open: no method available for opening' >&2\n"
+                                     "exit 3\n")
+    (broken / "xdg-open").chmod(0o755)
+    app = app_factory(PATH=f"{broken}{os.pathsep}{desktop.env['PATH']}")
+    app.wait_menu(lambda m: m["icon_state"] == "running", "running")
+    desktop.dunst_history()                                               # a clean slate
+    for item, folder in (("Open data folder", app.home / "data"), ("Open logs", app.home / "logs")):
+        app.open_menu()
+        app.choose(item, app.menu())
+        if item == "Open data folder":
+            wait_for(lambda: desktop.dunst_displayed() >= 1, timeout=20, what="a notification on screen")
+            desktop.screenshot("07-open-folder-failed.png")
+        told = wait_for(lambda: [n for n in desktop.dunst_history()           # noqa: B023
+                                 if n["summary"] == "Could not open the folder"
+                                 and str(folder) in n["body"]],              # noqa: B023
+                        timeout=20, what=f"the notification after {item!r}")
+        assert "exited 3" in told[0]["body"], told[0]["body"]
+        assert zombie_children(app.proc.pid) == []
+    log = app.log()
+    assert f"opened {app.home / 'data'}" not in log and f"opened {app.home / 'logs'}" not in log
+    assert f"cannot open {app.home / 'logs'}: xdg-open exited 3" in log

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 WATCHER = "org.kde.StatusNotifierWatcher"
 DETECT_TIMEOUT_S = 2.0
 
-GNOME_FIX = ("install and enable GNOME's AppIndicator extension: sudo apt install "
-             "gnome-shell-extension-appindicator, then log out and in (or `gnome-extensions enable "
-             "ubuntu-appindicators@ubuntu.com` on Ubuntu)")
+GNOME_FIX = ("install GNOME's AppIndicator extension: sudo apt install gnome-shell-extension-appindicator, "
+             "log out and in, and enable it if it is off (Extensions app, or `gnome-extensions enable "
+             "appindicatorsupport@rgcjonas.gmail.com`)")
 OTHER_FIX = ("add a system tray: your panel's tray / notification area applet, or a standalone "
              "tray such as stalonetray or trayer")
 
