@@ -30,6 +30,14 @@ def test_doctor_ok_against_running_redis(app_env: dict[str, str]) -> None:
     assert "database" in out.stdout and "tray" in out.stdout and "notifications" in out.stdout
 
 
+def test_doctor_without_a_desktop_says_the_tray_cannot_show(app_env: dict[str, str]) -> None:
+    env = {k: v for k, v in app_env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    out = run_cli("doctor", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr   # recording works; only the icon cannot show
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith(("OK   tray", "WARN tray")))
+    assert line.startswith("WARN tray: no desktop session here") and "run --headless" in line, line
+
+
 def test_doctor_fails_on_stopped_redis(app_env: dict[str, str], redis_server: RedisProc) -> None:
     redis_server.stop()
     out = run_cli("doctor", env=app_env)
