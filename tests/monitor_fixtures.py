@@ -157,8 +157,10 @@ class CursorFixture:
         return conn
 
     def add_conversation(self, composer_id: str, turns: int, at: datetime = T0, name: str = "Add a sum helper",
-                         terminal: bool = True) -> list[str]:
-        """``turns`` user+assistant pairs, then the composerData. Returns the bubble keys."""
+                         terminal: bool = True, workspace: str | None = None) -> list[str]:
+        """``turns`` user+assistant pairs, then the composerData. Returns the bubble keys.
+        ``workspace``: Cursor 3.x's ``workspaceIdentifier`` (``_v`` 16), naming the folder
+        in the conversation itself (3.x no longer lists it in the workspace database)."""
         conn = self.writers["global"]
         keys: list[str] = []
         heads: list[tuple[str, int]] = []
@@ -174,8 +176,12 @@ class CursorFixture:
             keys += [f"bubbleId:{composer_id}:{ub}", f"bubbleId:{composer_id}:{ab}"]
             heads += [(ub, 1), (ab, 2)]
         self.bubble_count[composer_id] = start + turns
-        put(conn, "cursorDiskKV", f"composerData:{composer_id}",
-            composer_data(composer_id, heads, at + timedelta(seconds=30 * (start + turns)), name))
+        data = composer_data(composer_id, heads, at + timedelta(seconds=30 * (start + turns)), name)
+        if workspace:
+            data.update(_v=16, workspaceIdentifier={"id": uid("ws", workspace).replace("-", ""),
+                                                    "uri": {"fsPath": workspace, "scheme": "file",
+                                                            "external": "file://" + workspace}})
+        put(conn, "cursorDiskKV", f"composerData:{composer_id}", data)
         return keys
 
     # -- other formats ------------------------------------------------------------------------

@@ -366,3 +366,27 @@ def test_doctor_is_quiet_about_the_known_format(app_env, redis_server):
     assert sorted(os.listdir(fx.global_path.parent)) == listing
     with sqlite3.connect(fx.global_path) as conn:  # still Cursor's database, untouched
         assert conn.execute("SELECT COUNT(*) FROM cursorDiskKV").fetchone()[0] > 0
+
+
+# -- Cursor 3.x: the conversation names its workspace ---------------------------------------------
+
+def test_conversations_naming_their_workspace_get_its_hash(tmp_path, redis_server, cursor):
+    """Cursor 3.x writes no ``allComposers`` list; composerData's
+    ``workspaceIdentifier`` names the folder. Messages read before their
+    conversation's composerData (earlier chunks) get it too, and a restart keeps it."""
+    web = "/home/dev/web app"
+    new = uid("composer", "v3")
+    keys = cursor.add_conversation(new, 3, workspace=web)
+    mon = make_monitor(tmp_path, redis_server, cursor, chunk_rows=2)
+    while mon.run_once():
+        pass
+    evs = [e for e in stream_events(redis_server.client()) if e["session_id"] == new]
+    assert sorted(e["metadata"]["key"] for e in evs if e["hook_type"] == "bubbleId") == sorted(keys)
+    assert {e["workspace_hash"] for e in evs} == {workspace_hash(web)}
+    mon.close()
+    more = cursor.add_conversation(new, 1, workspace=web)
+    again = make_monitor(tmp_path, redis_server, cursor, chunk_rows=2)
+    while again.run_once():
+        pass
+    late = [e for e in stream_events(redis_server.client()) if e["metadata"]["key"] in more]
+    assert len(late) == 2 and {e["workspace_hash"] for e in late} == {workspace_hash(web)}

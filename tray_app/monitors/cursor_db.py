@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from tray_app.config import Config
-from tray_app.events import utc_now_iso
+from tray_app.events import utc_now_iso, workspace_hash
 from tray_app import jsonutil
 from tray_app.monitors import cursor_drift
 from tray_app.monitors.base import Clock, MonitorThread
@@ -128,6 +128,8 @@ class CursorDatabaseMonitor(MonitorThread):
         self._format: dict[str, Any] = {}
         #: per pass: composerId -> (time, {diffId: file path}) for codeBlockDiff events
         self._cinfo: dict[str, tuple[str | None, dict[str, str]]] = {}
+        #: composerIds already looked up for a workspaceIdentifier (found or not), this run
+        self._ws_probed: set[str] = set()
         self._composer_ws: dict[str, str] | None = None
         self._backlog = False
         self._budget = 0
@@ -375,6 +377,9 @@ class CursorDatabaseMonitor(MonitorThread):
         now_iso = utc_now_iso()
         evs = []
         quiet: list[Item] = []
+        for it in latest.values():  # conversations first: newer ones name their workspace
+            if it.key.startswith("composerData:") and it.inline_in is None and isinstance(it.value, dict):
+                self._map_workspace(it.key[len("composerData:"):], it.value)
         for it in latest.values():
             if it.table == DISK_KV and it.inline_in is None:
                 self._note_shape(db, it.key, cursor_drift.shape_problem(it.key, it.value))
@@ -383,6 +388,8 @@ class CursorDatabaseMonitor(MonitorThread):
                 continue
             sid = it.key.split(":")[1] if it.key.startswith(("bubbleId:", "composerData:", DIFF_PREFIX)) else None
             ws = self._composer_ws.get(sid) if sid else None
+            if sid and ws is None and not db.workspace_hash and sid not in self._ws_probed:
+                ws = self._probe_workspace(conn, sid)
             file_path = None
             if it.key.startswith(DIFF_PREFIX) and sid and it.key.count(":") >= 2:
                 when, files = self._composer_info(conn, sid)
@@ -400,6 +407,35 @@ class CursorDatabaseMonitor(MonitorThread):
         self.store.save(fingerprints=[(scope, k, it.fp) for k, it in latest.items()])
         self._budget -= len(evs)
         return len(evs)
+
+    def _map_workspace(self, cid: str, value: dict[str, Any]) -> str | None:
+        """Cursor 3.x no longer lists conversations in the workspace databases'
+        ``allComposers``; its composerData names the workspace itself
+        (``workspaceIdentifier.uri.fsPath``). Remembered like the list's mapping."""
+        assert self._composer_ws is not None
+        self._ws_probed.add(cid)
+        folder = workspace_folder(value)
+        if not folder:
+            return None
+        ws = workspace_hash(folder)
+        if self._composer_ws.get(cid) != ws:
+            self._composer_ws[cid] = ws
+            self.store.put(MAP_SCOPE, cid, ws)
+        return ws
+
+    def _probe_workspace(self, conn: sqlite3.Connection | None, cid: str) -> str | None:
+        """A message of a conversation with no known workspace: look at its
+        composerData once (per run) for a workspaceIdentifier."""
+        self._ws_probed.add(cid)
+        if conn is None or len(self._ws_probed) > 100_000:
+            return None
+        try:
+            row = conn.execute(f"SELECT value FROM {DISK_KV} WHERE key=?", (f"composerData:{cid}",)).fetchone()
+        except sqlite3.Error:
+            return None
+        raw = as_bytes(row[0]) if row is not None else None
+        value = decode_json(raw) if raw is not None else None
+        return self._map_workspace(cid, value) if isinstance(value, dict) else None
 
     @staticmethod
     def _sent_inline(it: Item, known: bytes | None) -> bool:
@@ -475,6 +511,23 @@ class CursorDatabaseMonitor(MonitorThread):
             self.store.put(cursor_drift.REPORT_SCOPE, cursor_drift.REPORT_KEY, report)
         self._format = report
         self._set(storage_format=report)
+
+
+def workspace_folder(value: dict[str, Any]) -> str | None:
+    """The folder a (Cursor 3.x) composerData names in ``workspaceIdentifier``."""
+    ident = value.get("workspaceIdentifier")
+    if not isinstance(ident, dict):
+        return None
+    for field in ("uri", "configPath"):
+        u = ident.get(field)
+        if isinstance(u, dict):
+            if isinstance(u.get("fsPath"), str) and u["fsPath"]:
+                return str(u["fsPath"]).rstrip("/") or "/"
+            if isinstance(u.get("external"), str) and u["external"]:
+                return uri_to_path(u["external"])
+        elif isinstance(u, str) and u:
+            return uri_to_path(u)
+    return None
 
 
 def diff_files(value: dict[str, Any]) -> dict[str, str]:
