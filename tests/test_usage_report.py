@@ -140,3 +140,32 @@ def test_sessions_list(recorded, app_env):
     assert a["duration_s"] > 0
     text = run_cli("sessions", env=app_env)
     assert text.returncode == 0 and SESSIONS["A"][:12] in text.stdout
+
+
+def test_session_timeline(recorded, app_env):
+    from usage_fixtures import SESSIONS
+    r = run_cli("session", SESSIONS["A"][:10], "--json", env=app_env)
+    assert r.returncode == 0, r.stderr
+    tl = json.loads(r.stdout)
+    assert tl["session_id"] == SESSIONS["A"] and tl["assistant"] == "claude_code"
+    kinds = [s["kind"] for s in tl["steps"]]
+    assert kinds == ["prompt", "turn", "turn"]  # R1's three lines are one turn; <synthetic> left out
+    assert tl["steps"][0]["text"] == "Add a sum helper and run the tests"
+    r1, r2 = tl["steps"][1], tl["steps"][2]
+    assert r1["output_tokens"] == 120 and r1["text"] == "Adding total()."
+    bash = r1["calls"][0]
+    assert (bash["kind"], bash["tool"], bash["outcome"], bash["input"]) == ("shell", "Bash", "ok", "pytest -q")
+    assert bash["duration_s"] == 3.0
+    task = r2["calls"][0]
+    assert task["tool"] == "Task" and task["outcome"] == "ok"
+    sub = task["subagents"][0]  # the subagent under the call that started it
+    assert sub["agent_id"] == "agent01" and [s["kind"] for s in sub["steps"]] == ["prompt", "turn"]
+    bare = run_cli("session", SESSIONS["A"], "--json", "--no-content", env=app_env)
+    assert "Add a sum helper" not in bare.stdout and "pytest -q" not in bare.stdout
+    assert [s["kind"] for s in json.loads(bare.stdout)["steps"]] == kinds
+    text = run_cli("session", SESSIONS["A"], "--timezone", "UTC", env=app_env)
+    assert text.returncode == 0, text.stderr
+    assert "2026-03-02 09:30:03  > prompt: Add a sum helper" in text.stdout
+    assert "- shell Bash [ok 3.0 s]  pytest -q" in text.stdout
+    missing = run_cli("session", "nope", env=app_env)
+    assert missing.returncode == 64 and "no session 'nope'" in missing.stderr

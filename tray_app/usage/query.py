@@ -296,12 +296,12 @@ def sessions(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, 
             f"FROM usage_activity a WHERE {awhere} AND {PREFERRED} GROUP BY 1, 2", aargs):
         e = entry(p, s)
         e["prompts"], e["tool_calls"] = prompts or 0, tools or 0
-    for p, s, model, *sums in conn.execute(
+    for p, s, model, *row in conn.execute(
             f"SELECT platform, session_id, model, SUM(input_tokens), SUM(output_tokens), "
             f"SUM(cache_creation_tokens), SUM(cache_read_tokens), COUNT(*), SUM(cost_pusd), COUNT(cost_pusd) "
             f"FROM usage_requests WHERE {where} GROUP BY 1, 2, 3", args):
         e = entry(p, s)
-        e["sums"].add(tuple(sums))
+        e["sums"].add(tuple(row))
         e["models"].add(model or UNKNOWN_MODEL)
     out = []
     for e in info.values():

@@ -207,13 +207,13 @@ class UsageWorker(MonitorThread):
             block = max(1, int(self.poll_interval_s * 1000))
         try:
             c = self._redis()
-            got = c.xreadgroup(GROUP, CONSUMER, {CDC_STREAM: ">"}, count=10_000, block=block)
+            got: Any = c.xreadgroup(GROUP, CONSUMER, {CDC_STREAM: ">"}, count=10_000, block=block)
         except (redis.RedisError, OSError) as exc:
             log.debug("usage: feed unavailable (%s); reading raw_traces", exc)
             self._drop_redis()
             self._stopping.wait(min(self.poll_interval_s, 1.0))
             return []
-        ids = [eid for _stream, entries in got or () for eid, _fields in entries]
+        ids: list[bytes] = [eid for _stream, entries in got or () for eid, _fields in entries]
         if ids:
             with self._lock:
                 self._h["feed_entries"] += len(ids)
