@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tray_app.config import TraySettings
+from tray_app.capture import norecord
+from tray_app.config import TraySettings, load_config
 from tray_app.engine.health import (
     DEGRADED,
     PAUSED,
@@ -13,23 +16,34 @@ from tray_app.engine.health import (
     STOPPED,
     HealthSnapshot,
 )
+from tray_app.engine.runtime import EngineRuntime
+from tray_app.tray.alerts import AlertPolicy
 from tray_app.tray.menu import (
     A_AUTOSTART,
+    A_NO_RECORD,
+    A_NO_RECORD_1H,
+    A_NO_RECORD_30M,
+    A_NO_RECORD_TOMORROW,
     A_PAUSE,
     A_QUIT,
+    A_RECORD_AGAIN,
     A_RESUME,
     A_RETRY_DLQ,
     A_STATUS,
     I_DEGRADED,
     I_ERROR,
+    I_NOT_RECORDING,
     I_PAUSED,
     I_RUNNING,
     I_STARTING,
+    NO_RECORD_CHOICES,
+    MenuModel,
     build_menu,
     format_rate,
     icon_state,
     status_line,
 )
+from tray_app.tray.refresh import Refresher
 
 TRAY = TraySettings(dlq_warn_threshold=10, spool_warn_threshold=100)
 
@@ -167,3 +181,78 @@ def test_models_compare_by_what_is_shown() -> None:
     d = a.to_dict()
     assert d["status"] == "Running" and d["items"][0] == {"text": "Running", "action": "status",
                                                           "enabled": True, "default": True}
+
+
+# ----------------------------------------------------------------------------- "don't record"
+
+T0 = 1_800_000_000.0
+
+
+def test_dont_record_offers_the_four_durations() -> None:
+    model = build_menu(snap(), TRAY)
+    parent = next(e for e in model.entries if e.text == "Don't record")
+    assert [(e.text, e.action) for e in parent.submenu] == [
+        ("For 30 minutes", A_NO_RECORD_30M), ("For 1 hour", A_NO_RECORD_1H),
+        ("Until tomorrow", A_NO_RECORD_TOMORROW), ("Until I resume", A_NO_RECORD)]
+    assert [spec for _, _, spec in NO_RECORD_CHOICES] == ["30m", "1h", "tomorrow", ""]
+    assert model.find(A_RECORD_AGAIN) is None
+
+
+@pytest.mark.parametrize("window, now, status", [
+    ((T0, T0 + 1800), T0 + 300, "Not recording: 25 min left"),
+    ((T0, T0 + 1800), T0 + 310, "Not recording: 25 min left"),   # 24 min 50 s: rounded up
+    ((T0, T0 + 1800), T0 + 1799, "Not recording: 1 min left"),
+    ((T0, T0 + 7200), T0 + 1200, "Not recording: 1 h 40 min left"),
+    ((T0, T0 + 7200), T0, "Not recording: 2 h left"),
+    ((T0, None), T0 + 10 ** 6, "Not recording until you resume"),
+])
+def test_the_menu_shows_the_time_left(window: tuple[float, float | None], now: float, status: str) -> None:
+    model = build_menu(snap(), TRAY, not_recording=window, now=now)
+    assert model.status == status == model.entries[0].text
+    assert model.icon_state == I_NOT_RECORDING
+    assert model.tooltip == f"Telemetry Tray: {status}"
+    assert model.find(A_RECORD_AGAIN) is not None and "Don't record" not in model.text()
+    assert model.find(A_PAUSE) is not None  # ingest can still be paused
+
+
+def test_not_recording_with_a_pause_or_a_problem_says_both() -> None:
+    window = (T0, T0 + 3600)
+    paused = build_menu(snap(state=PAUSED), TRAY, not_recording=window, now=T0 + 60)
+    assert paused.status == "Not recording: 59 min left; Paused"
+    assert paused.find(A_RESUME) is not None and paused.icon_state == I_NOT_RECORDING
+    down = build_menu(snap(state=DEGRADED, redis_ok=False), TRAY, not_recording=window, now=T0 + 60)
+    assert down.status == "Not recording: 59 min left; Redis unreachable"
+    assert down.icon_state == I_NOT_RECORDING       # nothing is captured: that is what to show
+    broken = build_menu(snap(sqlite_ok=False, sqlite_status="disk_full"), TRAY, not_recording=window,
+                        now=T0 + 60)
+    assert broken.status == "Not recording: 59 min left; Database: disk full"
+    assert broken.icon_state == I_ERROR             # an error still outranks it
+
+
+def test_the_window_ends_by_itself_in_the_menu(app_home: Path) -> None:
+    """The refresher with an injected clock, the runtime reading the real state file."""
+    cfg = load_config()
+    runtime = EngineRuntime(cfg)  # not started: "don't record" is a file
+    norecord.start(cfg.paths.state_dir, 1800, now=T0)
+    clock = [T0 + 60.0]
+    shown: list[MenuModel] = []
+    r = Refresher(health=lambda: snap(), paused=lambda: False, tray=TRAY, show=shown.append,
+                  alert=lambda n: None, policy=AlertPolicy(300, 10, 100), interval_s=0.0,
+                  not_recording=runtime.not_recording, clock=lambda: clock[0])
+    r.tick()
+    assert shown[-1].status == "Not recording: 29 min left" and shown[-1].icon_state == I_NOT_RECORDING
+    clock[0] = T0 + 1799.5
+    r.tick()
+    assert shown[-1].status == "Not recording: 1 min left"
+    clock[0] = T0 + 1800.0
+    r.tick()
+    assert shown[-1].status == "Running" and shown[-1].icon_state == I_RUNNING
+    assert "Don't record" in shown[-1].text() and shown[-1].find(A_RECORD_AGAIN) is None
+    # "Record again" ends it at once, whatever was left
+    norecord.start(cfg.paths.state_dir, None, now=clock[0])
+    r.tick()
+    assert shown[-1].status == "Not recording until you resume"
+    norecord.stop(cfg.paths.state_dir, now=clock[0] + 5)
+    clock[0] += 6
+    r.tick()
+    assert shown[-1].status == "Running"
