@@ -18,9 +18,11 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, RedisProc, run_cli, wait_for
 from engine_util import make_event, push, stored_events
 from monitor_fixtures import ClaudeProjects
@@ -146,3 +148,42 @@ def test_nothing_from_the_window_reaches_raw_traces(app_env: dict[str, str], app
     wait_for(lambda: (s := status(env)[1]) and s["total_not_recorded"] >= 2 and s["backlog"] + s["pending"] == 0,
              timeout=30, what="the window's transcript lines read again and dropped" + str(status(env)) + log.read_text()[-3000:])
     assert stored_marks(cfg.paths.database) == before | after
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30m", 1800), ("1h", 3600), ("90m", 5400), ("2h", 7200), ("1h30m", 5400), ("45min", 2700),
+    (" 2 hours ", 7200), ("1H", 3600),
+])
+def test_durations(text: str, seconds: float) -> None:
+    assert norecord.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "30", "5x", "0m", "-1h", "1d", "200h", "m", "tomorrow please"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError) as err:
+        norecord.parse_duration(text)
+    assert "\n" not in str(err.value)
+
+
+def test_tomorrow_is_the_next_local_midnight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        # 2026-03-07 22:30 local (EST), the night before the clocks go forward
+        now = datetime(2026, 3, 8, 3, 30, tzinfo=timezone.utc).timestamp()
+        assert norecord.parse_duration("tomorrow", now=now) == 90 * 60
+        # 2026-03-08 12:00 local (EDT): the next midnight is 12 h away, not 13
+        noon = datetime(2026, 3, 8, 16, 0, tzinfo=timezone.utc).timestamp()
+        assert norecord.next_local_midnight(noon) - noon == 12 * 3600
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_time_left_reads_well() -> None:
+    assert norecord.describe_left(None) == "until you resume"
+    assert norecord.describe_left(1) == "1 min left"
+    assert norecord.describe_left(60) == "1 min left"
+    assert norecord.describe_left(61) == "2 min left"
+    assert norecord.describe_left(3600) == "1 h left"
+    assert norecord.describe_left(3601) == "1 h 1 min left"
