@@ -32,9 +32,14 @@ def dump(db: Path) -> dict[str, list[tuple]]:
 
 
 def top_and_position(db: Path) -> tuple[int, int]:
+    if not db.exists():
+        return 0, 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        top = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+        try:
+            top = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+        except sqlite3.OperationalError:  # the engine is still creating it
+            return 0, 0
         try:
             row = conn.execute("SELECT last_sequence FROM usage_state WHERE worker='usage'").fetchone()
         except sqlite3.OperationalError:

@@ -293,29 +293,28 @@ _INSERT_ACTIVITY = ("INSERT OR IGNORE INTO usage_activity (sequence, platform, s
                     "timestamp, kind, name, origin, dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
-def apply(conn: sqlite3.Connection, derived: list[Derived]) -> int:
-    """Inside the caller's transaction. Returns request records offered."""
-    n = 0
-    for d in derived:
-        if d.composer is not None:
-            sid, model = d.composer
-            conn.execute("INSERT INTO usage_cursor_composers (session_id, model) VALUES (?, ?) "
-                         "ON CONFLICT(session_id) DO UPDATE SET model=excluded.model", (sid, model))
-            conn.execute("UPDATE usage_requests SET model=?, cost_pusd=NULL, pricing_version=NULL "
-                         "WHERE platform='cursor' AND session_id=? AND model IS NULL", (model, sid))
-        for r in d.requests:
-            t = r.tokens
-            conn.execute(_UPSERT_REQUEST, (
-                r.key, r.platform, r.message_id, r.request_id, r.session_id, r.workspace_hash, r.model,
-                r.session_id if r.platform == "cursor" else None, r.timestamp, t.input, t.output,
-                t.cache_write, t.cache_write_5m, t.cache_write_1h, t.cache_read, int(r.cursor_reported),
-                r.sequence, r.cost_pusd, r.pricing_version if r.model is not None else None))
-            n += 1
-        a = d.activity
-        if a is not None:
-            conn.execute(_INSERT_ACTIVITY, (a.sequence, a.platform, a.session_id, a.workspace_hash, a.timestamp,
-                                            a.kind, a.name, a.origin, a.dedup_key))
-    return n
+def apply(conn: sqlite3.Connection, derived: list[Derived], requests: list[Request] | None = None) -> int:
+    """Inside the caller's transaction: the activity and composers of ``derived``,
+    and ``requests`` (default: every request of ``derived``; the worker passes
+    only the candidates that change a record, priced). Returns requests offered."""
+    composers = [d.composer for d in derived if d.composer is not None]
+    conn.executemany("INSERT INTO usage_cursor_composers (session_id, model) VALUES (?, ?) "
+                     "ON CONFLICT(session_id) DO UPDATE SET model=excluded.model", composers)
+    reqs = requests if requests is not None else [r for d in derived for r in d.requests]
+    conn.executemany(_UPSERT_REQUEST, [
+        (r.key, r.platform, r.message_id, r.request_id, r.session_id, r.workspace_hash, r.model,
+         r.session_id if r.platform == "cursor" else None, r.timestamp, r.tokens.input, r.tokens.output,
+         r.tokens.cache_write, r.tokens.cache_write_5m, r.tokens.cache_write_1h, r.tokens.cache_read,
+         int(r.cursor_reported), r.sequence, r.cost_pusd, r.pricing_version if r.model is not None else None)
+        for r in reqs])
+    # bubbles stored before their conversation's model was known get it now (and are priced again)
+    conn.executemany("UPDATE usage_requests SET model=?, cost_pusd=NULL, pricing_version=NULL "
+                     "WHERE platform='cursor' AND session_id=? AND model IS NULL",
+                     [(model, sid) for sid, model in composers])
+    conn.executemany(_INSERT_ACTIVITY, [
+        (a.sequence, a.platform, a.session_id, a.workspace_hash, a.timestamp, a.kind, a.name, a.origin, a.dedup_key)
+        for d in derived if (a := d.activity) is not None])
+    return len(reqs)
 
 
 PricedRow = tuple[int | None, str, str]

@@ -2,20 +2,21 @@
 tables (tray_app/usage/schema.py) from ``raw_traces``.
 
 It follows the change feed ``cdc:events`` with its own consumer group
-(``usage``): a read blocks until rows were committed, then the rows above the
-worker's position are fetched from ``raw_traces`` by ``sequence``, derived
+(``usage``): a read blocks until rows were committed (one entry is read, then
+the group moves to the end of the feed), then the rows above the worker's
+position are fetched from ``raw_traces`` by ``sequence``, derived
 (accounting.py) and applied in short transactions of their own, each of which
 also moves the position (``usage_state.last_sequence``). The position lives in
-SQLite with the rows, so the feed is only the signal: entries are acknowledged
-after the commit, a feed trimmed below the position (the cap), a fresh install
-with history, or a crash mid-way all end the same way: the rows above the
-position are read from ``raw_traces``, in order. Every write is an idempotent
+SQLite with the rows, so the feed is only the signal: a feed trimmed below the
+position (the cap), a fresh install with history, or a crash mid-way all end
+the same way: the rows above the position are read from ``raw_traces``, in
+order. Every write is an idempotent
 upsert, so nothing is ever counted twice.
 
 Never in the fast path's way: transactions are small (``CHUNK_ROWS`` rows, a
 few milliseconds of the write lock; the writer waits up to 250 ms), prices are
 computed before the transaction, and while ingest is busy a catch-up works at
-most about a quarter of the time (``BUSY_DUTY``), so the consumer keeps the
+most a twentieth of the time (``BUSY_DUTY``), so the consumer keeps the
 interpreter. A failing pass is counted in this thread's health and retried; a
 failure that persists ends the thread, which the engine's supervisor shows in
 ``thread_errors`` and restarts with backoff; ingest never waits for it.
@@ -37,7 +38,7 @@ from tray_app.engine import schema as db_schema
 from tray_app.monitors.base import MonitorThread
 from tray_app.redis_conn import CDC_STREAM, Endpoint, close_quietly
 from tray_app.usage import accounting, pricing, schema
-from tray_app.usage.accounting import Derived
+from tray_app.usage.accounting import Derived, Request
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ CHUNK_ROWS = 500
 #: rows per pass before the loop yields (the next pass starts at once)
 PASS_ROWS = 20_000
 #: while ingest is busy, work at most this share of the time during a catch-up
-BUSY_DUTY = 0.25
+BUSY_DUTY = 0.05
 BUSY_TIMEOUT_S = 5.0
 #: consecutive failed passes before the thread gives up (the supervisor restarts it)
 MAX_FAILURES = 3
@@ -58,18 +59,38 @@ class UsageFailed(RuntimeError):
     """The derived tables could not be kept for several passes in a row."""
 
 
-def price_requests(d: Derived) -> Derived:
-    """Costs computed outside any transaction (a lookup is ~0.1 ms)."""
-    if not d.requests:
-        return d
+def _rank(output: int, ts: str, seq: int) -> tuple[int, str, int]:
+    """Smaller is better: the most output tokens, then the earliest line (accounting.py)."""
+    return (-output, ts, seq)
+
+
+def best_requests(conn: sqlite3.Connection, derived: list[Derived]) -> list[Request]:
+    """The candidates that would change a record, priced (outside any transaction;
+    a price is ~0.1 ms, so each request is priced once, not once per line).
+    A concurrent writer cannot make this wrong: the upsert checks the rule again."""
+    best: dict[str, Request] = {}
+    for d in derived:
+        for r in d.requests:
+            cur = best.get(r.key)
+            if cur is None or _rank(r.tokens.output, r.timestamp, r.sequence) < \
+                    _rank(cur.tokens.output, cur.timestamp, cur.sequence):
+                best[r.key] = r
+    if not best:
+        return []
+    keys = list(best)
+    have = {k: _rank(o, t, s) for k, o, t, s in conn.execute(
+        f"SELECT request_key, output_tokens, timestamp, source_sequence FROM usage_requests "
+        f"WHERE request_key IN ({','.join('?' * len(keys))})", keys)}
     out = []
-    for r in d.requests:
-        if r.model is None:
-            out.append(r)  # its model may come from the conversation: priced later
-            continue
-        cost = pricing.price(r.platform, r.model, r.tokens, accounting.parse_ts(r.timestamp))
-        out.append(replace(r, cost_pusd=pricing.to_pico(cost), pricing_version=pricing.VERSION))
-    return replace(d, requests=tuple(out))
+    for r in best.values():
+        old = have.get(r.key)
+        if old is not None and old <= _rank(r.tokens.output, r.timestamp, r.sequence):
+            continue  # the record kept already is at least as complete
+        if r.model is not None:  # else its model may come from the conversation: priced later
+            cost = pricing.price(r.platform, r.model, r.tokens, accounting.parse_ts(r.timestamp))
+            r = replace(r, cost_pusd=pricing.to_pico(cost), pricing_version=pricing.VERSION)
+        out.append(r)
+    return out
 
 
 def process_chunk(conn: sqlite3.Connection, after: int, limit: int = CHUNK_ROWS,
@@ -83,11 +104,12 @@ def process_chunk(conn: sqlite3.Connection, after: int, limit: int = CHUNK_ROWS,
                         f"ORDER BY sequence LIMIT ?", args).fetchall()
     if not rows:
         return 0, after
-    derived = [price_requests(accounting.derive(r)) for r in rows]
+    derived = [accounting.derive(r) for r in rows]
+    requests = best_requests(conn, derived)
     last = int(rows[-1][0])
     conn.execute("BEGIN IMMEDIATE")
     try:
-        accounting.apply(conn, derived)
+        accounting.apply(conn, derived, requests)
         schema.set_position(conn, last)
         conn.execute("COMMIT")
     except BaseException:
@@ -133,7 +155,7 @@ class UsageWorker(MonitorThread):
         self._client: redis.Redis | None = None
         self._failures = 0
         self._backlog = 0
-        self._set(position=0, backlog=0, catching_up=False, rows_applied=0, feed_entries=0)
+        self._set(position=0, backlog=0, catching_up=False, rows_applied=0, feed_wakeups=0)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -186,38 +208,37 @@ class UsageWorker(MonitorThread):
 
     def run_once(self) -> int:
         conn = self._conn()
-        ids = self._wait_feed()
+        self._wait_feed()
         done = self.catch_up(conn)
         while price_pending(conn):
             pass
-        if ids:
-            try:
-                self._redis().xack(CDC_STREAM, GROUP, *ids)
-            except (redis.RedisError, OSError) as exc:
-                log.debug("usage: xack: %s", exc)  # harmless: the position is in SQLite
-                self._drop_redis()
         return done
 
-    def _wait_feed(self) -> list[bytes]:
-        """Block (at most a poll interval) until the feed has news; the entries
-        read, to acknowledge. Without Redis the worker polls raw_traces."""
+    def _wait_feed(self) -> None:
+        """Block (at most a poll interval) until the feed has an entry newer than
+        the last look. The feed is only the signal: one entry is read and
+        acknowledged, and the group moves to the end of the stream (the rows
+        themselves are read from raw_traces), so a burst of thousands of
+        commits costs the worker one small read, not thousands of parsed
+        entries. Without Redis the worker polls raw_traces."""
         if self._backlog > 0:
-            block = None
-        else:
-            block = max(1, int(self.poll_interval_s * 1000))
+            return  # still catching up: no need to wait
         try:
             c = self._redis()
-            got: Any = c.xreadgroup(GROUP, CONSUMER, {CDC_STREAM: ">"}, count=10_000, block=block)
+            got: Any = c.xreadgroup(GROUP, CONSUMER, {CDC_STREAM: ">"}, count=1,
+                                    block=max(1, int(self.poll_interval_s * 1000)))
+            ids = [eid for _stream, entries in got or () for eid, _fields in entries]
+            if ids:
+                pipe = c.pipeline(transaction=False)
+                pipe.xack(CDC_STREAM, GROUP, *ids)
+                pipe.xgroup_setid(CDC_STREAM, GROUP, "$")  # before raw_traces is read: nothing is missed
+                pipe.execute()
+                with self._lock:
+                    self._h["feed_wakeups"] += 1
         except (redis.RedisError, OSError) as exc:
             log.debug("usage: feed unavailable (%s); reading raw_traces", exc)
             self._drop_redis()
             self._stopping.wait(min(self.poll_interval_s, 1.0))
-            return []
-        ids: list[bytes] = [eid for _stream, entries in got or () for eid, _fields in entries]
-        if ids:
-            with self._lock:
-                self._h["feed_entries"] += len(ids)
-        return ids
 
     def _drop_redis(self) -> None:
         close_quietly(self._client)
@@ -234,13 +255,14 @@ class UsageWorker(MonitorThread):
             if n == 0:
                 break
             done += n
+            with self._lock:
+                self._h["rows_applied"] += n
+            self._set(position=pos, backlog=max(0, top - pos))
             if top - pos > 0 and self.busy():
                 # ingest is busy: leave it the interpreter most of the time
                 spent = time.monotonic() - started
                 self._stopping.wait(spent * (1.0 - BUSY_DUTY) / BUSY_DUTY)
         self._backlog = max(0, top - pos)
-        with self._lock:
-            self._h["rows_applied"] += done
         self._set(position=pos, backlog=self._backlog, catching_up=self._backlog > CHUNK_ROWS)
         return done
 
