@@ -8,6 +8,7 @@ from tray_app.engine.health import DEGRADED, RUNNING, STARTING, STOPPED, HealthS
 from tray_app.tray.alerts import (
     K_DATABASE,
     K_DLQ,
+    K_RECORDING,
     K_RECOVERY,
     K_REDIS,
     K_SERVER,
@@ -289,3 +290,21 @@ def test_a_recovery_message_is_announced_once() -> None:
     assert p.observe(OK, server_recovery=msg) == []
     other = msg.replace("0941", "1002")
     assert titles(p.observe(OK, server_recovery=other)) == ["Redis data set aside"]
+
+
+def test_a_dont_record_window_ending_by_itself_is_announced_once() -> None:
+    p = AlertPolicy(300, 10, 100)
+    t0 = 1_800_000_000.0
+    timed = (t0, t0 + 1800)
+    assert p.recording(None, t0 - 1) == []
+    assert p.recording(timed, t0) == [] and p.recording(timed, t0 + 1799) == []
+    notices = p.recording(None, t0 + 1800)
+    assert [(n.kind, n.title, n.recovery) for n in notices] == [(K_RECORDING, "Recording again", True)]
+    assert p.recording(None, t0 + 1801) == []                 # once
+    # ended early by the user ("Record again", `telemetry-tray resume`): they know
+    p.recording((t0 + 2000, t0 + 3800), t0 + 2000)
+    assert p.recording(None, t0 + 2100) == []
+    # replaced by another window, or "until I resume" ended: nothing either
+    p.recording((t0 + 3000, t0 + 4800), t0 + 3000)
+    assert p.recording((t0 + 3100, None), t0 + 3100) == []
+    assert p.recording(None, t0 + 9000) == []

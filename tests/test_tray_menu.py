@@ -236,8 +236,9 @@ def test_the_window_ends_by_itself_in_the_menu(app_home: Path) -> None:
     norecord.start(cfg.paths.state_dir, 1800, now=T0)
     clock = [T0 + 60.0]
     shown: list[MenuModel] = []
+    told: list[str] = []
     r = Refresher(health=lambda: snap(), paused=lambda: False, tray=TRAY, show=shown.append,
-                  alert=lambda n: None, policy=AlertPolicy(300, 10, 100), interval_s=0.0,
+                  alert=lambda n: told.append(n.title), policy=AlertPolicy(300, 10, 100), interval_s=0.0,
                   not_recording=runtime.not_recording, clock=lambda: clock[0])
     r.tick()
     assert shown[-1].status == "Not recording: 29 min left" and shown[-1].icon_state == I_NOT_RECORDING
@@ -248,6 +249,7 @@ def test_the_window_ends_by_itself_in_the_menu(app_home: Path) -> None:
     r.tick()
     assert shown[-1].status == "Running" and shown[-1].icon_state == I_RUNNING
     assert "Don't record" in shown[-1].text() and shown[-1].find(A_RECORD_AGAIN) is None
+    assert told == ["Recording again"]
     # "Record again" ends it at once, whatever was left
     norecord.start(cfg.paths.state_dir, None, now=clock[0])
     r.tick()
@@ -256,3 +258,4 @@ def test_the_window_ends_by_itself_in_the_menu(app_home: Path) -> None:
     clock[0] += 6
     r.tick()
     assert shown[-1].status == "Running"
+    assert told == ["Recording again"]  # ended by the user: no notice

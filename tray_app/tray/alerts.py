@@ -22,7 +22,10 @@ unit-tested with a fake clock:
 * an engine thread that died and was restarted (a new entry in
   ``thread_errors``) is announced once, at most once per interval;
 * the private server's recovery message (corrupt append-only files set
-  aside, passed in as ``server_recovery``) is announced once per message.
+  aside, passed in as ``server_recovery``) is announced once per message;
+* a timed "don't record" window that ends by itself is announced once
+  ("Recording again"; ``recording()``, with wall-clock times). One the user
+  ends early, or replaces, is not: they know.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ K_SERVER = "redis_server"
 K_THREADS = "threads"
 K_RECOVERY = "redis_recovery"
 KINDS = (K_REDIS, K_DATABASE, K_DLQ, K_SPOOL, K_SERVER, K_THREADS, K_RECOVERY)
+K_RECORDING = "recording"  # "don't record" ended by itself (not rate limited: once per window)
 _K_RESTART = "redis_server_restart"  # rate limit of restart notices (not a notice kind of its own)
 
 #: a Redis outage this close to a server event (down, restarted) is that event
@@ -96,6 +100,18 @@ class AlertPolicy:
         self._server_event_at: float | None = None
         self._threads_seen: set[str] = set()
         self._recovery_seen = ""
+        self._window: tuple[float, float | None] | None = None
+
+    def recording(self, window: tuple[float, float | None] | None, now: float) -> list[Notice]:
+        """``window``: the "don't record" window in force at ``now`` (unix time), or None."""
+        before, self._window = self._window, window
+        if before is None or before[1] is None or (window is not None and window[0] == before[0]):
+            return []
+        if window is None and now >= before[1]:
+            return [Notice(K_RECORDING, "Recording again",
+                           "The time without recording is over; events are stored again.", "low",
+                           recovery=True)]
+        return []
 
     def _allowed(self, st: _KindState, now: float) -> bool:
         return st.last_sent is None or now - st.last_sent >= self.interval_s

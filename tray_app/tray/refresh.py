@@ -125,7 +125,7 @@ class Refresher(threading.Thread):
         model = build_menu(snap, self.tray, paused=self._paused(), autostart=self.autostart,
                            busy=self.busy, not_recording=window, now=now)
         recovery = self._server_recovery() if self._server_recovery is not None else ""
-        for notice in self.policy.observe(snap, server_recovery=recovery):
+        for notice in self.policy.observe(snap, server_recovery=recovery) + self.policy.recording(window, now):
             self._alert(notice)
         if self.gate.offer(model):
             self._show(model)
