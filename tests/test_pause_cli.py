@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,50 @@ def test_the_cli_and_the_tray_agree(app_env: dict[str, str], redis_server: Redis
         assert build_menu(rt.health(), tray, paused=rt.paused).status == "Running"
         state = json.loads(control.state_path(cfg.paths.state_dir).read_text())
         assert state["pid"] == os.getpid() and state["paused"] is False
+        assert stat.S_IMODE(control.state_path(cfg.paths.state_dir).stat().st_mode) == 0o600
+        assert stat.S_IMODE(control.control_dir(cfg.paths.state_dir).stat().st_mode) == 0o700
     finally:
         assert rt.stop(timeout_s=10)
     assert not control.state_path(cfg.paths.state_dir).exists()
     r = run_cli("pause", env=app_env, timeout=30)
     assert r.returncode == 3
+
+
+def test_requests_wait_for_a_starting_engine_and_stale_ones_are_dropped(tmp_path: Path) -> None:
+    """The runtime's side alone (it passes these same callables): a request
+    made while the engine is still starting is applied once it runs; one older
+    than REQUEST_TTL_S (its CLI gave up) and an unreadable one are dropped."""
+    ready, paused, now = [False], [False], [1_800_000_000.0]
+
+    def pause() -> bool:
+        if ready[0]:
+            paused[0] = True
+        return ready[0]
+
+    def resume() -> bool:
+        if ready[0]:
+            paused[0] = False
+        return ready[0]
+
+    w = control.ControlWatcher(tmp_path, pause=pause, resume=resume,
+                               paused=lambda: paused[0] if ready[0] else None, clock=lambda: now[0])
+    rid = control.submit(tmp_path, control.PAUSE, now=now[0])
+    w.step()
+    state = control.read_state(tmp_path)
+    assert state is not None and state.paused is None and state.handled == ()
+    assert [p.name for p in control.control_dir(tmp_path).iterdir()] == [f"{rid}.json"]
+    ready[0] = True
+    now[0] += 5
+    w.step()
+    state = control.read_state(tmp_path)
+    assert state is not None and state.paused is True and state.handled == (rid,)
+    assert list(control.control_dir(tmp_path).iterdir()) == []
+
+    control.submit(tmp_path, control.RESUME, now=now[0] - control.REQUEST_TTL_S - 1)
+    (control.control_dir(tmp_path) / "0-garbage.json").write_text("{not json")
+    w.step()
+    state = control.read_state(tmp_path)
+    assert state is not None and state.paused is True and state.handled == (rid,)
+    assert list(control.control_dir(tmp_path).iterdir()) == []
+    with pytest.raises(ValueError):
+        control.submit(tmp_path, "quit")
