@@ -64,6 +64,25 @@ pick=$(cat "{pick}" 2>/dev/null)
 tee "{seen}" | grep -m1 -F -- "$pick"
 """
 
+# The session bus: only what the test starts is on it. With the standard
+# service directories a query to org.freedesktop.Notifications that comes
+# before our dunst owns the name (dunstctl while it starts) D-Bus-activates a
+# second dunst with the system's config (no dmenu), and ours loses the name.
+BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
 # the file manager: record what the app asked to show
 XDG_OPEN = """#!/bin/sh
 printf '%s\\n' "$*" >> "{log}"
@@ -269,7 +288,9 @@ def make_desktop(tmp_path: Path, tray: bool = True) -> Iterator[Desktop]:
 
         # D-Bus session bus: it prints its address once it listens
         r, w = os.pipe()
-        bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", f"--print-address={w}"],
+        (d / "bus.conf").write_text(BUS_CONFIG)
+        bus = subprocess.Popen(["dbus-daemon", f"--config-file={d / 'bus.conf'}", "--nofork",
+                                f"--print-address={w}"],
                                pass_fds=(w,), env=env, stdout=open(d / "dbus.log", "wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)
         desk.procs.append(bus)
