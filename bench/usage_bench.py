@@ -14,7 +14,8 @@ Variants, alternated round by round on the same machine and server:
                     so the worker is catching up from raw_traces throughout.
 Prints events/s per variant (median of the rounds) and the ratio to "no worker"
 on the same starting table.
-Then times `usage rebuild`'s work (process_chunk over the history) alone.
+Then times `usage rebuild`'s work (process_chunk over the history) alone, and
+the report queries on the result.
 """
 
 from __future__ import annotations
@@ -177,6 +178,11 @@ def main() -> None:
             done += n
         dt = time.perf_counter() - t
         print(f"derive alone: {done:,} history rows in {dt:.2f} s ({done / dt:,.0f} rows/s)")
+        from tray_app.usage import query
+        for name in ("daily", "monthly", "models", "sessions"):
+            t = time.perf_counter()
+            getattr(query, name)(conn, tz="UTC")
+            print(f"query.{name} over {done:,} rows: {(time.perf_counter() - t) * 1000:.0f} ms")
         print(json.dumps(summary))
     finally:
         srv.stop()
