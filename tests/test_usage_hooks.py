@@ -64,3 +64,12 @@ def test_hook_and_transcript_prompts_count_once_and_hook_only_sessions_count(app
     assert got == {"hook-only": (2, 2), "both": (1, 0)}
     text = run_cli("report", "daily", env=app_env)
     assert text.returncode == 0 and "Prices: genai-prices" in text.stdout
+
+
+def test_the_worker_pauses_and_resumes_with_the_engine(app_env, redis_server):
+    with running_engine(redis_server.url) as eng:
+        wait_for(lambda: eng.usage.health()["state"] == "running", what="worker running")
+        eng.pause()
+        assert eng.usage.paused and eng.usage.health()["state"] == "paused"
+        eng.resume()
+        assert not eng.usage.paused and eng.usage.health()["state"] == "running"

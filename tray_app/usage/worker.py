@@ -51,6 +51,8 @@ PASS_ROWS = 20_000
 #: while ingest is busy, work at most this share of the time during a catch-up
 BUSY_DUTY = 0.05
 BUSY_TIMEOUT_S = 5.0
+#: a backlog this large is announced in the log (and its end)
+CATCH_UP_LOG_ROWS = 10_000
 #: consecutive failed passes before the thread gives up (the supervisor restarts it)
 MAX_FAILURES = 3
 
@@ -262,7 +264,12 @@ class UsageWorker(MonitorThread):
                 # ingest is busy: leave it the interpreter most of the time
                 spent = time.monotonic() - started
                 self._stopping.wait(spent * (1.0 - BUSY_DUTY) / BUSY_DUTY)
-        self._backlog = max(0, top - pos)
+        behind = max(0, top - pos)
+        if behind > CATCH_UP_LOG_ROWS and self._backlog <= CATCH_UP_LOG_ROWS:
+            log.info("usage: catching up %d rows of raw_traces (from sequence %d)", behind, pos)
+        elif behind == 0 and self._backlog > CATCH_UP_LOG_ROWS:
+            log.info("usage: caught up (sequence %d)", pos)
+        self._backlog = behind
         self._set(position=pos, backlog=self._backlog, catching_up=self._backlog > CHUNK_ROWS)
         return done
 
