@@ -193,7 +193,7 @@ def test_gdk_thaw_assertion_kept_out_of_the_terminal(session: dict[str, str]) ->
         gi.require_version("Gtk", "3.0")
     except (ImportError, ValueError) as exc:
         need(False, f"GTK 3 for PyGObject not installed: {exc}")
-    env = {**session, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    env = {**session, "PYTHONWARNINGS": "ignore::DeprecationWarning", "NO_AT_BRIDGE": "1"}
     loud = subprocess.run([sys.executable, "-c", textwrap.dedent(GDK_THAW), "loud"], env=env,
                           cwd=str(ROOT), capture_output=True, text=True, timeout=30)
     assert "Gdk-CRITICAL" in loud.stderr and "gdk_window_thaw_toplevel_updates" in loud.stderr  # the noise
