@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,44 @@ def test_gdk_thaw_assertion_kept_out_of_the_terminal(session: dict[str, str]) ->
     assert "CRITICAL" not in quiet.stderr, quiet.stderr
     debug = [ln for ln in quiet.stdout.splitlines() if "gdk_window_thaw_toplevel_updates" in ln]
     assert len(debug) == 1 and debug[0].startswith("DEBUG GTK (harmless, shown once)"), quiet.stdout
+
+
+# ----------------------------------------------------------------------------- the app's notice
+
+def _app(monkeypatch: pytest.MonkeyPatch, hosts: list[TrayHost]) -> Any:
+    from test_tray_threads import FakeNotifier, FakeRuntime
+
+    from tray_app.config import load_config
+    from tray_app.tray import app as app_mod
+
+    seen = iter(hosts)
+    monkeypatch.setattr(app_mod.systray, "detect", lambda *a, **k: next(seen, hosts[-1]))
+    app = app_mod.TrayApp(load_config(), runtime=FakeRuntime(), notifier=FakeNotifier())  # type: ignore[arg-type]
+    app.tray_host = NONE
+    return app
+
+
+def test_no_tray_notice_once_after_the_grace(app_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    app = _app(monkeypatch, [NONE])
+    caplog.set_level("INFO", logger="tray_app.tray.app")
+    assert app.check_tray_host(grace_s=0.6) is False
+    assert [t for t, _ in app.notifier.sent] == ["Telemetry Tray is running without an icon"]
+    body = app.notifier.sent[0][1]
+    assert "keeps recording" in body and "telemetry-tray status" in body and "stalonetray" in body
+    assert "tray: no system tray on this desktop" in caplog.text
+
+
+def test_a_tray_that_comes_up_late_is_no_news(app_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A panel started with the session after the app: no notice."""
+    app = _app(monkeypatch, [NONE, XEMBED])
+    assert app.check_tray_host(grace_s=5) is True
+    assert app.notifier.sent == []
+
+
+def test_quit_during_the_grace_ends_the_check(app_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(monkeypatch, [NONE])
+    app.quit_requested.set()
+    started = time.monotonic()
+    assert app.check_tray_host(grace_s=30) is False
+    assert time.monotonic() - started < 1 and app.notifier.sent == []
