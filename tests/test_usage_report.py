@@ -110,6 +110,10 @@ def test_cursor_tokens_appear_under_cursor_as_its_own_numbers(recorded, app_env)
                             ).fetchall() == [(1,)]
     finally:
         conn.close()
+    r = run_cli("sessions", "--json", "--platform", "cursor", env=app_env)
+    (conv,) = json.loads(r.stdout)
+    assert conv["assistant"] == "cursor" and conv["requests"] == 2 and conv["tool_calls"] == 2  # terminal calls
+    assert conv["cursor_reported_cost_usd"] == 0.04  # composer usageData: 4 cents, as Cursor reports it
     both = report(app_env, "daily", "--timezone", "UTC")
     assert both["totals"]["requests"] == 8
     assert both["days"][0]["sessions"] == 2  # Claude session A and the Cursor conversation

@@ -11,7 +11,9 @@ order lines are processed in. ``<synthetic>`` messages are skipped.
 
 Cursor: an assistant bubble's ``tokenCount`` (Cursor's own numbers,
 ``cursor_reported = 1``), keyed by the bubble id, most complete version kept;
-the model comes from the bubble, else from its conversation's composerData.
+the model comes from the bubble, else from its conversation's composerData,
+whose ``usageData`` (Cursor's own cost in cents per model, no tokens) is kept
+per conversation as Cursor reported it.
 
 Activity (prompts, responses, tool and shell calls, edits, subagents, errors)
 is one row per raw row, ``origin`` ``hook`` (hook events) or ``store`` (the
@@ -88,7 +90,7 @@ class Activity:
 class Derived:
     requests: tuple[Request, ...] = ()
     activity: Activity | None = None
-    composer: tuple[str, str] | None = None   # (session_id, model)
+    composer: tuple[str, str | None, int | None] | None = None   # (session_id, model, cost in cents)
 
 
 def norm_ts(value: str) -> str:
@@ -241,7 +243,13 @@ def _cursor(base: tuple[Any, ...], hook_type: str | None, data: dict[str, Any]) 
     value = _dict(data.get("payload"))
     if hook_type == "composerData":
         model = _dict(value.get("modelConfig")).get("modelName")
-        return Derived(composer=(sid, model) if isinstance(model, str) and model else None)
+        known: list[float] = []
+        for v in _dict(value.get("usageData")).values():
+            c = _dict(v).get("costInCents")
+            if isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0:
+                known.append(float(c))
+        return Derived(composer=(sid, model if isinstance(model, str) and model else None,
+                                 round(sum(known)) if known else None))
     if hook_type != "bubbleId":
         return Derived()
     key = str(_dict(data.get("metadata")).get("key") or "")
@@ -298,8 +306,9 @@ def apply(conn: sqlite3.Connection, derived: list[Derived], requests: list[Reque
     and ``requests`` (default: every request of ``derived``; the worker passes
     only the candidates that change a record, priced). Returns requests offered."""
     composers = [d.composer for d in derived if d.composer is not None]
-    conn.executemany("INSERT INTO usage_cursor_composers (session_id, model) VALUES (?, ?) "
-                     "ON CONFLICT(session_id) DO UPDATE SET model=excluded.model", composers)
+    conn.executemany("INSERT INTO usage_cursor_composers (session_id, model, reported_cents) VALUES (?, ?, ?) "
+                     "ON CONFLICT(session_id) DO UPDATE SET model=COALESCE(excluded.model, model), "
+                     "reported_cents=COALESCE(excluded.reported_cents, reported_cents)", composers)
     reqs = requests if requests is not None else [r for d in derived for r in d.requests]
     conn.executemany(_UPSERT_REQUEST, [
         (r.key, r.platform, r.message_id, r.request_id, r.session_id, r.workspace_hash, r.model,
@@ -310,7 +319,7 @@ def apply(conn: sqlite3.Connection, derived: list[Derived], requests: list[Reque
     # bubbles stored before their conversation's model was known get it now (and are priced again)
     conn.executemany("UPDATE usage_requests SET model=?, cost_pusd=NULL, pricing_version=NULL "
                      "WHERE platform='cursor' AND session_id=? AND model IS NULL",
-                     [(model, sid) for sid, model in composers])
+                     [(model, sid) for sid, model, _cents in composers if model is not None])
     conn.executemany(_INSERT_ACTIVITY, [
         (a.sequence, a.platform, a.session_id, a.workspace_hash, a.timestamp, a.kind, a.name, a.origin, a.dedup_key)
         for d in derived if (a := d.activity) is not None])

@@ -272,7 +272,8 @@ def sessions(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, 
              platform: str | None = None, project: str | None = None, limit: int | None = None
              ) -> list[dict[str, Any]]:
     """One dict per session, latest start first: assistant, session_id, project, start,
-    end, duration_s, prompts, tool_calls, requests, token fields, total_tokens, cost_usd, models."""
+    end, duration_s, prompts, tool_calls, requests, token fields, total_tokens, cost_usd, models,
+    cursor_reported_cost_usd (a Cursor conversation's cost as Cursor reports it, composer usageData)."""
     flt = make_filter(since, until, zone(tz), platform, project)
     where, args = flt.where()
     awhere, aargs = flt.where("a")
@@ -303,14 +304,18 @@ def sessions(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, 
         e = entry(p, s)
         e["sums"].add(tuple(row))
         e["models"].add(model or UNKNOWN_MODEL)
+    reported = dict(conn.execute("SELECT session_id, reported_cents FROM usage_cursor_composers "
+                                 "WHERE reported_cents IS NOT NULL").fetchall())
     out = []
     for e in info.values():
         sums: Sums = e.pop("sums")
+        cents = reported.get(e["session_id"]) if e["assistant"] == "cursor" else None
         start, end = e["start"], e["end"]
         dur = (events.parse_timestamp(end) - events.parse_timestamp(start)).total_seconds() if start and end else 0.0
         out.append({**{k: e[k] for k in ("assistant", "session_id", "project", "start", "end")},
                     "duration_s": round(dur, 3), "prompts": e["prompts"], "tool_calls": e["tool_calls"],
-                    "requests": sums.requests, **sums.fields(), "models": sorted(e["models"])})
+                    "requests": sums.requests, **sums.fields(), "models": sorted(e["models"]),
+                    "cursor_reported_cost_usd": cents / 100 if cents is not None else None})
     out.sort(key=lambda r: (r["start"] or "", r["session_id"]), reverse=True)
     return out[:limit] if limit else out
 

@@ -17,7 +17,7 @@ import sqlite3
 log = logging.getLogger(__name__)
 
 #: bump when the derived tables change shape: they are dropped and rebuilt
-VERSION = 1
+VERSION = 2
 WORKER = "usage"
 SCHEMA_KEY = "schema"
 
@@ -61,8 +61,9 @@ CREATE TABLE IF NOT EXISTS usage_activity (
 CREATE INDEX IF NOT EXISTS idx_usage_activity_time ON usage_activity (timestamp);
 CREATE INDEX IF NOT EXISTS idx_usage_activity_session ON usage_activity (platform, session_id, origin);
 CREATE TABLE IF NOT EXISTS usage_cursor_composers (
-    session_id TEXT PRIMARY KEY,
-    model      TEXT
+    session_id     TEXT PRIMARY KEY,
+    model          TEXT,
+    reported_cents INTEGER
 );
 CREATE TABLE IF NOT EXISTS usage_state (
     worker        TEXT PRIMARY KEY,
