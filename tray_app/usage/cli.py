@@ -224,7 +224,17 @@ def _tok(n: int) -> str:
 
 
 def _cost(c: float | None) -> str:
-    return "unpriced" if c is None else f"${c:,.2f}"
+    if c is None:
+        return "unpriced"
+    return f"${c:,.2f}" if c >= 1 or c == 0 else f"${c:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
@@ -257,9 +267,8 @@ def _print_sessions(rows: list[dict[str, Any]]) -> None:
         return
     out = []
     for r in rows:
-        mins = r["duration_s"] / 60
         out.append([r["session_id"][:12], r["assistant"], (r["project"] or "-")[:8], (r["start"] or "")[:16],
-                    f"{mins:.0f} min", str(r["prompts"]), str(r["tool_calls"]), _tok(r["total_tokens"]),
+                    _duration(r["duration_s"]), str(r["prompts"]), str(r["tool_calls"]), _tok(r["total_tokens"]),
                     _cost(r["cost_usd"])])
     _table(["Session", "Assistant", "Project", "Start (UTC)", "Duration", "Prompts", "Tools", "Tokens", "Cost"], out)
 
