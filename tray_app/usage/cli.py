@@ -75,7 +75,11 @@ def _open(args: argparse.Namespace) -> sqlite3.Connection:
         conn = open_db(cfg)
     except sqlite3.Error as exc:
         raise DatabaseError(f"{cfg.paths.database}: {exc}") from exc
-    catch_up(conn, _progress("Updating usage tables") if sys.stderr.isatty() else None)
+    try:
+        catch_up(conn, _progress("Updating usage tables") if sys.stderr.isatty() else None)
+    except sqlite3.Error as exc:  # the tables stay as they are: a report of what they hold
+        print(f"telemetry-tray: warning: the usage tables could not be brought up to date ({exc}); "
+              f"showing what they hold", file=sys.stderr)
     return conn
 
 
