@@ -292,7 +292,7 @@ def test_family_scan_is_bounded_in_time(tmp_path, redis_server, cursor):
 
 
 def test_bundle_monitors_part_carries_the_verdict(tmp_path, redis_server, cursor):
-    from tray_app.support import bundle_parts
+    from tray_app.diagnostics import parts as bundle_parts
 
     cursor.add_agent_kv(40)
     cfg = monitor_config(tmp_path / "home", redis_server.url, cursor_user_dir=str(cursor.user_dir))

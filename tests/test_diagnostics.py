@@ -25,8 +25,8 @@ from tray_app.config import load_config
 from tray_app.engine.health import HealthSnapshot
 from tray_app.engine.schema import open_database
 from tray_app.redis_conn import DLQ_STREAM, EVENTS_STREAM, HEALTH_KEY, ensure_streams
-from tray_app.support.diagnostics import bundle_name, default_out_dir, export_bundle
-from tray_app.support.redact import Redactor
+from tray_app.diagnostics.bundle import bundle_name, default_out_dir, export_bundle
+from tray_app.diagnostics.redact import Redactor
 
 # --------------------------------------------------------------------------- canaries
 
@@ -347,7 +347,7 @@ def test_size_cap_cuts_oldest_log_lines_and_says_so(user_home: Path, tmp_path: P
 
 def test_name_collision_and_default_folder(user_home: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TELEMETRY_TRAY_REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setattr("tray_app.support.bundle_parts.manifest", lambda: {"app": "x"})
+    monkeypatch.setattr("tray_app.diagnostics.parts.manifest", lambda: {"app": "x"})
     cfg = load_config()
     now = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
     assert bundle_name(now) == "telemetry-tray-diagnostics-20260304T050607Z.zip"

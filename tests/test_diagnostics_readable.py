@@ -14,7 +14,7 @@ import pytest
 from test_diagnostics import CANARIES, PROMPT, _event, insert_rows, part, planted, read_zip, user_home  # noqa: F401
 from tray_app.capture import installers
 from tray_app.config import load_config
-from tray_app.support.diagnostics import export_bundle
+from tray_app.diagnostics.bundle import export_bundle
 
 
 def test_privacy_modes_and_installed_hook_names_stay_readable(planted, user_home: Path, tmp_path: Path,  # noqa: F811

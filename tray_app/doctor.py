@@ -189,7 +189,7 @@ def cursor_format_check(cfg: Config) -> Check:
     from tray_app.monitors import cursor_drift
     from tray_app.monitors.cursor_db import NAME
     from tray_app.monitors.state_store import state_file
-    from tray_app.support.bundle_secrets import cursor_user_dir
+    from tray_app.diagnostics.learn import cursor_user_dir
 
     if not cfg.monitors.cursor_enabled:
         return Check("OK", "cursor format", "the Cursor monitor is off ([monitors] cursor_enabled)")

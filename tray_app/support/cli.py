@@ -120,7 +120,7 @@ def _positive_int(text: str) -> int:
 # ----------------------------------------------------------------------------- handlers
 
 def cmd_diagnostics_export(args: argparse.Namespace) -> int:
-    from tray_app.support.diagnostics import export_bundle
+    from tray_app.diagnostics.bundle import export_bundle
 
     cfg = get_config(args)
     out: Path | None = args.out

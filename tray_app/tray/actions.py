@@ -8,7 +8,6 @@ spawning the file manager) happens here.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -17,12 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from tray_app.config import Config, masked_dict
+from tray_app.config import Config
 from tray_app.engine.health import HealthSnapshot
 
 log = logging.getLogger(__name__)
@@ -145,50 +142,8 @@ def _failed(path: Path, reason: str, on_failure: OpenFailed | None) -> None:
 
 # ----------------------------------------------------------------------------- diagnostics
 
-def export_diagnostics(cfg: Config, health: HealthSnapshot, menu_text: str = "") -> Path:
-    """The support team's bundle (tray_app.support.diagnostics) when this build
-    has it, else a minimal zip: health snapshot, masked config, menu, log tail."""
-    try:
-        from tray_app.support.diagnostics import export_bundle
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("tray_app.support", "tray_app.support.diagnostics"):
-            raise  # the module exists but something it needs is missing: a real bug
-        return minimal_bundle(cfg, health, menu_text)
+def export_diagnostics(cfg: Config, health: HealthSnapshot) -> Path:
+    """The diagnostics bundle (tray_app.diagnostics), with the tray's own health snapshot."""
+    from tray_app.diagnostics.bundle import export_bundle
+
     return Path(export_bundle(cfg, health=health))
-
-
-LOG_TAIL_BYTES = 256 * 1024
-
-
-def minimal_bundle(cfg: Config, health: HealthSnapshot, menu_text: str = "",
-                   out_dir: Path | None = None) -> Path:
-    out_dir = out_dir or cfg.paths.data_dir / "diagnostics"
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = out_dir / f"telemetry-tray-diagnostics-{stamp}.zip"
-    n = 1
-    while path.exists():
-        n += 1
-        path = out_dir / f"telemetry-tray-diagnostics-{stamp}-{n}.zip"
-    tmp = path.with_suffix(".zip.tmp")
-    from tray_app import __version__
-
-    info: dict[str, Any] = {"version": __version__, "python": sys.version.split()[0],
-                            "platform": sys.platform, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "bundle": "minimal (tray fallback)"}
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("info.json", json.dumps(info, indent=2))
-        zf.writestr("health.json", json.dumps(health.to_dict(), indent=2, default=str))
-        zf.writestr("config.json", json.dumps(masked_dict(cfg), indent=2, default=str))
-        if menu_text:
-            zf.writestr("tray-menu.txt", menu_text + "\n")
-        try:
-            with open(cfg.paths.log_file, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - LOG_TAIL_BYTES))
-                zf.writestr("telemetry-tray.log", fh.read())
-        except OSError:
-            pass
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return path

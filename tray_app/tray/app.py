@@ -246,9 +246,8 @@ class TrayApp:
         self.refresher.poke()
 
     def export(self) -> None:
-        model = self.model()
         try:
-            path = export_diagnostics(self.cfg, self.runtime.health(), model.text())
+            path = export_diagnostics(self.cfg, self.runtime.health())
         except Exception as exc:
             log.exception("diagnostics export failed")
             self.notifier.notify("Diagnostics export failed", str(exc), "normal", kind="export")

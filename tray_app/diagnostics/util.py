@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("tray_app.support.diagnostics")
+log = logging.getLogger("tray_app.diagnostics.bundle")
 
 
 def plain(obj: Any) -> Any:

@@ -6,7 +6,7 @@ secret, and Cursor's credential values (``cursorAuth/*`` and token-like keys
 of its global ``state.vscdb``, read read-only for this purpose only).
 
 Content: the payload and metadata strings of the newest rows of
-``raw_traces`` (and, in bundle_redis, of every dead letter), so a prompt that
+``raw_traces`` (and, in redis_parts, of every dead letter), so a prompt that
 found its way into a log line verbatim is still cut out.
 
 Nothing learned here is written anywhere; it only feeds the Redactor.
@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from tray_app.config import Config
 from tray_app.events import OPTIONAL_FIELDS, REQUIRED_FIELDS
-from tray_app.support.bundle_util import json_or_text, log, strings_in
-from tray_app.support.redact import Redactor, secret_env_values
+from tray_app.diagnostics.util import json_or_text, log, strings_in
+from tray_app.diagnostics.redact import Redactor, secret_env_values
 
 #: newest rows whose payload strings are remembered as content
 CONTENT_SAMPLE_ROWS = 500

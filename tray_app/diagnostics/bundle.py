@@ -15,7 +15,7 @@ the last log lines.
 What never goes in: event content (prompts, responses, file contents, shell
 output), the Redis password, tokens, Cursor's ``cursorAuth/*`` values, other
 environment variables. The bundle is assembled from facts (counts, sizes, ids,
-versions); then every byte passes through :class:`~tray_app.support.redact.Redactor`,
+versions); then every byte passes through :class:`~tray_app.diagnostics.redact.Redactor`,
 which also knows the exact secrets and content strings it saw on the way
 (see redact.py). Home paths are written ``~``. The whole bundle is capped
 (``max_bytes``, uncompressed); a file that was cut ends with a note saying so,
@@ -39,11 +39,11 @@ from typing import Any
 from tray_app import APP_NAME
 from tray_app.config import Config
 from tray_app.engine.health import HealthSnapshot
-from tray_app.support import bundle_parts as parts_mod
-from tray_app.support.bundle_redis import RedisParts
-from tray_app.support.bundle_secrets import learn_recent_content, learn_secrets
-from tray_app.support.bundle_util import section
-from tray_app.support.redact import Redactor, allowed_env
+from tray_app.diagnostics import parts as parts_mod
+from tray_app.diagnostics.redis_parts import RedisParts
+from tray_app.diagnostics.learn import learn_recent_content, learn_secrets
+from tray_app.diagnostics.util import section
+from tray_app.diagnostics.redact import Redactor, allowed_env
 
 log = logging.getLogger(__name__)
 
