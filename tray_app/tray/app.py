@@ -30,12 +30,12 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from tray_app.config import Config
 from tray_app.engine.runtime import FACE_TRAY, EngineRuntime, RuntimeSettings
 from tray_app.errors import AlreadyRunning
+from tray_app.support import autostart
 from tray_app.tray import icons, systray
 from tray_app.tray.actions import ActionWorker, export_diagnostics, open_path
 from tray_app.tray.alerts import AlertPolicy, Notice
@@ -76,17 +76,6 @@ STOP_TIMEOUT_S = 10.0
 NO_TRAY_GRACE_S = 5.0
 
 
-def load_autostart() -> ModuleType | None:
-    """tray_app.support.autostart when this build has it (else "Start at login" is hidden)."""
-    try:
-        from tray_app.support import autostart
-    except ModuleNotFoundError as exc:
-        if exc.name in ("tray_app.support", "tray_app.support.autostart"):
-            return None
-        raise
-    return autostart
-
-
 class TrayApp:
     def __init__(self, cfg: Config, runtime: EngineRuntime | None = None,
                  notifier: Notifier | None = None, with_monitors: bool = True) -> None:
@@ -95,7 +84,7 @@ class TrayApp:
                                                                       with_monitors=with_monitors))
         self.notifier = notifier or Notifier(enabled=cfg.tray.notifications)
         self.icon_files: dict[str, Path] = {}
-        self.autostart = load_autostart()
+        self.autostart = autostart
         self.actions = ActionWorker({
             A_STATUS: self.show_status,
             A_PAUSE: self.pause,
@@ -181,8 +170,6 @@ class TrayApp:
         return False
 
     def _autostart_enabled(self) -> bool | None:
-        if self.autostart is None:
-            return None
         try:
             return bool(self.autostart.is_enabled())
         except Exception as exc:  # noqa: BLE001 - unsupported platform, broken file
@@ -234,10 +221,6 @@ class TrayApp:
             return
         try:
             n = self.runtime.retry_dead_letters()
-        except ImportError:
-            self.notifier.notify("Dead letters", "Retrying dead letters is not available in this build; "
-                                 "use `telemetry-tray dlq retry`.", kind="dlq")
-            return
         except Exception as exc:  # noqa: BLE001 - e.g. Redis down: tell the user
             self.notifier.notify("Dead letters not retried", str(exc), "normal", kind="dlq")
             return
@@ -266,8 +249,6 @@ class TrayApp:
                              "normal", kind="open")
 
     def toggle_autostart(self) -> None:
-        if self.autostart is None:
-            return
         was = self._autostart_enabled()
         try:
             if was:
