@@ -12,8 +12,8 @@ request files (engine/control.py), Redis up or down, and wait until its
 health shows the new state. `pause --no-record [--for D]` and
 `resume --no-record` only change the "don't record" file
 (capture/norecord.py), so they need no engine. Exit codes: 0 done; 1 the
-engine did not confirm in time; 3 no engine running (nothing paused or
-resumed); 64 a usage error (e.g. a bad --for).
+engine did not confirm in time, or a state file could not be written; 3 no
+engine running (nothing paused or resumed); 64 a usage error (e.g. a bad --for).
 """
 
 from __future__ import annotations
@@ -363,7 +363,28 @@ def engine_command(cfg: Config, command: str, timeout_s: float) -> tuple[int, st
     return 0, f"Resumed ({who}): storing events again (backlog {snap.backlog:,})."
 
 
+def _file_error(exc: OSError) -> int:
+    """A state file we could not write (read-only or full disk): one line."""
+    where = f" {exc.filename}" if exc.filename else ""
+    print(f"telemetry-tray: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+    return 1
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
+    try:
+        return _pause(args)
+    except OSError as exc:
+        return _file_error(exc)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    try:
+        return _resume(args)
+    except OSError as exc:
+        return _file_error(exc)
+
+
+def _pause(args: argparse.Namespace) -> int:
     cfg = get_config(args)
     if args.duration is not None and not args.no_record:
         print("telemetry-tray pause: error: --for goes with --no-record (a pause of ingest lasts until "
@@ -384,7 +405,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace) -> int:
     cfg = get_config(args)
     code = 0
     if not args.ingest:
