@@ -167,3 +167,20 @@ def test_requests_wait_for_a_starting_engine_and_stale_ones_are_dropped(tmp_path
     assert list(control.control_dir(tmp_path).iterdir()) == []
     with pytest.raises(ValueError):
         control.submit(tmp_path, "quit")
+
+
+def test_pause_and_resume_work_while_redis_is_down(app_env: dict[str, str], redis_server: RedisProc,
+                                                   tmp_path: Path, engine_proc: list) -> None:  # noqa: F811
+    """Commands go through files, not Redis: with the user's Redis stopped the
+    engine still takes them, and `status` (exit 4: Redis down) says paused."""
+    engine_proc.append(headless(app_env, tmp_path / "headless.log"))
+    wait_for(lambda: status(app_env)[0] == 0, timeout=30, what="the engine to run")
+    redis_server.stop()
+    wait_for(lambda: status(app_env)[0] == 4, timeout=30, what="status: Redis down")
+    r = run_cli("pause", env=app_env, timeout=30)
+    assert r.returncode == 0 and one_line(r.stdout).startswith("Paused ("), (r.stdout, r.stderr)
+    code, data = status(app_env)
+    assert code == 4 and data["paused"] is True and data["source"] == "health-file"
+    r = run_cli("resume", env=app_env, timeout=30)
+    assert r.returncode == 0 and one_line(r.stdout).startswith("Resumed ("), (r.stdout, r.stderr)
+    assert status(app_env)[1]["paused"] is False
