@@ -18,8 +18,10 @@ from typing import Any
 
 from tray_app.cli_common import add_json_flag, get_config, print_json
 from tray_app.errors import DatabaseError
-from tray_app.usage import query, schema
-from tray_app.usage.worker import CHUNK_ROWS, open_db, price_pending, process_chunk
+from tray_app.usage import schema
+
+# query/worker (and the pricing library under them) are imported by the commands
+# that use them: every other command's start-up stays as fast as before
 
 REPORTS = ("daily", "monthly", "sessions", "models")
 
@@ -68,6 +70,8 @@ def _filters(p: argparse.ArgumentParser) -> None:
 # -- the database ------------------------------------------------------------------------------
 
 def _open(args: argparse.Namespace) -> sqlite3.Connection:
+    from tray_app.usage.worker import open_db
+
     cfg = get_config(args)
     if not cfg.paths.database.exists():
         raise DatabaseError(f"{cfg.paths.database}: no database yet (start Telemetry Tray first)")
@@ -105,6 +109,8 @@ def _progress(label: str) -> Progress:
 
 def catch_up(conn: sqlite3.Connection, progress: Progress | None = None, start: int | None = None) -> int:
     """Apply every raw row above the position (or above ``start``). Returns rows applied."""
+    from tray_app.usage.worker import CHUNK_ROWS, price_pending, process_chunk
+
     pos = schema.position(conn) if start is None else start
     top = int(conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0])
     if pos >= top:
@@ -136,6 +142,8 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from tray_app.usage import query
+
     conn = _open(args)
     try:
         if args.kind == "sessions":
@@ -153,6 +161,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
+    from tray_app.usage import query
+
     conn = _open(args)
     try:
         rows = query.sessions(conn, **_common(args), limit=args.limit or None)
@@ -163,7 +173,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_session(args: argparse.Namespace) -> int:
-    from tray_app.usage import timeline
+    from tray_app.usage import query, timeline
 
     conn = _open(args)
     try:
@@ -178,6 +188,8 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    from tray_app.usage.worker import open_db
+
     cfg = get_config(args)
     if not cfg.paths.database.exists():
         raise DatabaseError(f"{cfg.paths.database}: no database yet (start Telemetry Tray first)")
