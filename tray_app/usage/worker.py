@@ -80,9 +80,12 @@ def best_requests(conn: sqlite3.Connection, derived: list[Derived]) -> list[Requ
     if not best:
         return []
     keys = list(best)
-    have = {k: _rank(o, t, s) for k, o, t, s in conn.execute(
-        f"SELECT request_key, output_tokens, timestamp, source_sequence FROM usage_requests "
-        f"WHERE request_key IN ({','.join('?' * len(keys))})", keys)}
+    have: dict[str, tuple[int, str, int]] = {}
+    for i in range(0, len(keys), 500):  # within any SQLite's limit of bound variables
+        part = keys[i:i + 500]
+        have.update((k, _rank(o, t, s)) for k, o, t, s in conn.execute(
+            f"SELECT request_key, output_tokens, timestamp, source_sequence FROM usage_requests "
+            f"WHERE request_key IN ({','.join('?' * len(part))})", part))
     out = []
     for r in best.values():
         old = have.get(r.key)
