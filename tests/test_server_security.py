@@ -344,8 +344,9 @@ def test_hook_does_not_connect_to_another_users_socket(app_home: Path, other_use
     fake = FakeRedis(d / "redis.sock", other_user)
     try:
         _endpoint(app_home, f"unix://{d}/redis.sock")
-        proc, _ = run_hook("claude", json.dumps({**PROMPT, "hook_event_name": "UserPromptSubmit"}),
-                           hook_env(app_home))
+        claude_prompt = {"session_id": "s-att", "transcript_path": "/tmp/t.jsonl", "cwd": "/tmp",
+                         "hook_event_name": "UserPromptSubmit", "prompt": "my secret prompt"}
+        proc, _ = run_hook("claude", json.dumps(claude_prompt), hook_env(app_home))
         assert proc.returncode == 0 and len(spool_files(app_home)) == 1
     finally:
         got = fake.received()
