@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from tray_app.capture import installers
-from tray_app.cli_common import add_json_flag, get_config, print_json
+from tray_app.cli.common import add_json_flag, get_config, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

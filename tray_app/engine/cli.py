@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from tray_app.capture import norecord
-from tray_app.cli_common import add_json_flag, get_config, print_json
+from tray_app.cli.common import add_json_flag, get_config, print_json
 from tray_app.config import Config
 from tray_app.engine import control
 from tray_app.engine.health import DEGRADED, PAUSED, HealthSnapshot

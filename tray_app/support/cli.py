@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tray_app.cli_common import add_json_flag, get_config, print_json
+from tray_app.cli.common import add_json_flag, get_config, print_json
 from tray_app.errors import DatabaseError, TelemetryTrayError, UsageError
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tray_app.cli_common import add_json_flag, get_config, print_json
+from tray_app.cli.common import add_json_flag, get_config, print_json
 from tray_app.errors import DatabaseError
 from tray_app.usage import schema
 

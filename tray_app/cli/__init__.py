@@ -3,8 +3,9 @@
 With no subcommand (or `run` without --headless) it starts the tray app: the
 choice between the two faces of the engine is made here, so the engine's own
 commands never import the tray. Each feature area registers its own
-subcommands from its ``cli.py`` (see PLUGINS); every error reaches the user as
-one line on stderr with a non-zero exit code (see errors.py).
+subcommands from its ``cli.py`` (see PLUGINS; the app-wide ones are in
+``cli/core.py``, the helpers they share in ``cli/common.py``); every error
+reaches the user as one line on stderr with a non-zero exit code (see errors.py).
 """
 
 from __future__ import annotations
@@ -18,18 +19,17 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from tray_app import __version__
-from tray_app.cli_common import add_json_flag, get_config, print_json
+from tray_app.cli.common import add_json_flag, get_config, print_json
 from tray_app.errors import AlreadyRunning, TelemetryTrayError
 
 log = logging.getLogger(__name__)
 
 #: modules that add subcommands through ``register(subparsers)``
 PLUGINS = (
-    "tray_app.core_cli",
+    "tray_app.cli.core",
     "tray_app.engine.cli",
     "tray_app.capture.cli",
     "tray_app.support.cli",
-    "tray_app.tray.cli",
     "tray_app.usage.cli",
 )
 
@@ -53,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or TELEMETRY_TRAY_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in PLUGINS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # feature not present in this build
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

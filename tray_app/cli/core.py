@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from tray_app.cli_common import add_json_flag, get_config, print_json
+from tray_app.cli.common import add_json_flag, get_config, print_json
 from tray_app.config import masked_dict, to_toml, write_template
 from tray_app.paths import resolve_paths
 
