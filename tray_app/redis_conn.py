@@ -43,6 +43,30 @@ def close_quietly(client: redis.Redis | None) -> None:
             pass
 
 
+class LazyClient:
+    """One thread's connection: made on first use with the thread's timeouts,
+    closed and forgotten after a failure (the next use reconnects). ``generation``
+    counts connections made, so state tied to one (a loaded script) can tell."""
+
+    def __init__(self, endpoint: "Endpoint", *, socket_timeout: float, connect_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self.generation = 0
+        self._client: redis.Redis | None = None
+
+    def get(self) -> redis.Redis:
+        if self._client is None:
+            self._client = self.endpoint.client(socket_timeout=self.socket_timeout,
+                                                connect_timeout=self.connect_timeout)
+            self.generation += 1
+        return self._client
+
+    def drop(self) -> None:
+        close_quietly(self._client)
+        self._client = None
+
+
 def stream_id_key(sid: str) -> tuple[int, int]:
     """A stream id ("ms-seq") as a sortable tuple."""
     ms, _, seq = sid.partition("-")

@@ -24,7 +24,7 @@ from tray_app.config import Config
 from tray_app.engine import dlq, schema, spool_drain, tuning
 from tray_app.engine.health import Health
 from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
-                                 close_quietly, stream_id_key)
+                                 LazyClient, stream_id_key)
 from tray_app.redis_conn import text as _s
 
 if TYPE_CHECKING:  # the engine builds both; only their types are needed here
@@ -189,7 +189,8 @@ class Maintenance(threading.Thread):
         self.monitors = monitors
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._client: redis.Redis | None = None
+        self._redis = LazyClient(endpoint, socket_timeout=cfg.redis.socket_timeout_s,
+                                 connect_timeout=cfg.redis.connect_timeout_s)
         self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0, "foreign": 0.0}
         self._home = installation_id(cfg.paths.database)
         self._foreign: tuple[str, ...] = ()
@@ -214,8 +215,7 @@ class Maintenance(threading.Thread):
                 self._wake.wait(interval)
             self.tick(final=True)
         finally:
-            if self._client is not None:
-                self._client.close()
+            self._redis.drop()
 
     def tick(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -260,14 +260,10 @@ class Maintenance(threading.Thread):
             tuning.release_memory()
 
     def _connection(self) -> redis.Redis:
-        if self._client is None:
-            self._client = self.endpoint.client(socket_timeout=self.cfg.redis.socket_timeout_s,
-                                                connect_timeout=self.cfg.redis.connect_timeout_s)
-        return self._client
+        return self._redis.get()
 
     def _drop(self) -> None:
-        close_quietly(self._client)
-        self._client = None
+        self._redis.drop()
 
     def _redis_work(self, client: redis.Redis, now: float, final: bool) -> None:
         ing = self.cfg.ingest

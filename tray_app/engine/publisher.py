@@ -26,7 +26,7 @@ import redis
 from tray_app.config import Config
 from tray_app.engine.health import Health
 from tray_app.redis_conn import (CDC_STREAM, DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, Endpoint,
-                                 close_quietly, translate)
+                                 LazyClient, translate)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ class CDCPublisher(threading.Thread):
         self._job: Job | None = None
         self._cond = threading.Condition()
         self._stopping = False
-        self._client: redis.Redis | None = None
+        self._redis = LazyClient(endpoint, socket_timeout=cfg.redis.socket_timeout_s,
+                                 connect_timeout=cfg.redis.connect_timeout_s)
+        self._sha_generation = 0
         self._sha: str | None = None
         #: set when a round trip failed; the consumer reads and clears it
         self.failure: str | None = None
@@ -154,15 +156,14 @@ class CDCPublisher(threading.Thread):
             self.health.update(total_acked=base_acked + self.acked, total_dead_letters=base_dead + self.dead)
 
     def _connection(self) -> redis.Redis:
-        if self._client is None:
-            self._client = self.endpoint.client(socket_timeout=self.cfg.redis.socket_timeout_s,
-                                                connect_timeout=self.cfg.redis.connect_timeout_s)
-            self._sha = None
-        return self._client
+        client = self._redis.get()
+        if self._sha_generation != self._redis.generation:
+            self._sha = None  # a new connection: maybe a restarted server without the script
+            self._sha_generation = self._redis.generation
+        return client
 
     def _close(self) -> None:
-        close_quietly(self._client)
-        self._client = None
+        self._redis.drop()
 
     def _round_trip(self, job: Job) -> None:
         ing = self.cfg.ingest

@@ -17,7 +17,7 @@ import redis
 
 from tray_app import events, jsonutil
 from tray_app.errors import RedisUnavailable
-from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint
+from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, LazyClient
 
 #: entries per pipeline round trip
 PIPELINE_ENTRIES = 500
@@ -34,13 +34,10 @@ class Emitter:
         self.endpoint = endpoint
         self.socket_timeout_s = socket_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self._client: redis.Redis | None = None
+        self._redis = LazyClient(endpoint, socket_timeout=socket_timeout_s, connect_timeout=connect_timeout_s)
 
     def _connection(self) -> redis.Redis:
-        if self._client is None:
-            self._client = self.endpoint.client(socket_timeout=self.socket_timeout_s,
-                                                connect_timeout=self.connect_timeout_s)
-        return self._client
+        return self._redis.get()
 
     def emit(self, evs: Iterable[Mapping[str, Any]]) -> int:
         """XADD every event (validated first: a monitor bug must not make poison)."""
@@ -86,12 +83,7 @@ class Emitter:
         return lag is not None and lag < MAX_STREAM_LAG
 
     def close(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            except (redis.RedisError, OSError):
-                pass
-            self._client = None
+        self._redis.drop()
 
 
 def fit_payload(payload: dict[str, Any], max_bytes: int) -> dict[str, Any]:
