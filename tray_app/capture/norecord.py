@@ -164,28 +164,16 @@ def recording_now(state_dir: str | PathLike[str], now: float | None = None) -> b
 
 
 def _save(state_dir: str | PathLike[str], windows: list[tuple[float, float | None]]) -> None:
+    # only the CLI and the tray write (never the hook): the app's one atomic writer
     import json
-    import os
-    import tempfile
     from pathlib import Path
+
+    from tray_app.fileutil import atomic_write
 
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = json.dumps({"version": 1, "windows": [list(w) for w in windows[-MAX_WINDOWS:]]})
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".no-record.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path_in(directory))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(Path(path_in(directory)),
+                 json.dumps({"version": 1, "windows": [list(w) for w in windows[-MAX_WINDOWS:]]}))
 
 
 def start(state_dir: str | PathLike[str], duration_s: float | None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tray_app.config import TraySettings
 from tray_app.engine.health import HealthSnapshot
+from tray_app.fileutil import atomic_write
 from tray_app.tray.alerts import AlertPolicy, Notice
 from tray_app.tray.menu import MenuModel, build_menu
 
@@ -64,9 +64,7 @@ def write_menu_file(path: Path, model: MenuModel, snap: HealthSnapshot) -> None:
     data = model.to_dict()
     data["written_at"] = time.time()
     data["health_updated_at"] = snap.updated_at
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1))
 
 
 class Refresher(threading.Thread):
