@@ -30,8 +30,10 @@ except ImportError:  # Windows
 
 try:
     from . import fastjson
+    from .hookconfig import read_file as _read
 except ImportError:  # loaded as a top-level module by the hook
     import fastjson  # type: ignore[no-redef]
+    from hookconfig import read_file as _read  # type: ignore[no-redef]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -122,27 +124,6 @@ def _parse(data: bytes) -> NoRecord:
         return NoRecord(tuple(windows))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return NoRecord()
-
-
-def _read(path: str, limit: int = 1 << 20) -> bytes | None:
-    try:
-        fd = _os.open(path, _os.O_RDONLY | getattr(_os, "O_BINARY", 0))
-    except OSError:
-        return None
-    try:
-        chunks = []
-        size = 0
-        while size < limit:
-            chunk = _os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        _os.close(fd)
 
 
 def load(state_dir: str | PathLike[str]) -> NoRecord:
