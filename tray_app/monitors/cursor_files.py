@@ -173,9 +173,3 @@ def file_state(path: Path) -> FileState:
         fp += [wst.st_ino, wst.st_size, wst.st_mtime_ns, _head(wal, 32).hex(),
                _head(Path(f"{path}-shm"), 48).hex()]
     return FileState(fp, True, st.st_ino, wal_mode, wst is not None)
-
-
-def same_file(before: FileState, path: Path) -> bool:
-    """True when ``path`` still looks exactly as ``before`` (used after reading
-    a WAL-mode database opened immutable because it had no -wal)."""
-    return file_state(path).fingerprint == before.fingerprint

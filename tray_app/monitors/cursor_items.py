@@ -111,11 +111,6 @@ def split_item_table(key: str, raw: bytes) -> list[Item]:
     return out
 
 
-def composer_map(items: list[Item]) -> dict[str, None]:
-    """composerIds listed by a workspace DB's composer.composerData."""
-    return {i.item: None for i in items if i.key == COMPOSERS_KEY and i.item}
-
-
 def _inline_list(value: dict[str, Any]) -> list[dict[str, Any]]:
     """The messages a composerData holds inline: ``conversation[]``, then any
     ``conversationMap`` values not already in it (by bubbleId)."""
