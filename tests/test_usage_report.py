@@ -47,7 +47,8 @@ def settled(eng: Engine) -> bool:
     if not db.exists() or eng.usage is None:
         return False
     h = {m.name: m.health() for m in eng.monitors}
-    if h["claude_transcripts"]["items_emitted"] < 20 or h["cursor_db"]["items_emitted"] < 5:
+    # every transcript line (22) sent, and each monitor has passed again since
+    if h["claude_transcripts"]["items_emitted"] != 22 or any(v["passes"] < 3 for v in h.values()):
         return False
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:

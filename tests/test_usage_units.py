@@ -73,3 +73,24 @@ def test_synthetic_messages_are_not_requests():
     ev["metadata"]["model"] = "<synthetic>"
     r[-1] = zlib.compress(orjson.dumps(ev))
     assert accounting.derive(tuple(r)) == accounting.Derived()
+
+
+def prompt(seq: int, session: str, ts: str) -> tuple:
+    ev = {"payload": {"type": "user", "message": {"role": "user", "content": "add tests"}}, "metadata": {}}
+    return (seq, "claude_code", "transcript_trace", "user", session, None, ts, "transcript_monitor",
+            zlib.compress(orjson.dumps(ev)))
+
+
+def test_a_copied_prompt_stays_with_the_original_session_whatever_the_order():
+    # the resumed session's copy keeps the time; stored first or last, the original wins
+    lines = [prompt(5, "copy", "2026-03-02T09:00:00Z"), prompt(2, "original", "2026-03-02T09:00:00Z"),
+             prompt(9, "original", "2026-03-02T09:05:00Z")]
+    results = []
+    for order in (lines, list(reversed(lines)), lines + lines):
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        schema.ensure(conn)
+        for r in order:
+            accounting.apply(conn, [accounting.derive(r)])
+        results.append(conn.execute("SELECT sequence, session_id FROM usage_activity ORDER BY 1").fetchall())
+    assert results[0] == [(2, "original"), (9, "original")]
+    assert results[0] == results[1] == results[2]

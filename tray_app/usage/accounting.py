@@ -19,7 +19,9 @@ Activity (prompts, responses, tool and shell calls, edits, subagents, errors)
 is one row per raw row, ``origin`` ``hook`` (hook events) or ``store`` (the
 assistant's own transcript / database, deduplicated across copies by
 ``dedup_key``). Reports prefer a session's ``store`` activity when it has any,
-so a prompt seen by both the hook and the transcript counts once.
+so a prompt seen by both the hook and the transcript counts once. Of the
+copies of one store item the earliest (time, then sequence) is kept, so the
+tables do not depend on the order rows are applied in either.
 """
 
 from __future__ import annotations
@@ -297,8 +299,20 @@ WHERE excluded.output_tokens > usage_requests.output_tokens
                 AND excluded.source_sequence < usage_requests.source_sequence)))
 """
 
-_INSERT_ACTIVITY = ("INSERT OR IGNORE INTO usage_activity (sequence, platform, session_id, workspace_hash, "
-                    "timestamp, kind, name, origin, dedup_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+#: a raw row applied again changes nothing; of the copies of one store item (same
+#: dedup_key) the earliest by time, then by sequence, is kept: the original, in
+#: whatever order the rows are applied
+_INSERT_ACTIVITY = """
+INSERT INTO usage_activity (sequence, platform, session_id, workspace_hash, timestamp, kind, name, origin, dedup_key)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(sequence) DO NOTHING
+ON CONFLICT(dedup_key) DO UPDATE SET
+    sequence=excluded.sequence, platform=excluded.platform, session_id=excluded.session_id,
+    workspace_hash=excluded.workspace_hash, timestamp=excluded.timestamp, kind=excluded.kind,
+    name=excluded.name, origin=excluded.origin
+WHERE excluded.timestamp < usage_activity.timestamp
+   OR (excluded.timestamp = usage_activity.timestamp AND excluded.sequence < usage_activity.sequence)
+"""
 
 
 def apply(conn: sqlite3.Connection, derived: list[Derived], requests: list[Request] | None = None) -> int:
