@@ -301,11 +301,21 @@ def make_desktop(tmp_path: Path, tray: bool = True) -> Iterator[Desktop]:
             os.close(r)
 
         if tray:
-            desk.procs.append(_start(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
-                                      "--width", "240", "--height", "32", "--SetDockType", "true",
-                                      "--transparent", "true", "--alpha", "0", "--tint", "0x2b2b2b",
-                                      "--expand", "false"], env, d / "trayer.log"))
-            wait_for(lambda: any(w["name"] == "panel" for w in desk.windows()), timeout=20,
+            # trayer exits at once when it cannot open the display (seen when another
+            # X server on this machine was tearing down the display we were given):
+            # start it again, a bounded number of times, before giving up
+            for attempt in range(3):
+                trayer = _start(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
+                                 "--width", "240", "--height", "32", "--SetDockType", "true",
+                                 "--transparent", "true", "--alpha", "0", "--tint", "0x2b2b2b",
+                                 "--expand", "false"], env, d / f"trayer-{attempt}.log")
+                desk.procs.append(trayer)
+                wait_for(lambda: trayer.poll() is not None
+                         or any(w["name"] == "panel" for w in desk.windows()), timeout=20,
+                         what="trayer's panel")
+                if trayer.poll() is None:
+                    break
+            wait_for(lambda: any(w["name"] == "panel" for w in desk.windows()), timeout=5,
                      what="trayer's panel")
 
         rc = d / "dunstrc"
