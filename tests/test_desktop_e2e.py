@@ -217,6 +217,16 @@ def test_tray_as_a_person_uses_it(app_factory: Any, desktop: Desktop,  # noqa: F
                       what="the folder to be opened")
     assert opened == [str(bundle.parent)]
 
+    # 5b. Usage report: a self-contained HTML file in the data folder, 0600, opened
+    app.open_menu()
+    app.choose("Usage report...", app.menu())
+    report = app.home / "data" / "usage-report.html"
+    opened = wait_for(lambda: (desktop.dir / "xdg-open.log").read_text().splitlines()[1:], timeout=30,
+                      what="the usage report to be opened")
+    assert opened == [str(report)]
+    assert report.is_file() and (report.stat().st_mode & 0o777) == 0o600
+    assert "<svg" in report.read_text() or "Nothing recorded yet" in report.read_text()
+
     # 6. Start at login: the check item writes the autostart entry and shows the tick
     config_home = Path(app.env.get("XDG_CONFIG_HOME") or Path(app.env["HOME"]) / ".config")
     entry = config_home / "autostart" / "telemetry-tray.desktop"

@@ -62,6 +62,7 @@ def test_running_menu_reads_as_the_issue_describes() -> None:
         "Running",
         "Ingest: 12.4 events/s",
         "Today: 3,210 events, 4 sessions",
+        "Usage today: 0 tokens · 0 prompts",
         "Backlog: 7, pending: 2",
         "Dead letters: 0",
         "---",
@@ -71,6 +72,7 @@ def test_running_menu_reads_as_the_issue_describes() -> None:
         "    For 1 hour",
         "    Until tomorrow",
         "    Until I resume",
+        "Usage report...",
         "Export diagnostics bundle...",
         "Open data folder",
         "Open logs",
@@ -83,7 +85,7 @@ def test_running_menu_reads_as_the_issue_describes() -> None:
     status = model.entries[0]
     assert status.action == A_STATUS and status.default and status.enabled
     # information lines are not clickable
-    assert [e.enabled for e in model.entries[1:5]] == [False] * 4
+    assert [e.enabled for e in model.entries[1:6]] == [False] * 5
     assert model.find(A_QUIT) is not None
 
 

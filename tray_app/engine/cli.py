@@ -272,6 +272,9 @@ def _print_status(snap: HealthSnapshot, redis_ok: bool, reached: bool, live: Hea
           f"{snap.total_duplicates:,} duplicates, {snap.total_dead_letters:,} dead letters")
     print(f"database:     {snap.db_rows:,} rows; today {snap.today_events:,} events, "
           f"{snap.today_sessions:,} sessions; sqlite {snap.sqlite_status}")
+    cost = "" if snap.usage_today_cost_usd is None else f", ${snap.usage_today_cost_usd:,.2f}"
+    print(f"usage today:  {snap.usage_today_tokens:,} tokens{cost}, {snap.usage_today_prompts:,} prompts "
+          f"(telemetry-tray report daily)")
     print(f"redis:        {'ok' if redis_ok else (snap.redis_status if reached else 'not answering')}; "
           f"backlog {snap.backlog:,}, pending {snap.pending:,}; dead letters {snap.dlq_length:,}"
           + (f" ({snap.dlq_dropped:,} dropped by the cap)" if snap.dlq_dropped else ""))

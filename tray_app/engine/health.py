@@ -35,6 +35,11 @@ class HealthSnapshot:
     db_rows: int = 0
     today_events: int = 0
     today_sessions: int = 0
+    #: today's usage from the derived tables (tray_app.usage): tokens, cost
+    #: (None: nothing priced yet, or unpriced models only), prompts
+    usage_today_tokens: int = 0
+    usage_today_cost_usd: float | None = None
+    usage_today_prompts: int = 0
     backlog: int = 0                 # entries not yet delivered to the group (lag)
     pending: int = 0                 # delivered, not acknowledged
     dlq_length: int = 0

@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # the engine builds both; only their types are needed here
 
 log = logging.getLogger(__name__)
 
+#: how often the health snapshot's "usage today" is read from the usage tables
+USAGE_REFRESH_S = 15.0
+
 DB_STATS_INTERVAL_S = 5.0
 #: every engine writes its installation here (consumer name -> JSON {"home", "seen"})
 INSTALLATIONS_KEY = "telemetry:installations"
@@ -191,6 +194,7 @@ class Maintenance(threading.Thread):
         self._wake = threading.Event()
         self._redis = LazyClient(endpoint, socket_timeout=cfg.redis.socket_timeout_s,
                                  connect_timeout=cfg.redis.connect_timeout_s)
+        self._next_usage = 0.0
         self._next = {"spool": 0.0, "trim": 0.0, "db": 0.0, "foreign": 0.0}
         self._home = installation_id(cfg.paths.database)
         self._foreign: tuple[str, ...] = ()
@@ -333,6 +337,23 @@ class Maintenance(threading.Thread):
                 log.warning("DLQ byte cap not applied: %s", exc)
             self._dlq_cap_failed = True
 
+    def _usage_today(self, db: sqlite3.Connection) -> dict[str, Any]:
+        """Today's tokens, cost and prompts from the derived usage tables (never
+        raw rows), at most every USAGE_REFRESH_S; nothing before the tables exist."""
+        now = time.monotonic()
+        if now < self._next_usage:
+            return {}
+        self._next_usage = now + USAGE_REFRESH_S
+        from tray_app.usage import query
+
+        try:
+            t = query.today(db)
+        except (sqlite3.Error, LookupError, ValueError) as exc:
+            log.debug("usage today: %s", exc)
+            return {}
+        return {"usage_today_tokens": int(t["total_tokens"] or 0), "usage_today_cost_usd": t["cost_usd"],
+                "usage_today_prompts": int(t["prompts"] or 0)}
+
     def _db_stats(self) -> dict[str, Any]:
         """Rows and today's counts, from a short-lived read-only connection.
 
@@ -354,7 +375,10 @@ class Maintenance(threading.Thread):
             today, sessions = db.execute(
                 "SELECT COUNT(*), COUNT(DISTINCT session_id) FROM raw_traces WHERE timestamp >= ?",
                 (since,)).fetchone()
-            return {"db_rows": int(rows), "today_events": int(today), "today_sessions": int(sessions)}
+            out: dict[str, Any] = {"db_rows": int(rows), "today_events": int(today),
+                                   "today_sessions": int(sessions)}
+            out.update(self._usage_today(db))
+            return out
         except sqlite3.Error as exc:
             log.debug("db stats: %s", exc)
             return {}

@@ -42,6 +42,7 @@ from tray_app.tray.alerts import AlertPolicy, Notice
 from tray_app.tray.menu import (
     A_AUTOSTART,
     A_EXPORT,
+    A_USAGE_REPORT,
     A_OPEN_DATA,
     A_OPEN_LOGS,
     A_PAUSE,
@@ -91,6 +92,7 @@ class TrayApp:
             A_RESUME: self.resume,
             A_RETRY_DLQ: self.retry_dead_letters,
             A_EXPORT: self.export,
+            A_USAGE_REPORT: self.usage_report,
             A_OPEN_DATA: lambda: self.open_folder(cfg.paths.data_dir),
             A_OPEN_LOGS: lambda: self.open_folder(cfg.paths.log_dir),
             A_AUTOSTART: self.toggle_autostart,
@@ -239,6 +241,20 @@ class TrayApp:
         self.notifier.notify("Diagnostics bundle saved", str(path), "low", kind="export",
                              icon=self.icon_files.get("running"))
         open_path(path.parent, on_failure=self.open_failed)
+
+    def usage_report(self) -> None:
+        """Write the local HTML usage report (0600, in the data folder) and open it
+        in the browser; on the tray-actions thread, never the UI thread."""
+        from tray_app.usage.html import write_report
+
+        try:
+            path = write_report(self.cfg)
+        except Exception as exc:
+            log.exception("usage report failed")
+            self.notifier.notify("Usage report failed", str(exc), "normal", kind="usage")
+            return
+        log.info("usage report written: %s", path)
+        open_path(path, on_failure=self.open_failed)
 
     def open_folder(self, path: Path) -> None:
         open_path(path, on_failure=self.open_failed)

@@ -40,6 +40,7 @@ A_NO_RECORD_1H = "no_record_1h"
 A_NO_RECORD_TOMORROW = "no_record_tomorrow"
 A_NO_RECORD = "no_record"
 A_RECORD_AGAIN = "record_again"
+A_USAGE_REPORT = "usage_report"
 
 #: the "Don't record" submenu: (action, text, duration for EngineRuntime.no_record;
 #: "" is until the user resumes)
@@ -232,6 +233,24 @@ def _engine_status(snap: HealthSnapshot, tray: TraySettings, paused: bool | None
     return "Running"
 
 
+def format_tokens(n: int) -> str:
+    """1234 -> "1,234"; 1_234_567 -> "1.2M"; 12_345 -> "12.3k"."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1_000:.1f}k"
+    return f"{n:,}"
+
+
+def usage_line(snap: HealthSnapshot) -> str:
+    """ "Today: 1.2M tokens · $3.41 · 42 prompts" (from the derived usage tables)."""
+    parts = [f"{format_tokens(snap.usage_today_tokens)} tokens"]
+    if snap.usage_today_cost_usd is not None:
+        parts.append(f"${snap.usage_today_cost_usd:,.2f}")
+    parts.append(plural(snap.usage_today_prompts, "prompt"))
+    return "Usage today: " + " · ".join(parts)
+
+
 def detail_lines(snap: HealthSnapshot) -> tuple[str, str, str, str]:
     return (
         f"Ingest: {format_rate(snap.rate_1m)} events/s",
@@ -268,6 +287,7 @@ def build_menu(snap: HealthSnapshot, tray: TraySettings, *, paused: bool | None 
         MenuEntry(status, A_STATUS, default=True),
         MenuEntry(ingest, enabled=False),
         MenuEntry(today, enabled=False),
+        MenuEntry(usage_line(snap), enabled=False),
         MenuEntry(backlog, enabled=False),
     ]
     if snap.dlq_length > 0:
@@ -290,6 +310,7 @@ def build_menu(snap: HealthSnapshot, tray: TraySettings, *, paused: bool | None 
         entries.append(MenuEntry("Don't record", submenu=tuple(
             MenuEntry(text, action) for action, text, _ in NO_RECORD_CHOICES)))
     entries += [
+        MenuEntry("Usage report...", A_USAGE_REPORT),
         MenuEntry("Export diagnostics bundle...", A_EXPORT),
         MenuEntry("Open data folder", A_OPEN_DATA),
         MenuEntry("Open logs", A_OPEN_LOGS),
