@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
 from tray_app import __version__
 from tray_app.cli import build_parser
@@ -81,3 +83,23 @@ def test_wheel_ships_assets_and_hook(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"tray_app/assets/shape-disc.png", "tray_app/assets/glyph-pause.png",
             "tray_app/capture/hook.py", "tray_app/py.typed"} <= names
+
+
+@pytest.mark.parametrize("args", [("paths", "--json"), ("--help",), ("config", "show")])
+def test_output_piped_to_a_reader_that_left_is_not_a_traceback(app_home, args) -> None:
+    """`telemetry-tray status --json | head -1`: the reader closes the pipe early.
+    Here it is closed before the command writes at all: no traceback, one exit."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "tray_app", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=str(ROOT))
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=30)
+        assert "Traceback" not in err and "BrokenPipeError" not in err, err
+        assert code in (0, 141), (code, err)

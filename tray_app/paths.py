@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -132,7 +133,12 @@ def _base_dirs(home: str | None) -> dict[str, Path]:
     import platformdirs
 
     dirs = platformdirs.PlatformDirs(APP_NAME, appauthor=False)
-    runtime = Path(dirs.user_runtime_dir)
+    with warnings.catch_warnings():
+        # no XDG_RUNTIME_DIR (ssh, cron, containers): platformdirs warns on every
+        # command and falls back to /tmp/runtime-<uid>, which the socket-directory
+        # checks vet like any other directory
+        warnings.simplefilter("ignore")
+        runtime = Path(dirs.user_runtime_dir)
     return {
         "config": Path(dirs.user_config_dir),
         "data": Path(dirs.user_data_dir),
