@@ -85,8 +85,8 @@ def install_ccusage(work: Path, version: str, env: dict[str, str]) -> Path | Non
 def scan_files(projects: Path) -> dict[str, Any]:
     """From the files themselves: per request the largest output_tokens of its
     lines and the output_tokens of its first line (files in path order)."""
-    first: dict[tuple[str, str], dict[str, Any]] = {}
-    best: dict[tuple[str, str], int] = {}
+    first: dict[tuple[Any, Any], dict[str, Any]] = {}
+    best: dict[tuple[Any, Any], int] = {}
     for path in sorted(projects.rglob("*.jsonl")):
         for line in path.read_bytes().splitlines():
             if b'"assistant"' not in line:
@@ -203,8 +203,8 @@ def main() -> None:
                      "speedup_vs_cold_rebuild_plus_report": round(med / (t_rebuild[0] + t_after[0]), 2),
                      "compare": cmp}
             result["ccusage"][version] = entry
-            print(f"ccusage {ver}: daily --json --offline {t_cc} s (median {med} s); ours is "
-                  f"{entry['speedup_report']}x faster (report), "
+            print(f"ccusage {version} ({ver}): daily --json --offline {t_cc} s (median {med} s); ccusage time / ours: "
+                  f"{entry['speedup_report']}x (report), "
                   f"{entry['speedup_vs_cold_rebuild_plus_report']}x (cold rebuild + report)", flush=True)
             for f in (*FIELDS, "cost"):
                 print(f"   {f:>22}: ours {cmp[f]['ours']:>16,} ccusage {cmp[f]['ccusage']:>16,} "

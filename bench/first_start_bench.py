@@ -187,7 +187,7 @@ class Gen:
                                    "%040x" % rng.getrandbits(160)})
                 if rng.random() < 0.7 or last:
                     blocks.append({"type": "text", "text": self.text(30, 1_200)})
-                tool = None
+                tool: dict[str, Any] | None = None
                 if not last or not blocks:
                     name = "Task" if agent_id is None and rng.random() < 0.03 else rng.choice(TOOLS)
                     tool = {"type": "tool_use", "id": "toolu_01" + "%022x" % rng.getrandbits(88), "name": name,
