@@ -17,12 +17,31 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 
-import genai_prices
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import genai_prices
 
 log = logging.getLogger(__name__)
 
 SOURCE = "genai-prices"
-VERSION: str = genai_prices.__version__
+
+
+def _library_version() -> str:
+    """The installed version, read from its metadata: importing the library (its
+    price tables) takes longer than a whole report query, and reports only need
+    this string until something is priced."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("genai-prices")
+    except metadata.PackageNotFoundError:  # no metadata (some frozen builds)
+        import genai_prices as lib
+
+        return str(lib.__version__)
+
+
+VERSION: str = _library_version()
 PICO = Decimal(10) ** 12
 
 #: the provider whose price list a platform's models are looked up in first
@@ -56,11 +75,15 @@ def usage_for(t: Tokens) -> genai_prices.Usage:
                 kw["cache_write_1h_tokens"] = split[1]
     if t.cache_read:
         kw["cache_read_tokens"] = t.cache_read
+    import genai_prices
+
     return genai_prices.Usage(**kw)
 
 
 @lru_cache(maxsize=512)
 def _known(model: str, provider: str | None) -> bool:
+    import genai_prices
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -82,6 +105,8 @@ def price(platform: str, model: str | None, tokens: Tokens, at: datetime | None)
     """The library's price of one request in USD, or None when it cannot price it."""
     if not model or not (_known(model, _PROVIDERS.get(platform)) or _known(model, None)):
         return None
+    import genai_prices
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
