@@ -346,3 +346,32 @@ def test_assistant_rows_carry_message_request_model_and_usage_in_metadata(tmp_pa
                            "ephemeral_1h_input_tokens": 500, "server_tool_use.web_search_requests": 2}
     assert "message_id" not in by_uuid[next(iter(u for u, e in by_uuid.items()
                                                  if e["hook_type"] == "user"))]["metadata"]
+
+
+def test_an_import_of_history_reports_its_progress_in_health_the_log_and_the_menu(tmp_path, redis_server, projects,
+                                                                                  caplog):
+    import logging
+
+    from tray_app.config import TraySettings
+    from tray_app.engine.health import RUNNING, HealthSnapshot
+    from tray_app.tray.menu import build_menu
+
+    for s in range(4):
+        t = projects.session(CWD, uid("s", "history", s))
+        for i in range(10):
+            t.user(f"prompt {i} " + "x" * 200)
+    caplog.set_level(logging.INFO, logger="tray_app.monitors.claude_transcripts")
+    mon = make_monitor(tmp_path, redis_server.url, projects, max_lines_per_pass=15)
+    assert mon.pass_once()
+    pct = mon.health()["import_progress_pct"]
+    assert 0 < pct < 100
+    assert any("importing transcripts:" in r.getMessage() for r in caplog.records)
+    snap = HealthSnapshot(state=RUNNING, monitors={"claude_transcripts": mon.health()})
+    assert f"(importing history: {pct:.0f}%)" in build_menu(snap, TraySettings()).text()
+    for _ in range(10):
+        if mon.health()["import_progress_pct"] is None:
+            break
+        assert mon.pass_once()
+    assert mon.health()["import_progress_pct"] is None
+    assert any("transcripts imported:" in r.getMessage() for r in caplog.records)
+    assert len(stream_events(redis_server.client())) == 40

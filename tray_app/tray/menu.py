@@ -251,9 +251,18 @@ def usage_line(snap: HealthSnapshot) -> str:
     return "Usage today: " + " · ".join(parts)
 
 
+def import_progress(snap: HealthSnapshot) -> float | None:
+    """How far a monitor's import of history has come (percent), while one runs."""
+    values = [m.get("import_progress_pct") for m in snap.monitors.values() if isinstance(m, dict)]
+    found = [float(v) for v in values if isinstance(v, (int, float))]
+    return min(found) if found else None
+
+
 def detail_lines(snap: HealthSnapshot) -> tuple[str, str, str, str]:
+    importing = import_progress(snap)
     return (
-        f"Ingest: {format_rate(snap.rate_1m)} events/s",
+        f"Ingest: {format_rate(snap.rate_1m)} events/s"
+        + (f" (importing history: {importing:.0f}%)" if importing is not None else ""),
         f"Today: {plural(snap.today_events, 'event')}, {plural(snap.today_sessions, 'session')}",
         f"Backlog: {snap.backlog:,}, pending: {snap.pending:,}",
         f"Dead letters: {snap.dlq_length:,}",
