@@ -1,7 +1,7 @@
 """Footprint of the tray app: idle CPU over 60 s and RSS with the engine and
 monitors running. Not a test; prints a report (and --json).
 
-    python bench/tray_footprint.py [--idle-s 60] [--load 20000] [--json out.json]
+    python bench/tray_footprint.py [--idle-s 60] [--load 20000] [--existing-rows 1000000] [--json out.json]
 
 It starts a private desktop (Xvfb, a D-Bus session bus, trayer) unless
 --use-display is given, then `python -m tray_app` with PYSTRAY_BACKEND=gtk in
@@ -116,12 +116,68 @@ def find_redis(home: Path) -> psutil.Process | None:
     return None
 
 
+def make_history(db: Path, rows: int) -> None:
+    """``rows`` raw rows over the last 90 days (one in five an API request with
+    usage), the usage tables filled as the worker would, its position at the end."""
+    import zlib
+
+    from tray_app.engine import schema
+    from tray_app.usage import pricing
+    from tray_app.usage import schema as usage_schema
+
+    db.parent.mkdir(parents=True, mode=0o700)
+    conn = schema.open_database(db)
+    usage_schema.ensure(conn)
+    blob = zlib.compress(b'{"payload":{"prompt":"' + b"x" * 1200 + b'"}}', 1)
+    now = time.time()
+    conn.execute("BEGIN")
+    for i in range(rows):
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - (rows - i) * 90 * 86400 / rows))
+        conn.execute("INSERT INTO raw_traces (event_id, session_id, event_type, platform, timestamp, ingested_at, "
+                     "event_data, workspace_hash, source) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (f"hist-{i}", f"s-{i // 400}", "transcript_trace", "claude_code", ts, ts, blob,
+                      f"{i % 9:016x}", "transcript_monitor"))
+        if i % 5 == 0:
+            conn.execute("INSERT INTO usage_requests (request_key, platform, message_id, request_id, session_id, "
+                         "workspace_hash, model, timestamp, input_tokens, output_tokens, cache_creation_tokens, "
+                         "cache_read_tokens, source_sequence, cost_pusd, pricing_version) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                         (f"claude_code:m{i}:r{i}", "claude_code", f"m{i}", f"r{i}", f"s-{i // 400}",
+                          f"{i % 9:016x}", "claude-sonnet-4-5-20250929", ts, 10, 300, 1500, 20000, i + 1,
+                          12_000_000_000, pricing.VERSION))
+            conn.execute("INSERT INTO usage_activity (sequence, platform, session_id, workspace_hash, timestamp, "
+                         "kind, name, origin, dedup_key) VALUES (?,?,?,?,?,?,?,?,?)",
+                         (i + 1, "claude_code", f"s-{i // 400}", f"{i % 9:016x}", ts, "prompt", None, "store",
+                          f"bench:{i}"))
+        if i % 100_000 == 99_999:
+            conn.execute("COMMIT")
+            conn.execute("BEGIN")
+    conn.execute("COMMIT")
+    usage_schema.set_position(conn, rows)
+    # the sessions table and the session monitor's position, as the running app
+    # would have left them (else its first pass recounts every session once)
+    conn.execute("INSERT INTO sessions (platform, session_id, workspace_hash, started_at, last_activity_at, "
+                 "ended_at, end_reason, event_count) SELECT platform, session_id, MAX(workspace_hash), "
+                 "MIN(timestamp), MAX(timestamp), MAX(timestamp), 'timeout', COUNT(*) FROM raw_traces "
+                 "GROUP BY platform, session_id")
+    conn.close()
+    from tray_app.monitors import sessions as sessions_mod
+    from tray_app.monitors.state_store import StateStore, state_file
+
+    store = StateStore(state_file(db.parent.parent / "state", sessions_mod.NAME))
+    store.put(sessions_mod.SCOPE, "applied_sequence", rows)
+    store.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--idle-s", type=float, default=60.0)
     ap.add_argument("--settle-s", type=float, default=10.0, help="wait after start before measuring")
     ap.add_argument("--load", type=int, default=20000, help="events pushed after the idle phase (0: none)")
     ap.add_argument("--use-display", action="store_true", help="use $DISPLAY / the session bus as they are")
+    ap.add_argument("--existing-rows", type=int, default=0,
+                    help="start on a telemetry.db with this many raw rows and their usage rows "
+                         "(the usage worker caught up): the tray's usage line on a big history")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
 
@@ -131,6 +187,10 @@ def main() -> int:
     env.update({"TELEMETRY_TRAY_HOME": str(home), "PYSTRAY_BACKEND": env.get("PYSTRAY_BACKEND", "gtk"),
                 "HOME": str(tmp / "user"), "NO_AT_BRIDGE": "1"})
     (tmp / "user").mkdir()
+    if args.existing_rows:
+        t = time.monotonic()
+        make_history(home / "data" / "telemetry.db", args.existing_rows)
+        print(f"built a {args.existing_rows:,}-row history in {time.monotonic() - t:.0f} s", flush=True)
     procs: list[subprocess.Popen[bytes]] = [] if args.use_display else start_desktop(tmp, env)
     app = subprocess.Popen([sys.executable, "-m", "tray_app"], env=env, cwd=str(ROOT),
                            stdout=open(tmp / "app.out", "wb"), stderr=subprocess.STDOUT)
@@ -149,6 +209,16 @@ def main() -> int:
         report["startup_to_running_s"] = round(time.monotonic() - t0, 2)
         proc = psutil.Process(app.pid)
         time.sleep(args.settle_s)  # a benchmark phase, not a condition: let start-up work finish
+        if args.existing_rows:
+            # a first start on a history built outside the app: the session monitor
+            # recounts every session once; measure idle only after that work is done
+            t_quiet = time.monotonic()
+            while time.monotonic() - t_quiet < 600:
+                a0, b0 = cpu_s(proc), time.monotonic()
+                time.sleep(5.0)
+                if 100 * (cpu_s(proc) - a0) / (time.monotonic() - b0) < 5.0:
+                    break
+            report["start_up_work_on_history_s"] = round(time.monotonic() - t_quiet, 1)
         srv = find_redis(home)
 
         c0, w0 = cpu_s(proc), time.monotonic()
