@@ -61,3 +61,16 @@ def _windows_process_running(pid: int) -> bool:
     finally:
         kernel32.CloseHandle(handle)
 
+
+def unlink_quietly(path: Path) -> None:
+    """Remove ``path`` if it is there; a failure is logged at debug level only
+    (the callers remove their own state files on the way out)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        import logging
+
+        logging.getLogger(__name__).debug("cannot remove %s: %s", path, exc)
+

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tray_app.fileutil import atomic_write
+from tray_app.fileutil import atomic_write, unlink_quietly
 
 log = logging.getLogger(__name__)
 
@@ -183,22 +183,22 @@ class ControlWatcher(threading.Thread):
             return False
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("engine control: ignoring unreadable request %s (%s)", path.name, exc)
-            _unlink(path)
+            unlink_quietly(path)
             return False
         if self._clock() - requested_at > REQUEST_TTL_S:
             log.info("engine control: dropping a stale %s request from %.0f s ago", command,
                      self._clock() - requested_at)
-            _unlink(path)
+            unlink_quietly(path)
             return False
         action = self._do.get(command)
         if action is None:
             log.warning("engine control: unknown command %r", command)
-            _unlink(path)
+            unlink_quietly(path)
             return False
         if not action():
             return False  # still starting: the request waits for the engine
         log.info("engine: %s requested from the command line", command)
-        _unlink(path)
+        unlink_quietly(path)
         self._handled = (self._handled + [rid])[-HANDLED_KEPT:]
         return True
 
@@ -214,16 +214,7 @@ class ControlWatcher(threading.Thread):
         state = read_state(self.state_dir)
         if state is not None and state.pid != os.getpid():
             return
-        _unlink(state_path(self.state_dir))
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.debug("cannot remove %s: %s", path, exc)
+        unlink_quietly(state_path(self.state_dir))
 
 
 __all__ = ["COMMANDS", "PAUSE", "RESUME", "REQUEST_TTL_S", "ControlState", "ControlWatcher", "control_dir",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tray_app.engine.health import HealthSnapshot
-from tray_app.fileutil import atomic_write, pid_alive
+from tray_app.fileutil import atomic_write, pid_alive, unlink_quietly
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,7 @@ def remove_health_file(path: Path, pid: int | None = None) -> None:
     record = read_health_file(path)
     if record is not None and record.pid != (os.getpid() if pid is None else pid):
         return
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.debug("cannot remove %s: %s", path, exc)
+    unlink_quietly(path)
 
 
 class HealthFileWriter(threading.Thread):
