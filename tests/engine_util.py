@@ -105,3 +105,18 @@ def running_engine(redis_url: str, **kw: Any) -> Iterator[Any]:
         yield eng
     finally:
         eng.stop(5)
+
+
+def terminate(proc: Any, timeout: float = 20) -> None:
+    """SIGTERM a test's app process and wait for it (SIGKILL past ``timeout``)."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+

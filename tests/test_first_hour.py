@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, need, run_cli, wait_for
+from engine_util import terminate
 from tray_app import __version__
 from tray_app.config import load_config
 
@@ -122,13 +122,7 @@ def headless_engine(app_home: Path, server_binary, tmp_path: Path) -> Iterator[s
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
         log.close()
 
 

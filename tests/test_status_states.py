@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, RedisProc, run_cli, wait_for
-from engine_util import make_event, push, row_count
+from engine_util import make_event, push, row_count, terminate
 from test_hook_events import CURSOR_BASE, hook_env, run_hook, spool_files
 
 from tray_app.config import load_config
@@ -41,13 +41,7 @@ def engine_proc() -> Iterator[list[subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
     yield procs
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        terminate(p)
 
 
 def test_no_engine_running(app_home: Path) -> None:
