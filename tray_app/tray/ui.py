@@ -61,13 +61,29 @@ class DarwinMarshal:
 
 
 class SerialMarshal:
-    """For backends whose pystray calls are already thread-safe: one at a time."""
+    """For backends whose pystray calls are already thread-safe: one at a time,
+    in order, on a thread of their own. The caller never waits: pystray's xorg
+    backend hands each update to its X event loop and waits for it, which has
+    been seen to take tens of seconds, and the refresher (menu file, alerts)
+    must not stall behind the icon."""
 
     def __init__(self) -> None:
+        import queue
+
+        self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._calls.put((fn, args))
         with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tray-ui-calls", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            fn, args = self._calls.get()
             _guarded(fn)(*args)
 
 
