@@ -230,3 +230,18 @@ def test_the_thread_applies_commits_and_times_sessions_out(h, redis_server):
         mon.stop()
         mon.join(5)
     assert not mon.is_alive() and mon.health()["state"] == "stopped"
+
+
+def test_a_recount_reads_one_sessions_rows_through_the_session_index(tmp_path: Path) -> None:
+    """Not every row of the platform per session (minutes on a large history)."""
+    from tray_app.engine import schema
+    from tray_app.monitors.sessions import RECOUNT_WHERE
+
+    conn = schema.open_database(tmp_path / "telemetry.db")
+    try:
+        plan = " ".join(str(r[-1]) for r in conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT timestamp {RECOUNT_WHERE} ORDER BY julianday(timestamp) LIMIT 1",
+            ("s-1", "claude_code")).fetchall())
+    finally:
+        conn.close()
+    assert "idx_raw_traces_session_time" in plan and "platform_time" not in plan, plan

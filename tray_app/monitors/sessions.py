@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 NAME = "sessions"
 SOURCE = "session_monitor"
 SCOPE = "sessions"
+#: one session's rows. "+platform": without it SQLite (no ANALYZE statistics)
+#: picks the (platform, timestamp) index and reads every row of the platform
+#: for each session, which made a recount of 1,000,000 rows take minutes
+RECOUNT_WHERE = "FROM raw_traces WHERE session_id=? AND +platform=?"
 BUSY_TIMEOUT_S = 5.0
 #: queued events beyond this are dropped and recounted from raw_traces instead
 MAX_QUEUE_EVENTS = 200_000
@@ -237,10 +241,7 @@ class SessionMonitor(MonitorThread):
         return len(rows)
 
     def _recount(self, db: sqlite3.Connection, platform: str, sid: str) -> Row:
-        # "+platform": without it SQLite (no ANALYZE statistics) picks the
-        # (platform, timestamp) index and reads every row of the platform for
-        # each session, which made a recount of 1,000,000 rows take minutes
-        where = "FROM raw_traces WHERE session_id=? AND +platform=?"
+        where = RECOUNT_WHERE
         args = (sid, platform)
         count, ws = db.execute(f"SELECT COUNT(*), MAX(workspace_hash) {where}", args).fetchone()
 
