@@ -226,14 +226,8 @@ class SessionMonitor(MonitorThread):
         for platform, sid in touched:
             if tracked(platform, sid):
                 rows.append((platform, sid, *self._recount(db, platform, sid).to_db()))
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with schema.immediate(db):
             db.executemany(_UPSERT, rows)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._advance(max(top, after))
         with self._lock:
             self._h["recounts"] += 1
@@ -288,15 +282,9 @@ class SessionMonitor(MonitorThread):
                 evs.append(self._end_event(platform, sid, row, ended))
                 updates.append((canonical(ended), TIMEOUT, platform, sid, rest[2]))
             self.emitter.emit(evs)
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with schema.immediate(db):
                 db.executemany("UPDATE sessions SET ended_at=?, end_reason=? WHERE platform=? AND session_id=? "
                                "AND ended_at IS NULL AND last_activity_at=?", updates)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
             total += len(evs)
             if len(rows) < IDLE_BATCH:
                 break

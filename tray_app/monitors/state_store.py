@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from tray_app.engine.schema import immediate
 from tray_app.paths import make_private_dir
 
 BUSY_TIMEOUT_S = 5.0
@@ -89,7 +90,7 @@ class StateStore:
         if not rows:
             return
         db = self._db()
-        with _transaction(db):
+        with immediate(db):
             db.executemany("INSERT OR REPLACE INTO kv (scope, key, value) VALUES (?,?,?)", rows)
 
     def delete(self, scope: str, key: str) -> None:
@@ -116,23 +117,9 @@ class StateStore:
         if not fps and not kvs:
             return
         db = self._db()
-        with _transaction(db):
+        with immediate(db):
             if fps:
                 db.executemany("INSERT OR REPLACE INTO fingerprints (scope, key, fp) VALUES (?,?,?)", fps)
             if kvs:
                 db.executemany("INSERT OR REPLACE INTO kv (scope, key, value) VALUES (?,?,?)", kvs)
 
-
-class _transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        elif self.db.in_transaction:
-            self.db.execute("ROLLBACK")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tray_app.cli.common import add_json_flag, get_config, print_json
+from tray_app.engine.schema import immediate
 from tray_app.errors import DatabaseError
 from tray_app.usage import schema
 
@@ -195,13 +196,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         raise DatabaseError(f"{cfg.paths.database}: no database yet (start Telemetry Tray first)")
     conn = open_db(cfg)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             schema.clear(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         done = catch_up(conn, _progress("Rebuilding usage tables") if sys.stderr.isatty() else None, start=0)
         n = conn.execute("SELECT COUNT(*) FROM usage_requests").fetchone()[0]
     finally:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 
+from tray_app.engine.schema import immediate
+
 log = logging.getLogger(__name__)
 
 #: bump when the derived tables change shape: they are dropped and rebuilt
@@ -87,13 +89,11 @@ def ensure(conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT last_sequence FROM usage_state WHERE worker=?", (SCHEMA_KEY,)).fetchone()
         if row is not None and row[0] == VERSION:
             return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         if exists(conn):
             row = conn.execute("SELECT last_sequence FROM usage_state WHERE worker=?", (SCHEMA_KEY,)).fetchone()
             if row is not None and row[0] == VERSION:
-                conn.execute("COMMIT")
-                return
+                return  # another process made them meanwhile
             if row is not None:
                 log.info("usage: derived tables are version %s, now %s: rebuilding them", row[0], VERSION)
                 for t in (*TABLES, "usage_state"):
@@ -103,11 +103,6 @@ def ensure(conn: sqlite3.Connection) -> None:
                 conn.execute(statement)
         conn.execute(f"INSERT OR REPLACE INTO usage_state (worker, last_sequence, updated_at) "
                      f"VALUES (?, ?, {_NOW})", (SCHEMA_KEY, VERSION))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def position(conn: sqlite3.Connection, worker: str = WORKER) -> int:

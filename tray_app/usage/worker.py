@@ -35,6 +35,7 @@ import redis
 
 from tray_app.config import Config
 from tray_app.engine import schema as db_schema
+from tray_app.engine.schema import immediate
 from tray_app.monitors.base import MonitorThread
 from tray_app.redis_conn import CDC_STREAM, Endpoint, close_quietly
 from tray_app.usage import accounting, pricing, schema
@@ -112,15 +113,9 @@ def process_chunk(conn: sqlite3.Connection, after: int, limit: int = CHUNK_ROWS,
     derived = [accounting.derive(r) for r in rows]
     requests = best_requests(conn, derived)
     last = int(rows[-1][0])
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         accounting.apply(conn, derived, requests)
         schema.set_position(conn, last)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return len(rows), last
 
 
@@ -130,14 +125,8 @@ def price_pending(conn: sqlite3.Connection, limit: int = CHUNK_ROWS) -> int:
     todo = accounting.pending_prices(conn, limit)
     if not todo:
         return 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         accounting.store_prices(conn, todo)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return len(todo)
 
 
