@@ -67,6 +67,24 @@ def preload(client, evs) -> None:  # type: ignore[no-untyped-def]
 
 # ------------------------------------------------------------------------ roles (child processes)
 
+def time_commits(eng) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """Record each batch's commit time (ms) and when the first batch was in hand
+    (steady state is measured from there, as for the baseline)."""
+    lat: list[float] = []
+    first: list[float] = []
+    orig = eng.consumer.writer.write_prepared
+
+    def timed(batch, settled=()):  # type: ignore[no-untyped-def]
+        if not first:
+            first.append(time.perf_counter())
+        r = orig(batch, settled)
+        lat.append(r.commit_ms)
+        return r
+
+    eng.consumer.writer.write_prepared = timed
+    return lat, first
+
+
 def role_engine(url: str, home: str, n: int) -> dict:
     os.environ["TELEMETRY_TRAY_HOME"] = home
     os.environ["TELEMETRY_TRAY_REDIS_URL"] = url
@@ -76,18 +94,7 @@ def role_engine(url: str, home: str, n: int) -> dict:
 
     cfg = load_config()
     eng = Engine(cfg, endpoint_from_url(url), with_monitors=False)
-    lat: list[float] = []
-    orig = eng.consumer.writer.write_prepared
-    first: list[float] = []
-
-    def timed(batch, settled=()):  # type: ignore[no-untyped-def]
-        if not first:
-            first.append(time.perf_counter())
-        r = orig(batch, settled)
-        lat.append(r.commit_ms)
-        return r
-
-    eng.consumer.writer.write_prepared = timed  # type: ignore[method-assign]
+    lat, first = time_commits(eng)
     from tray_app.engine import tuning
 
     tuning.apply()  # as the app's faces do at start-up

@@ -49,18 +49,7 @@ def role_engine(url: str, home: str, n: int, with_usage: bool) -> dict:
     from tray_app.redis_conn import endpoint_from_url
 
     eng = Engine(load_config(), endpoint_from_url(url), with_monitors=False, with_usage=with_usage)
-    lat: list[float] = []
-    first: list[float] = []
-    orig = eng.consumer.writer.write_prepared
-
-    def timed(batch, settled=()):  # type: ignore[no-untyped-def]
-        if not first:
-            first.append(time.perf_counter())
-        r = orig(batch, settled)
-        lat.append(r.commit_ms)
-        return r
-
-    eng.consumer.writer.write_prepared = timed  # type: ignore[method-assign]
+    lat, first = ingest_bench.time_commits(eng)
     tuning.apply()
     t0 = time.perf_counter()
     c0 = ingest_bench._cpu_s()
