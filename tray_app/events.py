@@ -161,6 +161,12 @@ _KEYS: dict[bytes | str, str] = {name.encode(): name for name in REQUIRED_FIELDS
 _KEYS.update({name: name for name in REQUIRED_FIELDS + OPTIONAL_FIELDS})
 
 
+def check_size(size: int, max_bytes: int) -> None:
+    """Raise InvalidEntry (oversized) for an entry of ``size`` bytes over the limit."""
+    if size > max_bytes:
+        raise InvalidEntry(R_OVERSIZED, f"entry is {size} bytes, the limit is {max_bytes}")
+
+
 def decode(fields: Mapping[bytes | str, bytes | str], max_bytes: int | None = None) -> dict[str, Any]:
     """Stream fields -> event dict. Raises InvalidEntry (never anything else).
 
@@ -169,9 +175,7 @@ def decode(fields: Mapping[bytes | str, bytes | str], max_bytes: int | None = No
     rejects invalid UTF-8 itself); the checks after decoding skip the type
     tests that decoding already guarantees."""
     if max_bytes is not None:
-        size = entry_size(fields)
-        if size > max_bytes:
-            raise InvalidEntry(R_OVERSIZED, f"entry is {size} bytes, the limit is {max_bytes}")
+        check_size(entry_size(fields), max_bytes)
     event: dict[str, Any] = {}
     try:
         for k, v in fields.items():

@@ -20,7 +20,7 @@ from tray_app.capture import norecord
 from tray_app.engine.dlq import dead_letter, retries_exhausted
 from tray_app.engine.writer import DATABASE_KINDS, Prepared, SQLiteBatchWriter, Stored
 from tray_app.errors import DatabaseError
-from tray_app.events import R_RETRIES, InvalidEntry, decode, entry_size
+from tray_app.events import R_RETRIES, InvalidEntry, check_size, decode, entry_size
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Batch:
 
     def __init__(self) -> None:
         self.entries: list[tuple[str, Fields, int]] = []  # (id, fields, delivery count)
+        self.sizes: list[int] = []  # entry_size of each entry (measured once, when read)
         self.started: float | None = None
         self.bytes = 0
         #: ids whose attempts are recorded in SQLite (recovered or claimed entries)
@@ -59,12 +60,14 @@ class Batch:
             size = entry_size(fields)
             biggest = max(biggest, size)
             self.bytes += size
+            self.sizes.append(size)
             self.entries.append((sid, fields, deliveries.get(sid, 1)))
         self.recovered.extend(recovered)
         return biggest
 
     def clear(self) -> None:
         self.entries = []
+        self.sizes = []
         self.started = None
         self.bytes = 0
         self.recovered = []
@@ -115,17 +118,20 @@ class EntryProcessor:
             return {**fields, "dlq:reason": reason, "dlq:error": f"{error} ({_describe(exc)})"[:500],
                     "dlq:original_id": sid}
 
-    def sort(self, entries: Sequence[tuple[str, Fields, int]]) -> tuple[list[Prepared], list[DeadLetter]]:
+    def sort(self, entries: Sequence[tuple[str, Fields, int]], sizes: Sequence[int]
+             ) -> tuple[list[Prepared], list[DeadLetter]]:
+        """``sizes``: each entry's size, measured once when it was read (Batch.sizes)."""
         good: list[Prepared] = []
         dead: list[DeadLetter] = []
         windows = self._windows()
-        for sid, fields, deliveries in entries:
+        for i, (sid, fields, deliveries) in enumerate(entries):
             if retries_exhausted(deliveries, self.max_retries):
                 dead.append(self.dead(fields, sid, deliveries, R_RETRIES,
                                       f"delivered {deliveries} times (max_retries={self.max_retries})"))
                 continue
             try:
-                event = decode(fields, self.max_entry_bytes)
+                check_size(sizes[i], self.max_entry_bytes)
+                event = decode(fields)
             except InvalidEntry as exc:
                 dead.append(self.dead(fields, sid, deliveries, exc.reason, exc.error))
                 continue

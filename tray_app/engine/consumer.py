@@ -375,7 +375,7 @@ class FastPathConsumer(threading.Thread):
                 self._db_backoff.reset()
                 self._set_state()
             return
-        good, dead = self.processor.sort(self.batch.entries)
+        good, dead = self.processor.sort(self.batch.entries, self.batch.sizes)
         try:
             stored, unstorable = self.processor.store(good, self.batch.recovered, self._fields_of)
         except DatabaseError as exc:
