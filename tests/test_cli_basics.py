@@ -103,3 +103,28 @@ def test_output_piped_to_a_reader_that_left_is_not_a_traceback(app_home, args) -
         code = proc.wait(timeout=30)
         assert "Traceback" not in err and "BrokenPipeError" not in err, err
         assert code in (0, 141), (code, err)
+
+
+def test_the_fast_command_table_matches_what_the_plugins_register() -> None:
+    """A command in COMMANDS builds only its plugin's parser: the table must name
+    the plugin that really registers it (a command missing from the table is
+    only slower, never wrong)."""
+    import argparse
+    import importlib
+
+    from tray_app.cli import COMMANDS, PLUGINS
+
+    owner = {}
+    for name in PLUGINS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(sub)
+        owner.update(dict.fromkeys(sub.choices, name))
+    for command, plugin in COMMANDS.items():
+        assert owner.get(command) == plugin, command
+    # and the reduced parser parses the command as the whole one does
+    for line in (["report", "daily", "--json", "--timezone", "UTC"], ["--config", "x.toml", "status", "--json"],
+                 ["usage", "status"]):
+        full, fast = build_parser().parse_args(line), build_parser(line).parse_args(line)
+        assert {k: v for k, v in vars(full).items() if k != "func"} == \
+            {k: v for k, v in vars(fast).items() if k != "func"}
+        assert full.func is fast.func

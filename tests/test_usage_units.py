@@ -94,3 +94,9 @@ def test_a_copied_prompt_stays_with_the_original_session_whatever_the_order():
         results.append(conn.execute("SELECT sequence, session_id FROM usage_activity ORDER BY 1").fetchall())
     assert results[0] == [(2, "original"), (9, "original")]
     assert results[0] == results[1] == results[2]
+
+
+def test_the_pricing_version_is_the_installed_library_s():
+    from importlib import metadata
+
+    assert pricing.VERSION == metadata.version("genai-prices") == pricing.pricing_info()["version"]

@@ -33,6 +33,34 @@ PLUGINS = (
     "tray_app.usage.cli",
 )
 
+#: command -> the plugin that registers it: a command's run imports only its own
+#: plugin (a report's start-up is most of its time). Only an optimisation: a
+#: command missing here still works, by registering every plugin;
+#: tests/test_cli_basics.py checks the table against what the plugins register.
+COMMANDS = {
+    "run": "tray_app.engine.cli", "status": "tray_app.engine.cli", "pause": "tray_app.engine.cli",
+    "resume": "tray_app.engine.cli",
+    "report": "tray_app.usage.cli", "sessions": "tray_app.usage.cli", "session": "tray_app.usage.cli",
+    "usage": "tray_app.usage.cli",
+}
+
+
+def _plugin_for(argv: Sequence[str]) -> str | None:
+    """The plugin of the command in ``argv`` when the table knows it."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif arg.startswith("--config="):
+            continue
+        elif arg.startswith("-"):
+            return None  # --help, --version: the whole parser
+        else:
+            return COMMANDS.get(arg)
+    return None
+
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (the error and where to get help), exit 64."""
@@ -41,7 +69,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(64, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; or, given the command line of a command in COMMANDS, a
+    parser with that command's plugin only."""
     parser = _Parser(
         prog="telemetry-tray",
         description="Local telemetry for AI coding assistants (Cursor, Claude Code). "
@@ -52,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file to use (default: config.toml in the config dir; "
                              "or TELEMETRY_TRAY_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in PLUGINS:
+    only = _plugin_for(argv) if argv is not None else None
+    for name in (only,) if only else PLUGINS:
         importlib.import_module(name).register(sub)
     return parser
 
@@ -69,15 +100,16 @@ def _run_tray(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    line = list(argv) if argv is not None else sys.argv[1:]
+    parser = build_parser(line)
+    args = parser.parse_args(line)
     func = getattr(args, "func", None)
     try:
         if wants_tray(args):
             return _run_tray(args)
         if func is None:
             # a command group given without its subcommand
-            parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+            parser.parse_args([*line, "--help"])
             return 2
         return int(func(args) or 0)
     except AlreadyRunning as exc:

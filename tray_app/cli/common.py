@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+import orjson
+
 from tray_app.config import Config, load_config
 
 
@@ -20,8 +22,19 @@ def get_config(args: argparse.Namespace) -> Config:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
-    sys.stdout.write("\n")
+    """Indented JSON on stdout in one write: orjson (the stdlib for what orjson
+    cannot encode, e.g. integers beyond 64 bits)."""
+    try:
+        raw = orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        raw = (json.dumps(data, indent=2, default=str) + "\n").encode()
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:  # a text-only stream (tests)
+        sys.stdout.write(raw.decode())
+        return
+    sys.stdout.flush()
+    out.write(raw)  # UTF-8 whatever the locale: JSON's own encoding
+    out.flush()
 
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:

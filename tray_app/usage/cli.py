@@ -71,13 +71,11 @@ def _filters(p: argparse.ArgumentParser) -> None:
 # -- the database ------------------------------------------------------------------------------
 
 def _open(args: argparse.Namespace) -> sqlite3.Connection:
-    from tray_app.usage.worker import open_db
-
     cfg = get_config(args)
     if not cfg.paths.database.exists():
         raise DatabaseError(f"{cfg.paths.database}: no database yet (start Telemetry Tray first)")
     try:
-        conn = open_db(cfg)
+        conn = schema.open_db(cfg.paths.database)
     except sqlite3.Error as exc:
         raise DatabaseError(f"{cfg.paths.database}: {exc}") from exc
     try:
@@ -110,14 +108,12 @@ def _progress(label: str) -> Progress:
 
 def catch_up(conn: sqlite3.Connection, progress: Progress | None = None, start: int | None = None) -> int:
     """Apply every raw row above the position (or above ``start``). Returns rows applied."""
-    from tray_app.usage.worker import CHUNK_ROWS, price_pending, process_chunk
-
     pos = schema.position(conn) if start is None else start
     top = int(conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0])
-    if pos >= top:
-        while price_pending(conn):
-            pass
-        return 0
+    if pos >= top and not schema.unpriced(conn):
+        return 0  # the usual case, and the fast one: the worker is imported only when there is work
+    from tray_app.usage.worker import CHUNK_ROWS, price_pending, process_chunk
+
     total = int(conn.execute("SELECT COUNT(*) FROM raw_traces WHERE sequence > ? AND sequence <= ?",
                              (pos, top)).fetchone()[0])
     done = 0
@@ -189,12 +185,10 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from tray_app.usage.worker import open_db
-
     cfg = get_config(args)
     if not cfg.paths.database.exists():
         raise DatabaseError(f"{cfg.paths.database}: no database yet (start Telemetry Tray first)")
-    conn = open_db(cfg)
+    conn = schema.open_db(cfg.paths.database)
     try:
         with immediate(conn):
             schema.clear(conn)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -28,9 +29,18 @@ SOURCE = "genai-prices"
 
 
 def _library_version() -> str:
-    """The installed version, read from its metadata: importing the library (its
-    price tables) takes longer than a whole report query, and reports only need
-    this string until something is priced."""
+    """The installed version, without importing the library (its price tables take
+    longer than a whole report query) nor scanning every installed distribution
+    (importlib.metadata): the ``genai_prices-X.dist-info`` folder beside the
+    package names it. Falls back to the metadata, then to the library itself."""
+    from importlib.util import find_spec
+
+    spec = find_spec("genai_prices")
+    if spec is not None and spec.origin:
+        site = Path(spec.origin).parent.parent
+        found = sorted(site.glob("genai_prices-*.dist-info"))
+        if len(found) == 1:
+            return found[0].name[len("genai_prices-"):-len(".dist-info")]
     from importlib import metadata
 
     try:

@@ -1,10 +1,11 @@
 """Reports from the derived usage tables (never from raw rows, except one
 session's timeline in timeline.py).
 
-Days follow the local time zone unless ``tz`` names an IANA zone. Rows are
-grouped in SQL by UTC quarter hour (every zone's offset is a multiple of 15
-minutes, so a quarter hour lies within one local day), then per local day in
-Python: the work follows the number of quarter hours, not of requests.
+Days follow the local time zone unless ``tz`` names an IANA zone. Daily,
+monthly and model reports read the per-UTC-quarter-hour rollups (rollup.py;
+every zone's offset is a multiple of 15 minutes, so a quarter hour lies within
+one local day) and group them per local day in Python: the work follows the
+number of quarter hours, not of requests.
 
 Costs are summed as integer pico-dollars and converted once: a report's cost
 equals the pricing library's own sum. A model it does not know has cost
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
 UNKNOWN_MODEL = "unknown"
-_Q = "substr(timestamp,1,13), CAST(substr(timestamp,15,2) AS INTEGER)/15"
 #: activity of a session counts from the assistant's own store when it has any (a
 #: prompt seen by the hook and by the transcript counts once)
 PREFERRED = ("(a.origin='store' OR NOT EXISTS (SELECT 1 FROM usage_activity b WHERE "
@@ -94,6 +94,18 @@ class Filter:
                 args.append(val)
         return " AND ".join(parts), args
 
+    def rollup_where(self, alias: str = "") -> tuple[str, list[Any]]:
+        """The same filter on the rollups' keys (quarter hours: ``lo``/``hi`` are
+        local midnights, which fall on quarter hours in every zone)."""
+        a = f"{alias}." if alias else ""
+        parts, args = ["1=1"], []
+        for col, op, val in (("quarter", ">=", self.lo and self.lo[:16]), ("quarter", "<", self.hi and self.hi[:16]),
+                             ("platform", "=", self.platform), ("workspace_hash", "=", self.project)):
+            if val is not None:
+                parts.append(f"{a}{col} {op} ?")
+                args.append(val)
+        return " AND ".join(parts), args
+
 
 def make_filter(since: str | date | None, until: str | date | None, tz: tzinfo | None,
                 platform: str | None, project: str | None) -> Filter:
@@ -143,13 +155,7 @@ class Sums:
 class Bucket:
     models: dict[str, Sums] = field(default_factory=dict)
     prompts: int = 0
-    sessions: set[tuple[str, str]] = field(default_factory=set)
-
-    def merge(self, o: "Bucket") -> None:
-        for m, s in o.models.items():
-            self.models.setdefault(m, Sums()).merge(s)
-        self.prompts += o.prompts
-        self.sessions |= o.sessions
+    sessions: int = 0
 
     def to_dict(self, unpriced: set[str]) -> dict[str, Any]:
         total = Sums()
@@ -158,54 +164,84 @@ class Bucket:
             if s.priced < s.requests:
                 unpriced.add(m)
         out = total.fields()
-        out.update(requests=total.requests, prompts=self.prompts, sessions=len(self.sessions))
+        out.update(requests=total.requests, prompts=self.prompts, sessions=self.sessions)
         out["models"] = {m: {**s.fields(), "requests": s.requests} for m, s in sorted(self.models.items())}
         return out
 
 
-def _quarter(h: str, q: int) -> datetime:
-    return datetime.strptime(h, "%Y-%m-%dT%H").replace(tzinfo=timezone.utc) + timedelta(minutes=15 * q)
-
-
-def buckets(conn: sqlite3.Connection, flt: Filter, key: Callable[[datetime], str]) -> dict[str, Bucket]:
-    """Requests, prompts and sessions per ``key(start of UTC quarter hour)``."""
-    out: dict[str, Bucket] = {}
-    memo: dict[tuple[str, int], str] = {}
-
-    def k(h: str, q: int) -> Bucket:
-        name = memo.get((h, q))
-        if name is None:
-            name = memo[(h, q)] = key(_quarter(h, q))
-        return out.setdefault(name, Bucket())
-
-    where, args = flt.where()
-    for h, q, model, *sums in conn.execute(
-            f"SELECT {_Q}, model, SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_tokens), "
-            f"SUM(cache_read_tokens), COUNT(*), SUM(cost_pusd), COUNT(cost_pusd) FROM usage_requests "
-            f"WHERE {where} GROUP BY 1, 2, 3", args):
-        k(h, q).models.setdefault(model or UNKNOWN_MODEL, Sums()).add(tuple(sums))
-    awhere, aargs = flt.where("a")
-    for h, q, n in conn.execute(
-            f"SELECT substr(a.timestamp,1,13), CAST(substr(a.timestamp,15,2) AS INTEGER)/15, COUNT(*) "
-            f"FROM usage_activity a WHERE a.kind='prompt' AND {awhere} AND {PREFERRED} GROUP BY 1, 2", aargs):
-        k(h, q).prompts += n
-    for h, q, platform, sid in conn.execute(
-            f"SELECT {_Q}, platform, session_id FROM usage_activity WHERE {where} GROUP BY 1, 2, 3, 4 "
-            f"UNION SELECT {_Q}, platform, session_id FROM usage_requests WHERE {where} GROUP BY 1, 2, 3, 4",
-            args + args):
-        k(h, q).sessions.add((platform, sid))
+def _periods(conn: sqlite3.Connection, flt: Filter, tz: tzinfo | None, key: Callable[[date], str] | None
+             ) -> list[tuple[str, str, str]]:
+    """(name, lo, hi): the rollups' quarter range of each period (local days
+    grouped by ``key``; None = one period, everything), over the data's span."""
+    where, args = flt.rollup_where()
+    lo, hi = conn.execute(f"SELECT MIN(quarter), MAX(quarter) FROM usage_rollup_sessions WHERE {where}",
+                          args).fetchone()
+    if lo is None:
+        return []
+    if key is None:
+        return [("all", lo, hi + "~")]
+    first = local_date(datetime.fromisoformat(lo + "+00:00"), tz)
+    last = local_date(datetime.fromisoformat(hi + "+00:00"), tz)
+    out: list[tuple[str, str, str]] = []
+    d = first
+    while d <= last:
+        name, start = key(d), _midnight_utc(d, tz)[:16]
+        if out and out[-1][0] == name:
+            out[-1] = (name, out[-1][1], _midnight_utc(d + timedelta(days=1), tz)[:16])
+        else:
+            out.append((name, start, _midnight_utc(d + timedelta(days=1), tz)[:16]))
+        d += timedelta(days=1)
     return out
 
 
-def _report(conn: sqlite3.Connection, unit: str, key: Callable[[datetime], str], since: Any, until: Any,
+def buckets(conn: sqlite3.Connection, flt: Filter, tz: tzinfo | None, key: Callable[[date], str] | None
+            ) -> tuple[dict[str, Bucket], int]:
+    """Requests, prompts and sessions per period, and the sessions of all periods
+    together, grouped in SQL from the rollups (rollup.py): the work follows the
+    quarter hours with activity, not the requests."""
+    periods = _periods(conn, flt, tz, key)
+    if not periods:
+        return {}, 0
+    out = {name: Bucket() for name, _, _ in periods}
+    cte = "WITH p(name, lo, hi) AS (VALUES " + ", ".join("(?, ?, ?)" for _ in periods) + ") "
+    pargs = [v for period in periods for v in period]
+    where, args = flt.rollup_where("r")
+    for name, model, *sums in conn.execute(
+            f"{cte}SELECT p.name, r.model, SUM(r.input_tokens), SUM(r.output_tokens), "
+            f"SUM(r.cache_creation_tokens), SUM(r.cache_read_tokens), SUM(r.requests), SUM(r.cost_pusd), "
+            f"SUM(r.priced) FROM p JOIN usage_rollup_models r ON r.quarter >= p.lo AND r.quarter < p.hi "
+            f"WHERE {where} GROUP BY 1, 2", pargs + args):
+        out[name].models.setdefault(model or UNKNOWN_MODEL, Sums()).add(tuple(sums))
+    # a session's prompts count from the assistant's own store when it has any
+    # (PREFERRED; prompts without a session all count)
+    swhere, sargs = flt.rollup_where("s")
+    sessions = "COUNT(DISTINCT s.platform || char(0) || s.session_id)"
+    for name, n, prompts in conn.execute(
+            f"{cte}SELECT p.name, {sessions}, SUM(CASE WHEN s.session_id = '' THEN s.prompts_store + "
+            f"s.prompts_other WHEN IFNULL(t.store_rows, 0) > 0 THEN s.prompts_store ELSE s.prompts_other END) "
+            f"FROM p JOIN usage_rollup_sessions s ON s.quarter >= p.lo AND s.quarter < p.hi "
+            f"LEFT JOIN usage_rollup_store t ON t.platform=s.platform AND t.session_id=s.session_id "
+            f"WHERE {swhere} GROUP BY 1", pargs + sargs):
+        out[name].sessions, out[name].prompts = n, prompts or 0
+    total = conn.execute(f"SELECT {sessions} FROM usage_rollup_sessions s WHERE {swhere}", sargs).fetchone()[0]
+    return out, int(total)
+
+
+def _report(conn: sqlite3.Connection, unit: str, key: Callable[[date], str] | None, since: Any, until: Any,
             tz: Any, platform: str | None, project: str | None) -> dict[str, Any]:
-    flt = make_filter(since, until, zone(tz), platform, project)
-    got = buckets(conn, flt, key)
+    z = zone(tz)
+    got, sessions = buckets(conn, make_filter(since, until, z, platform, project), z, key)
     unpriced: set[str] = set()
     rows, total = [], Bucket()
     for name in sorted(got):
-        rows.append({unit: name, **got[name].to_dict(unpriced)})
-        total.merge(got[name])
+        b = got[name]
+        if not b.models and not b.sessions:
+            continue  # a day without activity inside the data's span
+        rows.append({unit: name, **b.to_dict(unpriced)})
+        for m, s in b.models.items():
+            total.models.setdefault(m, Sums()).merge(s)
+        total.prompts += b.prompts
+    total.sessions = sessions
     return {f"{unit.replace('date', 'day')}s": rows, "totals": total.to_dict(unpriced),
             "pricing": pricing.pricing_info(), "unpriced": sorted(unpriced)}
 
@@ -214,20 +250,18 @@ def daily(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, tz:
           platform: str | None = None, project: str | None = None) -> dict[str, Any]:
     """``report daily --json``: {"days": [{"date", tokens, cost_usd, requests, prompts,
     sessions, "models": {model: {tokens, cost_usd, requests}}}], "totals", "pricing", "unpriced"}."""
-    z = zone(tz)
-    return _report(conn, "date", lambda dt: local_date(dt, z).isoformat(), since, until, z, platform, project)
+    return _report(conn, "date", date.isoformat, since, until, tz, platform, project)
 
 
 def monthly(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, tz: Any = None,
             platform: str | None = None, project: str | None = None) -> dict[str, Any]:
-    z = zone(tz)
-    return _report(conn, "month", lambda dt: local_date(dt, z).isoformat()[:7], since, until, z, platform, project)
+    return _report(conn, "month", lambda d: d.isoformat()[:7], since, until, tz, platform, project)
 
 
 def models(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, tz: Any = None,
            platform: str | None = None, project: str | None = None) -> dict[str, Any]:
     """{"models": [{"model", tokens, cost_usd, requests}] (most tokens first), "totals", "pricing", "unpriced"}."""
-    rep = _report(conn, "all", lambda dt: "all", since, until, tz, platform, project)
+    rep = _report(conn, "all", None, since, until, tz, platform, project)
     tot = rep["totals"]
     listing = [{"model": m, **v} for m, v in tot.pop("models").items()]
     listing.sort(key=lambda r: (-r["total_tokens"], r["model"]))

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from pathlib import Path
 
-from tray_app.engine.schema import immediate
+from tray_app.engine.schema import immediate, open_database
+from tray_app.usage import rollup
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,21 @@ CREATE TABLE IF NOT EXISTS usage_state (
 """
 
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+#: the worker and the commands wait this long for the ingest writer's short transactions
+BUSY_TIMEOUT_S = 5.0
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """telemetry.db opened (and migrated) with the usage tables in place."""
+    conn = open_database(path, timeout_s=BUSY_TIMEOUT_S)
+    ensure(conn)
+    return conn
+
+
+def unpriced(conn: sqlite3.Connection) -> bool:
+    """Some request has no cost for the pricing library yet (partial index: cheap)."""
+    return conn.execute("SELECT 1 FROM usage_requests WHERE pricing_version IS NULL LIMIT 1").fetchone() \
+        is not None
 
 
 def exists(conn: sqlite3.Connection) -> bool:
@@ -82,27 +99,37 @@ def exists(conn: sqlite3.Connection) -> bool:
         is not None
 
 
+def _current(conn: sqlite3.Connection) -> bool:
+    """Base tables and rollups both exist at this code's versions."""
+    if not exists(conn):
+        return False
+    got = dict(conn.execute("SELECT worker, last_sequence FROM usage_state WHERE worker IN (?, ?)",
+                            (SCHEMA_KEY, rollup.STATE_KEY)).fetchall())
+    return got.get(SCHEMA_KEY) == VERSION and got.get(rollup.STATE_KEY) == rollup.VERSION
+
+
 def ensure(conn: sqlite3.Connection) -> None:
-    """Create the tables (or rebuild them empty when their VERSION changed).
+    """Create the tables (or rebuild them empty when their VERSION changed), and
+    the rollups (computed from the base tables when they are new or changed).
     ``conn`` is in autocommit mode (isolation_level=None)."""
-    if exists(conn):
-        row = conn.execute("SELECT last_sequence FROM usage_state WHERE worker=?", (SCHEMA_KEY,)).fetchone()
-        if row is not None and row[0] == VERSION:
-            return
+    if _current(conn):
+        return
     with immediate(conn):
+        if _current(conn):
+            return  # another process made them meanwhile
         if exists(conn):
             row = conn.execute("SELECT last_sequence FROM usage_state WHERE worker=?", (SCHEMA_KEY,)).fetchone()
-            if row is not None and row[0] == VERSION:
-                return  # another process made them meanwhile
-            if row is not None:
+            if row is not None and row[0] != VERSION:
                 log.info("usage: derived tables are version %s, now %s: rebuilding them", row[0], VERSION)
-                for t in (*TABLES, "usage_state"):
+                rollup.drop_triggers(conn)
+                for t in (*TABLES, *rollup.TABLES, "usage_state"):
                     conn.execute(f"DROP TABLE IF EXISTS {t}")
         for statement in DDL.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        conn.execute(f"INSERT OR REPLACE INTO usage_state (worker, last_sequence, updated_at) "
-                     f"VALUES (?, ?, {_NOW})", (SCHEMA_KEY, VERSION))
+        rollup.rebuild(conn)
+        conn.executemany(f"INSERT OR REPLACE INTO usage_state (worker, last_sequence, updated_at) "
+                         f"VALUES (?, ?, {_NOW})", ((SCHEMA_KEY, VERSION), (rollup.STATE_KEY, rollup.VERSION)))
 
 
 def position(conn: sqlite3.Connection, worker: str = WORKER) -> int:
@@ -119,9 +146,12 @@ def set_position(conn: sqlite3.Connection, seq: int, worker: str = WORKER) -> No
 
 def clear(conn: sqlite3.Connection, worker: str = WORKER) -> None:
     """Inside the caller's transaction: every derived row and the position go."""
+    rollup.clear(conn)
     for t in TABLES:
         conn.execute(f"DELETE FROM {t}")
+    rollup.rebuild(conn)
     conn.execute("DELETE FROM usage_state WHERE worker=?", (worker,))
 
 
-__all__ = ["VERSION", "WORKER", "TABLES", "ensure", "exists", "position", "set_position", "clear"]
+__all__ = ["VERSION", "WORKER", "TABLES", "open_db", "ensure", "exists", "position", "set_position", "clear",
+           "unpriced"]

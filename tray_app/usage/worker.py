@@ -34,7 +34,6 @@ from typing import Any
 import redis
 
 from tray_app.config import Config
-from tray_app.engine import schema as db_schema
 from tray_app.engine.schema import immediate
 from tray_app.monitors.base import MonitorThread
 from tray_app.redis_conn import CDC_STREAM, Endpoint, close_quietly
@@ -51,7 +50,6 @@ CHUNK_ROWS = 500
 PASS_ROWS = 20_000
 #: while ingest is busy, work at most this share of the time during a catch-up
 BUSY_DUTY = 0.05
-BUSY_TIMEOUT_S = 5.0
 #: a backlog this large is announced in the log (and its end)
 CATCH_UP_LOG_ROWS = 10_000
 #: consecutive failed passes before the thread gives up (the supervisor restarts it)
@@ -131,9 +129,7 @@ def price_pending(conn: sqlite3.Connection, limit: int = CHUNK_ROWS) -> int:
 
 
 def open_db(cfg: Config) -> sqlite3.Connection:
-    conn = db_schema.open_database(cfg.paths.database, timeout_s=BUSY_TIMEOUT_S)
-    schema.ensure(conn)
-    return conn
+    return schema.open_db(cfg.paths.database)
 
 
 class UsageWorker(MonitorThread):
