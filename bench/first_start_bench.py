@@ -49,6 +49,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 MODELS = (("claude-sonnet-4-5-20250929", 0.50), ("claude-opus-4-1-20250805", 0.12),
           ("claude-opus-4-5-20251101", 0.13), ("claude-haiku-4-5-20251001", 0.25))
+#: raw_traces.source of the Cursor database monitor's rows (tray_app/monitors/cursor_items.py)
+CURSOR_SOURCE = "python_monitor"
 START_DAY = datetime(2026, 8, 3, tzinfo=timezone.utc)
 DAYS = 90
 TOOLS = ("Read", "Bash", "Edit", "Write", "Grep", "Glob", "TodoWrite")
@@ -331,18 +333,33 @@ def isolated_env(work: Path) -> dict[str, str]:
     env.update(HOME=str(home), CLAUDE_CONFIG_DIR=str(work / "claude"), TELEMETRY_TRAY_HOME=str(work / "app"),
                XDG_CONFIG_HOME=str(work / "xdg/config"), XDG_DATA_HOME=str(work / "xdg/data"),
                XDG_STATE_HOME=str(work / "xdg/state"), XDG_CACHE_HOME=str(work / "xdg/cache"),
-               XDG_RUNTIME_DIR=str(work / "xdg/run"), TZ="UTC", PYTHONPATH=str(ROOT))
+               XDG_RUNTIME_DIR=str(work / "xdg/run"), TZ="UTC", PYTHONPATH=str(ROOT),
+               TELEMETRY_TRAY_MONITORS_CURSOR_USER_DIR=str(work / "cursor" / "User"))
     return env
 
 
+def build_cursor(work: Path, mb: float) -> dict[str, Any]:
+    """A large Cursor database, closed (Cursor not running): ``mb`` MB of ~2 kB
+    bubbles with ``tokenCount`` in 200-bubble conversations (monitor_bench's)."""
+    from monitor_bench import build_db
+
+    bubbles = int(mb * 1e6 / 2000)
+    path = work / "cursor" / "User" / "globalStorage" / "state.vscdb"
+    t = time.perf_counter()
+    build_db(path, bubbles, 2000).close()
+    return {"bubbles": bubbles, "assistant_bubbles": bubbles // 2, "mb": round(path.stat().st_size / 1e6, 1),
+            "build_s": round(time.perf_counter() - t, 1)}
+
+
 def _poll(db: Path) -> tuple[int, int, int] | None:
-    """(transcript raw rows, max sequence, usage position) or None before the tables exist."""
+    """(transcript and Cursor monitor raw rows, max sequence, usage position) or None before the tables exist."""
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
     except sqlite3.Error:
         return None
     try:
-        rows = conn.execute("SELECT COUNT(*) FROM raw_traces WHERE source='transcript_monitor'").fetchone()[0]
+        rows = conn.execute("SELECT COUNT(*) FROM raw_traces WHERE source IN ('transcript_monitor', ?)",
+                            (CURSOR_SOURCE,)).fetchone()[0]
         top = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
         try:
             pos = conn.execute("SELECT COALESCE(MAX(last_sequence), 0) FROM usage_state WHERE worker='usage'"
@@ -356,7 +373,9 @@ def _poll(db: Path) -> tuple[int, int, int] | None:
         conn.close()
 
 
-def import_with_app(work: Path, truth: Truth, timeout_s: float = 3600) -> dict[str, Any]:
+def import_with_app(work: Path, truth: Truth, cursor_items: int = 0, timeout_s: float = 3600) -> dict[str, Any]:
+    """Until every transcript line and Cursor bubble is a raw row and the usage
+    tables cover every row."""
     env = isolated_env(work)
     db = work / "app" / "data" / "telemetry.db"
     log_file = work / "app" / "logs" / "telemetry-tray.log"
@@ -378,7 +397,7 @@ def import_with_app(work: Path, truth: Truth, timeout_s: float = 3600) -> dict[s
             now = time.perf_counter() - t0
             samples.append((round(now, 2), *p))
             rows, top, pos = p
-            if t_rows is None and rows >= truth.lines:
+            if t_rows is None and rows >= truth.lines + cursor_items:
                 t_rows = now
             if t_rows is not None and pos >= top:
                 t_usage = now
@@ -395,14 +414,16 @@ def import_with_app(work: Path, truth: Truth, timeout_s: float = 3600) -> dict[s
             proc.wait()
         console.close()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    requests = conn.execute("SELECT COUNT(*) FROM usage_requests").fetchone()[0]
+    requests = conn.execute("SELECT COUNT(*) FROM usage_requests WHERE platform='claude_code'").fetchone()[0]
+    cursor_requests = conn.execute("SELECT COUNT(*) FROM usage_requests WHERE platform='cursor'").fetchone()[0]
     errors = conn.execute("SELECT COUNT(*) FROM raw_traces WHERE event_type='error'").fetchone()[0]
     conn.close()
     log_lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
     progress = [ln for ln in log_lines if any(k in ln for k in ("usage:", "claude_transcripts", "backlog",
-                                                                "catching", "caught up", "progress"))]
+                                                                "catching", "caught up", "progress", "cursor_db"))]
     return {"seconds_until_raw_rows": round(t_rows or 0, 2), "seconds_until_usage_tables": round(t_usage or 0, 2),
-            "samples": samples, "requests_in_tables": requests, "error_rows": errors,
+            "samples": samples, "requests_in_tables": requests, "cursor_requests_in_tables": cursor_requests,
+            "error_rows": errors,
             "db_mb": round(sum(p.stat().st_size for p in db.parent.glob("telemetry.db*")) / 1e6, 1),
             "app_cpu_s": cpu, "log_lines": len(log_lines), "progress_log": progress[:40]}
 
@@ -420,6 +441,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, default=500, help="MB of transcripts to generate (default 500)")
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--cursor-mb", type=float, default=200,
+                    help="MB of Cursor database (state.vscdb) to generate too (default 200; 0 = none)")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (data, database) for ccusage_compare")
     args = ap.parse_args()
     from benchutil import machine
@@ -427,7 +450,7 @@ def main() -> None:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="first-start-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = run(work, args.mb, args.seed)
+        result = run(work, args.mb, args.seed, cursor_mb=args.cursor_mb)
         result.pop("_truth")
         result["machine"] = machine()
         print(json.dumps(result))
@@ -436,7 +459,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work: Path, mb: float, seed: int, verbose: bool = True) -> dict[str, Any]:
+def run(work: Path, mb: float, seed: int, verbose: bool = True, cursor_mb: float = 0) -> dict[str, Any]:
     say = (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None)
     projects = work / "claude" / "projects"
     t = time.perf_counter()
@@ -451,24 +474,31 @@ def run(work: Path, mb: float, seed: int, verbose: bool = True) -> dict[str, Any
         say(f"baseline (read + orjson.loads): {base_or['seconds']:.2f} s")
     except subprocess.CalledProcessError:
         base_or = None
-    imp = import_with_app(work, truth)
+    cursor = build_cursor(work, cursor_mb) if cursor_mb else {"bubbles": 0, "assistant_bubbles": 0, "mb": 0.0}
+    if cursor_mb:
+        say(f"generated a Cursor database: {cursor['mb']} MB, {cursor['bubbles']:,} bubbles "
+            f"({cursor['assistant_bubbles']:,} with tokenCount), in {cursor['build_s']} s")
+    imp = import_with_app(work, truth, cursor["bubbles"])
     total = imp["seconds_until_usage_tables"]
-    mb_total = truth.bytes / 1e6
+    mb_total = truth.bytes / 1e6 + cursor["mb"]
     say(f"app: every line a raw row after {imp['seconds_until_raw_rows']:.1f} s; usage tables cover every row "
         f"after {total:.1f} s ({mb_total / total:.1f} MB/s, {truth.lines / total:,.0f} lines/s); "
-        f"{imp['requests_in_tables']:,} requests in the tables (generated {len(truth.requests):,}); "
+        f"{imp['requests_in_tables']:,} Claude requests in the tables (generated {len(truth.requests):,}), "
+        f"{imp['cursor_requests_in_tables']:,} Cursor ({cursor['assistant_bubbles']:,}); "
         f"app CPU {imp['app_cpu_s']} s; database {imp['db_mb']} MB")
     say("log while it ran (progress lines):")
     for ln in imp["progress_log"]:
         say("   " + ln)
     if not imp["progress_log"]:
         say("   (none)")
-    return {"bench": "first_start", "mb": round(mb_total, 1), "files": truth.files, "lines": truth.lines,
+    return {"bench": "first_start", "mb": round(mb_total, 1), "transcript_mb": round(truth.bytes / 1e6, 1),
+            "cursor": cursor, "files": truth.files, "lines": truth.lines,
             "requests_generated": len(truth.requests), "requests_in_tables": imp["requests_in_tables"],
+            "cursor_requests_in_tables": imp["cursor_requests_in_tables"],
             "seconds_total": total, "seconds_until_raw_rows": imp["seconds_until_raw_rows"],
             "mb_per_s": round(mb_total / total, 2), "lines_per_s": round(truth.lines / total),
             "baseline_json_s": base["seconds"], "baseline_orjson_s": base_or["seconds"] if base_or else None,
-            "ratio_to_json_baseline": round(total / base["seconds"], 1),
+            "ratio_to_json_baseline": round(total / base["seconds"], 1),  # transcripts only
             "ratio_to_orjson_baseline": round(total / base_or["seconds"], 1) if base_or else None,
             "app_cpu_s": imp["app_cpu_s"], "db_mb": imp["db_mb"], "error_rows": imp["error_rows"],
             "progress_log_lines": len(imp["progress_log"]), "samples": imp["samples"][::max(1, len(imp["samples"]) // 20)],

@@ -377,3 +377,29 @@ def test_fingerprint_sees_every_commit_even_when_the_wal_looks_the_same(tmp_path
     os.utime(fx.global_path, ns=(fx.global_path.stat().st_atime_ns, fx.global_path.stat().st_mtime_ns))
     assert file_state(fx.global_path).fingerprint != before.fingerprint
     fx.close()
+
+
+def test_an_import_of_cursors_history_reports_its_progress(tmp_path, redis_server, cursor, caplog):
+    """A large database read over several passes: how far it has come is in the
+    monitor's health (the tray menu shows it) and in the log, and done at the end."""
+    import logging
+
+    from tray_app.config import TraySettings
+    from tray_app.engine.health import RUNNING, HealthSnapshot
+    from tray_app.tray.menu import build_menu
+
+    cursor.add_conversation(uid("composer", 2), 10)
+    caplog.set_level(logging.INFO, logger="tray_app.monitors.cursor_db")
+    mon = make_monitor(tmp_path, redis_server, cursor, max_items_per_pass=6, chunk_rows=3)
+    mon.run_once()
+    pct = mon.health()["import_progress_pct"]
+    assert 0 < pct < 100
+    assert any("importing Cursor's history:" in r.getMessage() for r in caplog.records)
+    snap = HealthSnapshot(state=RUNNING, monitors={"cursor_db": mon.health()})
+    assert f"(importing history: {pct:.0f}%)" in build_menu(snap, TraySettings()).text()
+    for _ in range(20):
+        if mon.health()["import_progress_pct"] is None:
+            break
+        mon.run_once()
+    assert mon.health()["import_progress_pct"] is None
+    assert any("Cursor's history imported:" in r.getMessage() for r in caplog.records)

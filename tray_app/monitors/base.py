@@ -35,6 +35,8 @@ class MonitorThread(threading.Thread):
 
     #: how long to wait before the next pass after one that failed
     error_backoff_s: float | None = None
+    #: while a history is imported, a progress line in the log this often
+    progress_log_s: float = 10.0
 
     def __init__(self, name: str, poll_interval_s: float, *, clock: Clock = time.time,
                  monotonic: Clock = time.monotonic) -> None:
@@ -50,6 +52,8 @@ class MonitorThread(threading.Thread):
             "state": "idle", "passes": 0, "last_pass_at": None, "last_pass_ms": None,
             "items_emitted": 0, "errors": 0, "last_error": "", "last_error_at": None,
         }
+        self._importing = False
+        self._progress_logged = 0.0
 
     # -- control (called from other threads) ------------------------------------------------
 
@@ -148,6 +152,29 @@ class MonitorThread(threading.Thread):
 
     def extra_health(self) -> dict[str, Any]:
         return {}
+
+    def report_import(self, backlog: bool, done: float, total: float, what: str, unit: str = "MB",
+                      scale: float = 1e6, detail: str = "") -> None:
+        """While a history is imported (a first start, a restored backup): how far,
+        as ``import_progress_pct`` in the monitor's health (the tray shows the
+        lowest) and in the log every ``progress_log_s``; once more when done."""
+        if not backlog and not self._importing:
+            return
+        mlog = logging.getLogger(type(self).__module__)  # under the monitor's own logger
+        if backlog:
+            pct = min(100.0, 100.0 * done / (total or 1))
+            self._set(import_progress_pct=round(pct, 1))
+            now = self.monotonic()
+            if not self._importing or now - self._progress_logged >= self.progress_log_s:
+                mlog.info("%s: importing %s: %.0f of %.0f %s (%.0f%%)%s", self.name, what, done / scale,
+                         total / scale, unit, pct, f", {detail}" if detail else "")
+                self._progress_logged = now
+            self._importing = True
+        else:
+            self._set(import_progress_pct=None)
+            mlog.info("%s: %s imported: %.0f %s%s", self.name, what, total / scale, unit,
+                     f", {detail}" if detail else "")
+            self._importing = False
 
     def health(self) -> dict[str, Any]:
         """JSON-serialisable status for the engine's health snapshot."""

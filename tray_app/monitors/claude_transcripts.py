@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 NAME = "claude_transcripts"
 #: how often the log says how far an import of history has come
-PROGRESS_LOG_S = 10.0
 FILE_SCOPE = "file"
 READ_CHUNK_BYTES = 4 * 1024 * 1024
 HEAD_BYTES = 4096
@@ -102,8 +101,6 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
         self._marks: dict[str, FileMark] | None = None
         self._tools: dict[str, ToolNames] = {}
         self._backlog = False
-        self._importing = False
-        self._progress_logged = 0.0
         self._budget = 0
         self._set(roots=[str(r) for r in self.roots], files_tracked=0, malformed_lines=0,
                   restarts_from_zero=0, backlog=False)
@@ -175,31 +172,16 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
         return emitted
 
     def _report_progress(self, files: list[tuple[Path, os.stat_result]], backlog: bool) -> None:
-        """While a history is imported (a first start, a restored backup): how far,
-        in the monitor's health (the tray shows it) and in the log every
-        PROGRESS_LOG_S; once more when it is done."""
         assert self._marks is not None
         if not backlog and not self._importing:
             return
-        total = sum(st.st_size for _, st in files) or 1
+        total = sum(st.st_size for _, st in files)
         done = 0
         for path, st in files:
             mark = self._marks.get(str(path))
             if mark is not None:
                 done += st.st_size if mark.size == st.st_size else min(max(mark.offset, 0), st.st_size)
-        pct = min(100.0, 100.0 * done / total)
-        now = self.monotonic()
-        if backlog:
-            self._set(import_progress_pct=round(pct, 1))
-            if not self._importing or now - self._progress_logged >= PROGRESS_LOG_S:
-                log.info("%s: importing transcripts: %.0f of %.0f MB (%.0f%%), %d files", NAME,
-                         done / 1e6, total / 1e6, pct, len(files))
-                self._progress_logged = now
-            self._importing = True
-        else:
-            self._set(import_progress_pct=None)
-            log.info("%s: transcripts imported: %.0f MB from %d files", NAME, total / 1e6, len(files))
-            self._importing = False
+        self.report_import(backlog, done, total, "transcripts", detail=f"{len(files)} files")
 
     def _pass_file(self, path: Path, st: os.stat_result) -> tuple[int, bool]:
         assert self._marks is not None

@@ -132,6 +132,8 @@ class CursorDatabaseMonitor(MonitorThread):
         self._ws_probed: set[str] = set()
         self._composer_ws: dict[str, str] | None = None
         self._backlog = False
+        #: database -> (rowid read up to, highest rowid): the import's progress
+        self._read_to: dict[str, tuple[int, int]] = {}
         self._budget = 0
         self._set(user_dir=str(self.user_dir), databases=[], busy=0, changed_while_reading=0,
                   backlog=False, storage_format={"status": "not checked yet", "message": ""})
@@ -178,6 +180,10 @@ class CursorDatabaseMonitor(MonitorThread):
             backlog = backlog or more
         self._backlog = backlog
         self._set(backlog=backlog)
+        marks = [self._read_to[d.db_id] for d in dbs if d.db_id in self._read_to]
+        done, total = sum(w for w, _ in marks), sum(t for _, t in marks)
+        self.report_import(backlog, done, total, "Cursor's history", unit="items", scale=1,
+                           detail=f"{len(dbs)} databases")
         self._publish_format(dbs)
         return emitted
 
@@ -290,6 +296,7 @@ class CursorDatabaseMonitor(MonitorThread):
             st["watermark"], st["anchors"] = watermark, anchors
             self.store.put(DB_SCOPE, db.db_id, st)
         more = watermark < max_rowid
+        self._read_to[db.db_id] = (watermark, max_rowid)
         # reconciliation: in-place UPDATEs keep their rowid; walk everything now and then
         if st.get("recon_pos") is None and due:
             st["recon_pos"], st["recon_until"], st["recon_fp"] = 0, watermark, fs.fingerprint
