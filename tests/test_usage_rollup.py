@@ -168,3 +168,19 @@ def test_differences_notices_a_wrong_rollup():
     apply(conn, [("req", (1, 10, "s1", MODELS[0], PROJECTS[0], 5, 6, 7, "claude_code"))])
     conn.execute("UPDATE usage_rollup_models SET input_tokens=input_tokens+1")
     assert rollup.differences(conn) == {"usage_rollup_models": 2}
+
+
+def test_a_version_2_database_keeps_its_rows_and_gains_the_new_table():
+    """Version 3 only added usage_reported_costs: the upgrade adds it, drops nothing
+    (a derived row whose raw row retention removed could not be derived again)."""
+    conn = fresh()
+    apply(conn, [("req", (1, 10, "s1", MODELS[0], PROJECTS[0], 5, 6, 7, "claude_code"))])
+    conn.execute("DROP TABLE usage_reported_costs")
+    conn.execute("UPDATE usage_state SET last_sequence=2 WHERE worker=?", (schema.SCHEMA_KEY,))
+    conn.execute("INSERT INTO usage_state (worker, last_sequence) VALUES ('usage', 99)")
+    schema.ensure(conn)
+    assert conn.execute("SELECT COUNT(*) FROM usage_requests").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM usage_reported_costs").fetchone()[0] == 0
+    assert schema.position(conn) == 99 and rollup.differences(conn) == {}
+    assert conn.execute("SELECT last_sequence FROM usage_state WHERE worker=?", (schema.SCHEMA_KEY,)
+                        ).fetchone()[0] == schema.VERSION

@@ -39,6 +39,8 @@ EVENT_TYPES = frozenset({
     "cwd_changed", "directory_added", "file_changed", "worktree_create",
     "worktree_remove", "context_compacted", "model_switch_request", "model_switch",
     "elicitation", "elicitation_result",
+    # Claude Code's own telemetry (OpenTelemetry events received by our OTLP receiver)
+    "api_request",
 })
 
 REQUIRED_FIELDS = ("event_id", "platform", "event_type", "timestamp", "session_id")

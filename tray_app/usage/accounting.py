@@ -22,6 +22,11 @@ assistant's own transcript / database, deduplicated across copies by
 so a prompt seen by both the hook and the transcript counts once. Of the
 copies of one store item the earliest (time, then sequence) is kept, so the
 tables do not depend on the order rows are applied in either.
+
+Claude Code's own account (``api_request`` events its OpenTelemetry export
+sent to our receiver, ``metadata.source = "otlp"``): the cost it reports,
+kept per event in ``usage_reported_costs`` beside our computed cost, never
+added to it (the transcripts already count those requests).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import sqlite3
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from tray_app import events, jsonutil
@@ -49,7 +55,10 @@ SUBAGENT_TOOLS = frozenset({"Task", "Agent"})
 #: raw rows whose event_data is needed (everything else is derived from columns)
 NEEDS_DATA_SQL = ("(event_type='transcript_trace' AND hook_type IN ('user','assistant')) OR "
                   "(event_type='database_trace' AND hook_type IN ('bubbleId','composerData')) OR "
-                  "event_type IN ('tool_use','mcp_execution')")
+                  "event_type IN ('tool_use','mcp_execution') OR "
+                  "(event_type='api_request' AND source='otlp')")
+#: raw_traces.source of the events our OTLP receiver makes of Claude Code's telemetry
+OTLP_SOURCE = "otlp"
 ROW_COLUMNS = ("sequence, platform, event_type, hook_type, session_id, workspace_hash, timestamp, source, "
                f"CASE WHEN {NEEDS_DATA_SQL} THEN event_data END")
 
@@ -89,10 +98,24 @@ class Activity:
 
 
 @dataclass(frozen=True)
+class Reported:
+    """One API request as Claude Code reports it (its OpenTelemetry ``api_request``)."""
+    sequence: int
+    platform: str
+    session_id: str
+    workspace_hash: str | None
+    model: str | None
+    timestamp: str
+    cost_pusd: int | None
+    tokens: Tokens
+
+
+@dataclass(frozen=True)
 class Derived:
     requests: tuple[Request, ...] = ()
     activity: Activity | None = None
     composer: tuple[str, str | None, int | None] | None = None   # (session_id, model, cost in cents)
+    reported: Reported | None = None
 
 
 def norm_ts(value: str) -> str:
@@ -139,6 +162,8 @@ def derive(row: tuple[Any, ...]) -> Derived:
         return _transcript(base, hook_type, data)
     if et == "database_trace":
         return _cursor(base, hook_type, data)
+    if et == "api_request" and source == OTLP_SOURCE:
+        return Derived(reported=_reported(base, _dict(data.get("payload"))))
     if isinstance(source, str) and source.endswith("_hook") or et == "error":
         return Derived(activity=_hook(base, et, hook_type, data))
     return Derived()
@@ -162,6 +187,22 @@ def _hook(base: tuple[Any, ...], et: str, hook_type: str | None, data: dict[str,
         return _activity(base, "shell", None, "hook", None)
     kind = _HOOK_KINDS.get(et)
     return _activity(base, kind, None, "hook", None) if kind else None
+
+
+def _reported(base: tuple[Any, ...], p: dict[str, Any]) -> Reported:
+    seq, platform, sid, ws, ts = base
+    cost = p.get("cost_usd")
+    pico = None
+    if isinstance(cost, (int, float, str)) and not isinstance(cost, bool):
+        try:  # the decimal text of the float Claude sent, exactly
+            pico = pricing.to_pico(Decimal(str(cost)))
+        except ArithmeticError:
+            pico = None
+    model = p.get("model") if isinstance(p.get("model"), str) else None
+    return Reported(seq, platform, sid, ws, model, ts, pico,
+                    Tokens(input=_int(p.get("input_tokens")), output=_int(p.get("output_tokens")),
+                           cache_write=_int(p.get("cache_creation_tokens")),
+                           cache_read=_int(p.get("cache_read_tokens"))))
 
 
 def tool_kind(name: str | None) -> str:
@@ -337,6 +378,13 @@ def apply(conn: sqlite3.Connection, derived: list[Derived], requests: list[Reque
     conn.executemany(_INSERT_ACTIVITY, [
         (a.sequence, a.platform, a.session_id, a.workspace_hash, a.timestamp, a.kind, a.name, a.origin, a.dedup_key)
         for d in derived if (a := d.activity) is not None])
+    conn.executemany(
+        "INSERT INTO usage_reported_costs (sequence, platform, session_id, workspace_hash, model, timestamp, "
+        "cost_pusd, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(sequence) DO NOTHING",
+        [(r.sequence, r.platform, r.session_id, r.workspace_hash, r.model, r.timestamp, r.cost_pusd,
+          r.tokens.input, r.tokens.output, r.tokens.cache_write, r.tokens.cache_read)
+         for d in derived if (r := d.reported) is not None])
     return len(reqs)
 
 

@@ -253,18 +253,28 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
 def _print_report(kind: str, rep: dict[str, Any]) -> None:
     key = {"daily": ("days", "date"), "monthly": ("months", "month"), "models": ("models", "model")}[kind]
     header = [key[1].capitalize(), "Input", "Output", "Cache write", "Cache read", "Total", "Cost", "Requests"]
-    rows = []
-    for r in rep[key[0]]:
-        rows.append([str(r[key[1]]), _tok(r["input_tokens"]), _tok(r["output_tokens"]),
-                     _tok(r["cache_creation_tokens"]), _tok(r["cache_read_tokens"]), _tok(r["total_tokens"]),
-                     _cost(r["cost_usd"]), str(r["requests"])])
-    t = rep["totals"]
-    rows.append(["Total", _tok(t["input_tokens"]), _tok(t["output_tokens"]), _tok(t["cache_creation_tokens"]),
-                 _tok(t["cache_read_tokens"]), _tok(t["total_tokens"]), _cost(t["cost_usd"]), str(t["requests"])])
+    # Claude Code's own cost, where its telemetry reached us (not per model: it is per period)
+    claude = kind != "models" and any(r.get("claude_reported") for r in rep[key[0]])
+    if claude:
+        header.append("Claude's cost")
+
+    def line(name: str, r: dict[str, Any]) -> list[str]:
+        cells = [name, _tok(r["input_tokens"]), _tok(r["output_tokens"]), _tok(r["cache_creation_tokens"]),
+                 _tok(r["cache_read_tokens"]), _tok(r["total_tokens"]), _cost(r["cost_usd"]), str(r["requests"])]
+        if claude:
+            c = r.get("claude_reported")
+            cells.append("-" if not c else _cost(c["cost_usd"]) + (" !" if c["differs"] else ""))
+        return cells
+
+    rows = [line(str(r[key[1]]), r) for r in rep[key[0]]]
+    rows.append(line("Total", rep["totals"]))
     _table(header, rows)
     p = rep["pricing"]
     print(f"\nPrices: {p['source']} {p['version']} (offline).", end="")
     print(f" Unpriced models: {', '.join(rep['unpriced'])}." if rep["unpriced"] else "")
+    if claude:
+        print("Claude's cost: what Claude Code itself reported (its OpenTelemetry export); \"!\": it differs "
+              "by more than 5% from ours for the same sessions (`--json` has both).")
 
 
 def _print_sessions(rows: list[dict[str, Any]]) -> None:

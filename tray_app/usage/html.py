@@ -458,6 +458,7 @@ th, td { text-align: right; padding: 5px 8px; border-bottom: 1px solid var(--lin
 th:first-child, td:first-child, th.l, td.l { text-align: left; }
 th { color: var(--muted); font-weight: 600; }
 td.unpriced, span.unpriced { color: #8a5a00; font-style: italic; }
+tr.differs td { color: #a33a00; font-weight: 600; }
 code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px; }
 .note { color: var(--muted); font-size: 14px; }
 .empty { background: var(--card); border: 1px dashed #c5cad1; border-radius: 12px; padding: 36px;
@@ -530,6 +531,41 @@ def _daily_table(view: _View) -> str:
     return ('<details><summary>Numbers per day</summary><table id="days"><thead><tr><th>Day</th>'
             '<th>Tokens</th><th>Cost</th><th>Requests</th><th>Prompts</th><th>Sessions</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></details>')
+
+
+def _claude_section(view: _View) -> str:
+    """Claude Code's own account of its cost (its OpenTelemetry export reached our
+    receiver) beside ours for the same sessions; days more than 5% apart flagged.
+    Empty when Claude Code's telemetry is not sent to us."""
+    total = view.totals.get("claude_reported")
+    if not total:
+        return ""
+
+    def usd(v: Any) -> str:  # a comparison needs the fractions of a cent of small amounts
+        return "unpriced" if v is None else (f"${v:,.4f}" if v < 10 else fmt_usd(v))
+
+    rows = []
+    for d in reversed(view.dates):
+        c = (view.by_day.get(d) or {}).get("claude_reported")
+        if not c:
+            continue
+        pct = c.get("difference_pct")
+        flag = ' class="differs"' if c.get("differs") else ""
+        rows.append(f'<tr{flag} data-date="{d.isoformat()}"><td>{d.isoformat()}</td>'
+                    f'<td>{escape(usd(c.get("cost_usd")))}</td><td>{escape(usd(c.get("our_cost_usd")))}</td>'
+                    f'<td>{"" if pct is None else f"{pct:+.1f}%"}{" ⚠" if c.get("differs") else ""}</td>'
+                    f'<td>{_int(c.get("requests"))}</td></tr>')
+    ndiff = sum(1 for d in view.dates if ((view.by_day.get(d) or {}).get("claude_reported") or {}).get("differs"))
+    summary = (f'{ndiff} day{"s differ" if ndiff != 1 else " differs"} by more than 5%.' if ndiff
+               else "No day differs by more than 5%.")
+
+
+    return ('<section id="claude-cost"><h2>Claude Code\'s own cost</h2><p class="sub">What Claude Code reported '
+            f'(its OpenTelemetry export): {escape(usd(total.get("cost_usd")))}, against '
+            f'{escape(usd(total.get("our_cost_usd")))} computed here for the same sessions. '
+            f'<span id="claude-differs">{summary}</span></p>'
+            '<table id="claude-days"><thead><tr><th>Day</th><th>Claude Code</th><th>Ours</th><th>Difference</th>'
+            f'<th>Requests</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
 
 
 def _sessions_table(data: ReportData) -> str:
@@ -626,6 +662,7 @@ def render(data: ReportData) -> str:
         '<div><h2>Top tools</h2><p class="sub">Tool and shell calls.</p><div class="chart">'
         f'{_hbar(tools, "chart-tools", "Top tools by calls", "#009E73", lambda v: f"{v:,.0f}", "calls")}'
         '</div></div></section>',
+        _claude_section(view),
         _sessions_table(data),
         _footer(data),
     ])

@@ -194,17 +194,20 @@ def _periods(conn: sqlite3.Connection, flt: Filter, tz: tzinfo | None, key: Call
     return out
 
 
-def buckets(conn: sqlite3.Connection, flt: Filter, tz: tzinfo | None, key: Callable[[date], str] | None
+def _cte(periods: list[tuple[str, str, str]]) -> tuple[str, list[str]]:
+    return ("WITH p(name, lo, hi) AS (VALUES " + ", ".join("(?, ?, ?)" for _ in periods) + ") ",
+            [v for period in periods for v in period])
+
+
+def buckets(conn: sqlite3.Connection, flt: Filter, periods: list[tuple[str, str, str]]
             ) -> tuple[dict[str, Bucket], int]:
     """Requests, prompts and sessions per period, and the sessions of all periods
     together, grouped in SQL from the rollups (rollup.py): the work follows the
     quarter hours with activity, not the requests."""
-    periods = _periods(conn, flt, tz, key)
     if not periods:
         return {}, 0
     out = {name: Bucket() for name, _, _ in periods}
-    cte = "WITH p(name, lo, hi) AS (VALUES " + ", ".join("(?, ?, ?)" for _ in periods) + ") "
-    pargs = [v for period in periods for v in period]
+    cte, pargs = _cte(periods)
     where, args = flt.rollup_where("r")
     for name, model, *sums in conn.execute(
             f"{cte}SELECT p.name, r.model, SUM(r.input_tokens), SUM(r.output_tokens), "
@@ -230,26 +233,95 @@ def buckets(conn: sqlite3.Connection, flt: Filter, tz: tzinfo | None, key: Calla
 def _report(conn: sqlite3.Connection, unit: str, key: Callable[[date], str] | None, since: Any, until: Any,
             tz: Any, platform: str | None, project: str | None) -> dict[str, Any]:
     z = zone(tz)
-    got, sessions = buckets(conn, make_filter(since, until, z, platform, project), z, key)
+    flt = make_filter(since, until, z, platform, project)
+    periods = _periods(conn, flt, z, key)
+    got, sessions = buckets(conn, flt, periods)
+    claude = reported_costs(conn, flt, periods)
     unpriced: set[str] = set()
-    rows, total = [], Bucket()
+    rows, total, total_claude = [], Bucket(), Comparison()
     for name in sorted(got):
         b = got[name]
         if not b.models and not b.sessions:
             continue  # a day without activity inside the data's span
-        rows.append({unit: name, **b.to_dict(unpriced)})
+        c = claude.get(name)
+        rows.append({unit: name, **b.to_dict(unpriced), "claude_reported": c.to_dict() if c else None})
         for m, s in b.models.items():
             total.models.setdefault(m, Sums()).merge(s)
         total.prompts += b.prompts
+        if c:
+            total_claude.merge(c)
     total.sessions = sessions
-    return {f"{unit.replace('date', 'day')}s": rows, "totals": total.to_dict(unpriced),
+    return {f"{unit.replace('date', 'day')}s": rows,
+            "totals": {**total.to_dict(unpriced),
+                       "claude_reported": total_claude.to_dict() if total_claude.requests else None},
             "pricing": pricing.pricing_info(), "unpriced": sorted(unpriced)}
+
+
+#: Claude Code's own cost and ours differ by more than this: the report flags it
+DIFF_THRESHOLD = 0.05
+
+
+@dataclass
+class Comparison:
+    """Claude Code's own account of its cost (its OpenTelemetry ``api_request``
+    events) against ours, for the same sessions and period."""
+    reported_pico: int = 0
+    reported_priced: int = 0
+    requests: int = 0
+    ours_pico: int = 0
+    ours_priced: int = 0
+    ours_requests: int = 0
+
+    def merge(self, o: "Comparison") -> None:
+        for f in ("reported_pico", "reported_priced", "requests", "ours_pico", "ours_priced", "ours_requests"):
+            setattr(self, f, getattr(self, f) + getattr(o, f))
+
+    def to_dict(self) -> dict[str, Any]:
+        theirs = pricing.usd(self.reported_pico) if self.reported_priced else None
+        ours = pricing.usd(self.ours_pico) if self.ours_priced else None
+        pct = None
+        if theirs is not None and ours is not None and self.reported_pico:
+            pct = round(100.0 * (self.ours_pico - self.reported_pico) / self.reported_pico, 2)
+        differs = pct is not None and abs(pct) > DIFF_THRESHOLD * 100 or (
+            theirs is not None and ours is not None and self.reported_pico == 0 and self.ours_pico != 0)
+        return {"cost_usd": theirs, "requests": self.requests, "our_cost_usd": ours,
+                "our_requests": self.ours_requests, "difference_pct": pct, "differs": differs}
+
+
+def reported_costs(conn: sqlite3.Connection, flt: Filter, periods: list[tuple[str, str, str]]
+                   ) -> dict[str, Comparison]:
+    """Per period: Claude Code's reported cost, and our cost of the Claude Code
+    requests of the sessions it reported on (what the two should both count)."""
+    if not periods or flt.platform not in (None, "claude_code"):
+        return {}
+    if conn.execute("SELECT 1 FROM usage_reported_costs LIMIT 1").fetchone() is None:
+        return {}  # the usual case: Claude Code's telemetry is not sent to us
+    cte, pargs = _cte(periods)
+    out: dict[str, Comparison] = {}
+    where, args = flt.where("c")
+    for name, pico, priced, n in conn.execute(
+            f"{cte}SELECT p.name, SUM(c.cost_pusd), COUNT(c.cost_pusd), COUNT(*) FROM p "
+            f"JOIN usage_reported_costs c ON c.timestamp >= p.lo AND c.timestamp < p.hi "
+            f"WHERE c.platform='claude_code' AND {where} GROUP BY 1", pargs + args):
+        out[name] = Comparison(reported_pico=pico or 0, reported_priced=priced, requests=n)
+    where, args = flt.where("r")
+    for name, pico, priced, n in conn.execute(
+            f"{cte}SELECT p.name, SUM(r.cost_pusd), COUNT(r.cost_pusd), COUNT(*) FROM p "
+            f"JOIN usage_requests r ON r.timestamp >= p.lo AND r.timestamp < p.hi "
+            f"WHERE r.platform='claude_code' AND r.session_id IN (SELECT session_id FROM usage_reported_costs "
+            f"WHERE platform='claude_code') AND {where} GROUP BY 1", pargs + args):
+        if name in out:
+            out[name].ours_pico, out[name].ours_priced, out[name].ours_requests = pico or 0, priced, n
+    return out
 
 
 def daily(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, tz: Any = None,
           platform: str | None = None, project: str | None = None) -> dict[str, Any]:
     """``report daily --json``: {"days": [{"date", tokens, cost_usd, requests, prompts,
-    sessions, "models": {model: {tokens, cost_usd, requests}}}], "totals", "pricing", "unpriced"}."""
+    sessions, "models": {model: {tokens, cost_usd, requests}}, "claude_reported"}], "totals",
+    "pricing", "unpriced"}. ``claude_reported`` (null unless Claude Code's own telemetry
+    reached our OTLP receiver): {"cost_usd" (Claude Code's), "requests", "our_cost_usd"
+    (ours, for the same sessions), "our_requests", "difference_pct", "differs" (> 5%)}."""
     return _report(conn, "date", date.isoformat, since, until, tz, platform, project)
 
 

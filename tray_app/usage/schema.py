@@ -20,12 +20,15 @@ from tray_app.usage import rollup
 
 log = logging.getLogger(__name__)
 
-#: bump when the derived tables change shape: they are dropped and rebuilt
-VERSION = 2
+#: bump when the derived tables change shape: they are dropped and rebuilt from
+#: raw_traces, unless the old version is in ADDITIVE (the new shape only adds
+#: tables: they are created, nothing is dropped)
+VERSION = 3
+ADDITIVE = frozenset({2})   # 3 added usage_reported_costs (no raw row before 3 had one)
 WORKER = "usage"
 SCHEMA_KEY = "schema"
 
-TABLES = ("usage_requests", "usage_activity", "usage_cursor_composers")
+TABLES = ("usage_requests", "usage_activity", "usage_cursor_composers", "usage_reported_costs")
 
 DDL = """
 CREATE TABLE IF NOT EXISTS usage_requests (
@@ -69,6 +72,21 @@ CREATE TABLE IF NOT EXISTS usage_cursor_composers (
     model          TEXT,
     reported_cents INTEGER
 );
+CREATE TABLE IF NOT EXISTS usage_reported_costs (
+    sequence              INTEGER PRIMARY KEY,
+    platform              TEXT NOT NULL,
+    session_id            TEXT,
+    workspace_hash        TEXT,
+    model                 TEXT,
+    timestamp             TEXT NOT NULL,
+    cost_pusd             INTEGER,
+    input_tokens          INTEGER NOT NULL DEFAULT 0,
+    output_tokens         INTEGER NOT NULL DEFAULT 0,
+    cache_creation_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS idx_usage_reported_time ON usage_reported_costs (timestamp);
+CREATE INDEX IF NOT EXISTS idx_usage_reported_session ON usage_reported_costs (platform, session_id);
 CREATE TABLE IF NOT EXISTS usage_state (
     worker        TEXT PRIMARY KEY,
     last_sequence INTEGER NOT NULL DEFAULT 0,
@@ -119,7 +137,9 @@ def ensure(conn: sqlite3.Connection) -> None:
             return  # another process made them meanwhile
         if exists(conn):
             row = conn.execute("SELECT last_sequence FROM usage_state WHERE worker=?", (SCHEMA_KEY,)).fetchone()
-            if row is not None and row[0] != VERSION:
+            if row is not None and row[0] != VERSION and row[0] in ADDITIVE:
+                log.info("usage: derived tables are version %s, now %s: adding the new tables", row[0], VERSION)
+            elif row is not None and row[0] != VERSION:
                 log.info("usage: derived tables are version %s, now %s: rebuilding them", row[0], VERSION)
                 rollup.drop_triggers(conn)
                 for t in (*TABLES, *rollup.TABLES, "usage_state"):

@@ -1,0 +1,108 @@
+"""Claude Code's own account of its cost beside ours: `api_request` events (as
+our OTLP receiver makes them of Claude Code's OpenTelemetry export, through the
+stream like every event) are kept apart from the transcript accounting, and
+`report daily` shows both per day, flagging days more than 5% apart."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from conftest import run_cli, wait_for
+from engine_util import push
+from test_usage_report import recorded, settled  # noqa: F401  (the fixture, and its wait)
+from tray_app import events
+from tray_app.usage import html as usage_html
+from usage_fixtures import REQUESTS, SESSIONS, library_cost
+
+
+def api_request(session: str, name: str, at, cost: Decimal) -> dict:
+    r = REQUESTS[name]
+    return {
+        "event_id": events.deterministic_event_id("otlp-test", session, name),
+        "platform": "claude_code", "event_type": "api_request", "session_id": session,
+        "timestamp": (at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "payload": {"model": r.model, "cost_usd": float(cost), "input_tokens": r.input,
+                    "output_tokens": r.output, "cache_read_tokens": r.cache_read,
+                    "cache_creation_tokens": r.cache_write, "duration_ms": 1200},
+        "metadata": {"source": "otlp", "otel_event_name": "claude_code.api_request"},
+    }
+
+
+@pytest.fixture()
+def with_claude_costs(recorded, app_env):  # noqa: F811
+    """Day 1: Claude reports R1-R3 at the library's prices (agrees); day 2: R4
+    at 10% more (differs); day 3: nothing reported."""
+    eng, times = recorded
+    exact = {k: library_cost(REQUESTS[k], times[k]) for k in ("R1", "R2", "R3", "R4")}
+    evs = [api_request(SESSIONS["A"], k, times[k], exact[k]) for k in ("R1", "R2", "R3")]
+    evs.append(api_request(SESSIONS["B"], "R4", times["R4"], exact["R4"] * Decimal("1.10")))
+    from redis import Redis
+
+    push(Redis.from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]), evs)
+    wait_for(lambda: settled(eng) and _reported(eng) == 4, timeout=30, what="the api_request events derived")
+    return eng, times, exact
+
+
+def _reported(eng) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{eng.cfg.paths.database}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM usage_reported_costs").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_report_daily_shows_claude_codes_own_cost_and_flags_days_that_differ(with_claude_costs):
+    _eng, _times, exact = with_claude_costs
+    out = run_cli("report", "daily", "--json", "--timezone", "UTC")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    days = {d["date"]: d for d in rep["days"]}
+    d1, d2, d3 = (days[k]["claude_reported"] for k in ("2026-03-02", "2026-03-03", "2026-03-04"))
+    ours1 = sum(exact[k] for k in ("R1", "R2", "R3"))
+    assert d1["requests"] == 3 and d1["our_requests"] == 3
+    assert d1["cost_usd"] == pytest.approx(float(ours1), rel=1e-9)
+    assert d1["our_cost_usd"] == days["2026-03-02"]["models"][REQUESTS["R1"].model]["cost_usd"] + \
+        days["2026-03-02"]["models"][REQUESTS["R3"].model]["cost_usd"]
+    assert d1["differs"] is False and abs(d1["difference_pct"]) < 0.01
+    assert d2["requests"] == 1 and d2["differs"] is True
+    assert d2["difference_pct"] == pytest.approx(-100 / 11, abs=0.01)  # ours is 1/1.1 of theirs
+    assert d3 is None  # nothing reported that day
+    # the transcript accounting is untouched: reported requests are not added to ours
+    claude_only = json.loads(run_cli("report", "daily", "--json", "--platform", "claude_code").stdout)
+    assert claude_only["totals"]["requests"] == len(REQUESTS)
+    assert claude_only["totals"]["claude_reported"] == rep["totals"]["claude_reported"]
+    t = rep["totals"]["claude_reported"]
+    assert t["requests"] == 4 and t["differs"] is True
+    # the text table: a column, the flag, and what it means
+    text = run_cli("report", "daily", "--timezone", "UTC").stdout
+    row2 = next(line for line in text.splitlines() if line.startswith("2026-03-03"))
+    row3 = next(line for line in text.splitlines() if line.startswith("2026-03-04"))
+    assert "Claude's cost" in text and row2.rstrip().endswith("!") and row3.rstrip().endswith("-")
+    assert "differs by more than 5%" in text
+    # --platform cursor has no Claude Code cost to compare
+    cur = json.loads(run_cli("report", "daily", "--json", "--platform", "cursor").stdout)
+    assert cur["totals"]["claude_reported"] is None
+
+
+def test_the_html_report_shows_the_comparison(with_claude_costs, tmp_path):
+    eng, _times, _exact = with_claude_costs
+    import sqlite3
+    from datetime import datetime, timezone
+
+    conn = sqlite3.connect(f"file:{eng.cfg.paths.database}?mode=ro", uri=True)
+    try:
+        data = usage_html.collect(conn, days=5, tz="UTC", now=datetime(2026, 3, 4, 20, tzinfo=timezone.utc))
+    finally:
+        conn.close()
+    page = usage_html.render(data)
+    assert 'id="claude-cost"' in page and "1 day differs by more than 5%." in page
+    assert '<tr class="differs" data-date="2026-03-03">' in page
+    assert '<tr data-date="2026-03-02">' in page
+    assert "$0.0407</td><td>$0.0370</td><td>-9.1% ⚠" in page  # R4: Claude's 10% more than ours
+
