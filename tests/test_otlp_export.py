@@ -362,3 +362,33 @@ def test_metrics_url() -> None:
     assert ex.metrics_url("https://c.example:4318") == "https://c.example:4318/v1/metrics"
     assert ex.metrics_url("https://c.example/otlp/") == "https://c.example/otlp/v1/metrics"
     assert ex.metrics_url("http://c:4318/v1/metrics") == "http://c:4318/v1/metrics"
+
+
+def _usage_db(path: Path, rows: int) -> Any:
+    import sqlite3
+
+    from tray_app.usage import schema
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    schema.ensure(conn)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO usage_requests (request_key, platform, workspace_hash, model, timestamp, input_tokens, "
+        "output_tokens, source_sequence, cost_pusd) VALUES (?, 'claude_code', ?, 'm-1', '2026-03-02T00:00:00Z', "
+        "2, 3, ?, 1000000)", [(f"k{i}", f"{i % 3:016x}", i) for i in range(rows)])
+    conn.execute("COMMIT")
+    return conn
+
+
+def test_reading_the_totals_is_cut_at_its_budget(tmp_path: Path) -> None:
+    conn = _usage_db(tmp_path / "t.db", 20_000)
+    totals = ex.read_totals(conn, 5.0)
+    assert sum(v for a, v in totals.points[ex.REQUESTS]) == 20_000
+    assert sum(v for a, v in totals.points[ex.TOKENS] if dict(a)["type"] == "output") == 60_000
+    assert sum(v for a, v in totals.points[ex.COST]) == pytest.approx(20_000 * 1e-6)
+    assert len(totals.points[ex.REQUESTS]) == 3  # one series per project hash
+    ticks = iter([0.0] + [100.0] * 1000)  # the clock jumps past the budget as soon as the query runs
+    with pytest.raises(ex.QueryBudgetExceeded, match="longer than 1 s"):
+        ex.read_totals(conn, 1.0, clock=lambda: next(ticks))
+    assert not conn.in_transaction  # the read transaction is over: nothing held against checkpoints
+    assert sum(v for a, v in ex.read_totals(conn, 5.0).points[ex.REQUESTS]) == 20_000  # and it works again
