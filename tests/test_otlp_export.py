@@ -47,13 +47,18 @@ TOKEN_FIELD = {"input": "input_tokens", "output": "output_tokens", "cache_creati
 class Collector:
     """OTLP/HTTP metrics receiver on 127.0.0.1: keeps every decoded request and its headers."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, token: str | None = None) -> None:
         received: list[tuple[dict[str, str], ExportMetricsServiceRequest]] = []
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
+                    self.send_response(401, "Unauthorized")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 req = ExportMetricsServiceRequest()
@@ -392,3 +397,20 @@ def test_reading_the_totals_is_cut_at_its_budget(tmp_path: Path) -> None:
         ex.read_totals(conn, 1.0, clock=lambda: next(ticks))
     assert not conn.in_transaction  # the read transaction is over: nothing held against checkpoints
     assert sum(v for a, v in ex.read_totals(conn, 5.0).points[ex.REQUESTS]) == 20_000  # and it works again
+
+
+def test_a_collector_that_refuses_the_token(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    strict = Collector(token="another-token")
+    export_env(monkeypatch, strict.port, interval=0.2, timeout=1)
+    try:
+        with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+            client = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]).client()
+            push(client, hook_events(0, 8))
+            client.close()
+            wait_for(lambda: eng.health().export_status == "error", timeout=20, what="the refusal in health")
+            snap = eng.health()
+            assert snap.export_last_error == "the collector answered HTTP 401 Unauthorized", snap.export_last_error
+            assert snap.export_points == 0 and not strict.requests()
+            assert TOKEN not in json.dumps(snap.to_dict())
+    finally:
+        strict.close()

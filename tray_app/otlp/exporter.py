@@ -318,8 +318,7 @@ class UsageExporter(threading.Thread):
         db = self.cfg.paths.database
         if not db.exists():
             return None  # nothing recorded yet: nothing to export
-        conn = sqlite3.connect(db.absolute().as_uri() + "?mode=ro", uri=True, timeout=5,
-                               isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(db.absolute().as_uri() + "?mode=ro", uri=True, timeout=5, isolation_level=None)
         conn.execute("PRAGMA query_only=1")
         return conn
 
