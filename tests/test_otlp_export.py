@@ -414,3 +414,52 @@ def test_a_collector_that_refuses_the_token(app_env: dict[str, str], monkeypatch
             assert TOKEN not in json.dumps(snap.to_dict())
     finally:
         strict.close()
+
+
+def test_a_dead_export_thread_is_restarted(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                           collector: Collector) -> None:
+    """The export thread dies (its instance-id file cannot be written: a directory is in
+    the way): the supervisor shows why and restarts it with backoff; once the cause is
+    gone, export works, and ingest never stopped."""
+    export_env(monkeypatch, collector.port, interval=0.2, timeout=1)
+    monkeypatch.setenv("TELEMETRY_TRAY_INGEST_BACKOFF_INITIAL_S", "0.2")
+    cfg = load_config()
+    cfg.paths.ensure()
+    blocker = cfg.paths.state_dir / ex.INSTANCE_FILE
+    blocker.mkdir()
+    with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+        client = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]).client()
+        push(client, hook_events(0, 12))
+        wait_for(lambda: any(line.startswith("otlp-export:") for line in eng.health().thread_errors),
+                 timeout=20, what="the export thread's death in health")
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 12, timeout=20, what="12 rows stored")
+        assert not collector.requests()
+        blocker.rmdir()
+        wait_for(lambda: eng.health().export_status == "ok" and collector.requests(), timeout=30,
+                 what="export after a restart")
+        assert "restarted" in next(x for x in eng.health().thread_errors if x.startswith("otlp-export:"))
+        assert (cfg.paths.state_dir / ex.INSTANCE_FILE).is_file()
+        client.close()
+
+
+def test_the_change_key_moves_with_every_derived_write(tmp_path: Path) -> None:
+    """Totals are read again only when this key moves: it must see new rows
+    (the worker's position) and new prices (which move no position)."""
+    from tray_app.usage import schema
+
+    conn = _usage_db(tmp_path / "t.db", 10)
+    assert ex.change_key(conn) == ex.change_key(conn)
+    first = ex.change_key(conn)
+    conn.execute("BEGIN")
+    schema.set_position(conn, 10)
+    conn.execute("COMMIT")
+    second = ex.change_key(conn)
+    assert second != first
+    conn.execute("UPDATE usage_requests SET pricing_version='v1'")  # the worker priced them
+    third = ex.change_key(conn)
+    assert third != second
+    conn.execute("UPDATE usage_requests SET pricing_version=NULL WHERE request_key='k1'")  # to price again
+    assert ex.change_key(conn) != third
+    import sqlite3
+
+    assert ex.change_key(sqlite3.connect(tmp_path / "empty.db")) is None
