@@ -463,3 +463,12 @@ def test_the_change_key_moves_with_every_derived_write(tmp_path: Path) -> None:
     import sqlite3
 
     assert ex.change_key(sqlite3.connect(tmp_path / "empty.db")) is None
+
+
+def test_doctor_says_whether_anything_leaves(app_env: dict[str, str]) -> None:
+    r = run_cli("doctor", env=app_env)
+    assert "OK   export: off: nothing leaves this computer" in r.stdout, r.stdout
+    r = run_cli("doctor", env={**app_env, "TELEMETRY_TRAY_EXPORT_OTLP_ENDPOINT": "https://c.example:4318",
+                               "TELEMETRY_TRAY_EXPORT_HEADERS": f"Authorization=Bearer%20{TOKEN}"})
+    assert "OK   export: usage metrics every 60 s to https://c.example:4318/v1/metrics" in r.stdout, r.stdout
+    assert TOKEN not in r.stdout + r.stderr
