@@ -113,6 +113,22 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class ExportSettings:
+    #: a team's OpenTelemetry Collector, OTLP/HTTP base URL (e.g.
+    #: "https://collector.example:4318"; /v1/metrics is appended). Empty: no export
+    #: (the default): nothing leaves this computer
+    otlp_endpoint: str = ""
+    #: HTTP headers sent with every export, "name=value,name2=value2" (the
+    #: OTEL_EXPORTER_OTLP_HEADERS format, values may be %-encoded), e.g.
+    #: "Authorization=Bearer%20xyz". A secret: never logged, masked everywhere
+    headers: str = ""
+    #: how often the aggregated totals are sent
+    interval_s: float = 60.0
+    #: one export's whole budget, retries included
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     redis: RedisSettings = field(default_factory=RedisSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
@@ -120,6 +136,7 @@ class Config:
     monitors: MonitorSettings = field(default_factory=MonitorSettings)
     tray: TraySettings = field(default_factory=TraySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
     paths: Paths = field(default_factory=resolve_paths)
     #: where the settings came from: the file path, or "defaults" when it does not exist
     source: str = "defaults"
@@ -132,6 +149,7 @@ SECTIONS: dict[str, type] = {
     "monitors": MonitorSettings,
     "tray": TraySettings,
     "logging": LoggingSettings,
+    "export": ExportSettings,
 }
 
 #: (min, max) inclusive, for numeric settings; absent = any value >= 0
@@ -165,9 +183,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "tray.spool_warn_threshold": (1, 10_000_000),
     "logging.max_bytes": (10_000, 1024 * 1024 * 1024),
     "logging.backup_count": (0, 100),
+    "export.interval_s": (0.1, 86_400),
+    "export.timeout_s": (0.5, 300),
 }
 
-SECRET_KEYS = {"redis.url"}  # urls may carry a password
+#: urls may carry a password; export headers carry the collector's credentials
+SECRET_KEYS = {"redis.url", "export.headers"}
 
 
 def _describe(value: Any) -> str:
@@ -263,6 +284,45 @@ def validate_redis_url(url: str, where: str) -> None:
             raise ConfigError(f"{where}: redis.url: expected a port number, found {mask_url(url)!r}") from None
 
 
+def parse_headers(text: str, where: str) -> dict[str, str]:
+    """``name=value,name2=value2`` (OTEL_EXPORTER_OTLP_HEADERS format, %-decoded)
+    as a dict. The error names the entry by position, never its value."""
+    from urllib.parse import unquote
+
+    out: dict[str, str] = {}
+    for i, part in enumerate(p for p in text.split(",") if p.strip()):
+        name, sep, value = part.partition("=")
+        name = unquote(name.strip())
+        if not sep or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ConfigError(f"{where}: export.headers: expected name=value pairs separated by commas, "
+                              f"entry {i + 1} is not one (the values are not shown: they are secret)")
+        out[name] = unquote(value.strip())
+    return out
+
+
+def mask_headers(text: str) -> str:
+    """``name=***`` for every header: names are kept, values never shown."""
+    return ",".join(f"{p.partition('=')[0].strip()}=***" for p in text.split(",") if p.strip())
+
+
+def validate_export(export: "ExportSettings", where: str, headers_where: str | None = None) -> None:
+    url = export.otlp_endpoint
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{where}: export.otlp_endpoint: expected an http:// or https:// URL with a "
+                              f"host, found {mask_url(url)!r}")
+        if parts.username or parts.password:
+            raise ConfigError(f"{where}: export.otlp_endpoint: credentials in the URL are not supported; "
+                              f"put them in export.headers (e.g. Authorization=Bearer%20TOKEN)")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"{where}: export.otlp_endpoint: expected a port number, "
+                              f"found {mask_url(url)!r}") from None
+    parse_headers(export.headers, headers_where or where)
+
+
 def mask_url(url: str) -> str:
     """The url with any password replaced by ***."""
     scheme, sep, rest = url.partition("://")
@@ -338,6 +398,8 @@ def load_config(config_file: str | os.PathLike[str] | None = None,
              for name, cls in SECTIONS.items()}
     url_where = f"{ENV_PREFIX}REDIS_URL" if f"{ENV_PREFIX}REDIS_URL" in env else where
     validate_redis_url(built["redis"].url, url_where)
+    validate_export(built["export"], *(f"{ENV_PREFIX}EXPORT_{k}" if f"{ENV_PREFIX}EXPORT_{k}" in env else where
+                                       for k in ("OTLP_ENDPOINT", "HEADERS")))
     ing: IngestSettings = built["ingest"]
     if ing.batch_size_min > ing.batch_size_max:
         raise ConfigError(f"{where}: ingest.batch_size_min: expected at most batch_size_max "
@@ -354,7 +416,7 @@ def masked_dict(cfg: Config) -> dict[str, dict[str, Any]]:
         for f in fields(section):
             v = getattr(section, f.name)
             if f"{name}.{f.name}" in SECRET_KEYS and isinstance(v, str):
-                v = mask_url(v)
+                v = mask_headers(v) if f"{name}.{f.name}" == "export.headers" else mask_url(v)
             values[f.name] = v
         out[name] = values
     return out
@@ -397,6 +459,9 @@ COMMENTS = {
     "monitors": "Readers of Cursor's state.vscdb and Claude Code's transcripts.",
     "tray": "Desktop notifications: at most one of each kind per notify_interval_s.",
     "logging": "Rotating log file in the log directory (telemetry-tray paths).",
+    "export": "Opt-in: aggregated usage metrics (tokens, cost, requests, prompts, sessions, tool\n"
+              "# calls per model, assistant and project hash; never content or paths) to a team's\n"
+              "# OpenTelemetry Collector over OTLP/HTTP. Empty otlp_endpoint: nothing is sent.",
 }
 
 
@@ -426,5 +491,5 @@ def write_template(path: Path) -> bool:
     return True
 
 
-__all__ = ["Config", "load_config", "masked_dict", "mask_url", "template", "write_template",
+__all__ = ["Config", "load_config", "masked_dict", "mask_url", "mask_headers", "parse_headers", "template", "write_template",
            "to_toml", "replace"]

@@ -212,6 +212,23 @@ def cursor_format_check(cfg: Config) -> Check:
     return Check("OK", "cursor format", f"Cursor's databases under {user_dir} have the known format")
 
 
+def export_check(cfg: Config) -> Check:
+    """[export]: off, or on with the OpenTelemetry SDK installed (the endpoint is
+    not contacted here: `status` shows how the last export went)."""
+    import importlib.util
+
+    if not cfg.export.otlp_endpoint:
+        return Check("OK", "export", "off: nothing leaves this computer ([export] otlp_endpoint is empty)")
+    from tray_app.otlp.exporter import metrics_url  # small: the SDK is imported by the thread only
+
+    url = metrics_url(cfg.export.otlp_endpoint)
+    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+        return Check("FAIL", "export", f"usage metrics to {url}, but the OpenTelemetry SDK is not installed",
+                     "pip install 'telemetry-tray[export]', or clear [export] otlp_endpoint")
+    return Check("OK", "export", f"usage metrics every {cfg.export.interval_s:g} s to {url} "
+                                 f"(`telemetry-tray status` shows the last export)")
+
+
 def run_checks(config_file: str | None = None) -> list[Check]:
     from tray_app.config import load_config
 
@@ -278,6 +295,8 @@ def run_checks(config_file: str | None = None) -> list[Check]:
 
     # Cursor's storage format
     results.append(cursor_format_check(cfg))
+
+    results.append(export_check(cfg))
 
     # Tray backend and host
     results.append(tray_check())

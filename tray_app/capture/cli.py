@@ -7,8 +7,9 @@ import os
 import sys
 from typing import Any
 
-from tray_app.capture import installers
+from tray_app.capture import claude_otel, installers
 from tray_app.cli.common import add_json_flag, get_config, print_json
+from tray_app.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +36,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "config file (TELEMETRY_TRAY_HOME, --config or "
                                     "TELEMETRY_TRAY_CONFIG) when those are not the defaults.")
     targets(i)
+    i.add_argument("--otel", action="store_true",
+                   help="also turn on Claude Code's own OpenTelemetry export to this app's local OTLP "
+                        "receiver (env variables in its settings.json; prompt text and tool details "
+                        "only when [capture] keeps them in full; a value of yours is never overwritten)")
     i.set_defaults(func=cmd_install)
 
     u = hsub.add_parser("uninstall", help="remove exactly our hook entries",
                         description="Remove our hook entries (any install location) and nothing else. "
                                     "A settings file the install created is deleted again.")
     targets(u)
+    u.add_argument("--otel", action="store_true",
+                   help="remove only the OpenTelemetry variables `install --otel` added; keep the hooks")
     u.set_defaults(func=cmd_uninstall)
 
     s = hsub.add_parser("status", help="show where the hooks are installed and the spool's state",
@@ -57,9 +64,18 @@ def _chosen(args: argparse.Namespace) -> list[str]:
 
 
 def _run(args: argparse.Namespace, install: bool) -> int:
-    # Plan every file first: one invalid file stops the command before anything is written.
+    # Plan every file first: one invalid file (or a conflict) stops the command before anything is written.
     config = getattr(args, "config", None)
-    changes = [installers.plan(a, install, config_file=config) for a in _chosen(args)]
+    chosen = _chosen(args)
+    otel = None
+    if args.otel:
+        if "claude" not in chosen:
+            raise UsageError("--otel: Claude Code's OpenTelemetry export; use it with --claude (or neither)")
+        if install:
+            otel = claude_otel.wanted(get_config(args))
+    changes = [installers.plan(a, install, config_file=config, otel=otel if a == "claude" else None,
+                               otel_only=bool(args.otel and not install))
+               for a in chosen if not (args.otel and not install and a != "claude")]
     for change in changes:
         if not change.changed:
             print(f"{change.assistant}: {change.path}: already "
@@ -73,6 +89,10 @@ def _run(args: argparse.Namespace, install: bool) -> int:
         if change.remove:
             note = " (the install had created the file: deleted)"
         print(f"{change.assistant}: {change.path}: {'installed' if install else 'removed'}{note}")
+        if otel is not None and change.assistant == "claude":
+            print(f"claude: OpenTelemetry export to {otel['OTEL_EXPORTER_OTLP_ENDPOINT']} "
+                  f"(prompt text: {'yes' if claude_otel.PROMPTS in otel else 'no'}, tool details: "
+                  f"{'yes' if claude_otel.TOOL_DETAILS in otel else 'no'}); applies to new Claude Code sessions")
     if args.dry_run:
         print("dry run: nothing written", file=sys.stderr)
     return 0
@@ -99,7 +119,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         data: dict[str, Any] = {
             r.assistant: {"path": str(r.path), "state": r.state, "exists": r.exists, "error": r.error,
                           "installed": list(r.installed), "stale": list(r.stale),
-                          "missing": list(r.missing), "command": commands[r.assistant]}
+                          "missing": list(r.missing), "command": commands[r.assistant],
+                          **({"otel": r.otel} if r.assistant == "claude" else {})}
             for r in rows}
         data["spool"] = {"dir": str(cfg.paths.spool_dir), "files": st.files, "bad": st.bad,
                          "oldest_age_s": round(st.oldest_age_s, 3), "bytes": st.bytes}
@@ -109,6 +130,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         total = len(installers.CURSOR_EVENTS if r.assistant == "cursor" else installers.CLAUDE_EVENTS)
         detail = r.error or f"{len(r.installed)}/{total} events"
         print(f"{r.assistant:<7} {r.state}: {r.path} ({detail})")
+        if r.assistant == "claude" and r.otel != "off":
+            print(f"        OpenTelemetry export: {'ours (hooks install --otel)' if r.otel == 'on' else 'set up by you'}")
         if r.stale:
             print(f"        stale (older install): {', '.join(r.stale)}; run `telemetry-tray hooks install`")
     print(f"hook    {installers.hook_command('cursor|claude', location=location)}")

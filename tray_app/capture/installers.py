@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tray_app.capture import claude_otel
 from tray_app.errors import ConfigError
 from tray_app.fileutil import atomic_write
 
@@ -378,6 +379,13 @@ def _is_empty(assistant: str, data: dict[str, Any]) -> bool:
 _UNREADABLE = object()
 
 
+def _without_ours(assistant: str, path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with everything we ever add removed: hook entries, and Claude
+    Code's OpenTelemetry variables (claude_otel)."""
+    new = _merge(assistant, path, data, None)
+    return claude_otel.remove(path, new) if assistant == "claude" else new
+
+
 def _backup_without_ours(assistant: str, path: Path) -> tuple[str, dict[str, Any], bool] | None | object:
     """(text, data with our entries removed, whether it held entries of ours) of
     the backup next to ``path``; None when there is none; _UNREADABLE when it
@@ -387,17 +395,24 @@ def _backup_without_ours(assistant: str, path: Path) -> tuple[str, dict[str, Any
         text, data = read_settings(backup)
         if text is None:
             return None
-        stripped = _merge(assistant, backup, data, None)
+        stripped = _without_ours(assistant, backup, data)
     except ConfigError:
         return _UNREADABLE
     return text, stripped, stripped != data
 
 
 def plan(assistant: str, install: bool, env: Mapping[str, str] | None = None,
-         command: str | None = None, config_file: str | os.PathLike[str] | None = None) -> Change:
+         command: str | None = None, config_file: str | os.PathLike[str] | None = None, *,
+         otel: Mapping[str, str] | None = None, otel_only: bool = False) -> Change:
     """What install (or uninstall) would do to one assistant's settings file.
     The command installed is ``command``, else the hook with this app's
     home and config (:func:`location_args` of ``env`` and ``config_file``).
+
+    Claude Code only: ``otel`` (install) are the OpenTelemetry variables to
+    add to its env block (claude_otel.wanted; a conflict with the user's own
+    raises ConfigError before anything is planned); ``otel_only`` touches
+    those variables alone (install: no hook entries; uninstall: the hooks stay).
+    Uninstall without ``otel_only`` removes the variables we added too.
 
     Uninstall restores what was there before the install: the user's file
     byte for byte when the backup holds it unchanged, and nothing (the file
@@ -405,9 +420,16 @@ def plan(assistant: str, install: bool, env: Mapping[str, str] | None = None,
     path = settings_path(assistant, env)
     real = path.resolve() if path.is_symlink() else path  # dotfile managers: write the target
     old_text, data = read_settings(real)
-    if install and command is None:
+    if install and command is None and not otel_only:
         command = hook_command(assistant, location=location_args(env, config_file))
-    new_data = _merge(assistant, real, data, command if install else None)
+    if otel_only:
+        new_data = data if install else claude_otel.remove(real, data)
+    elif install:
+        new_data = _merge(assistant, real, data, command)
+    else:
+        new_data = _without_ours(assistant, real, data)
+    if install and otel is not None and assistant == "claude":
+        new_data = claude_otel.add(real, new_data, otel)
     if new_data == data and (old_text is not None or not install):
         if not install and old_text is not None and _is_empty(assistant, data):
             # what an earlier version's uninstall left of a file its install created:
@@ -478,6 +500,8 @@ class Status:
     stale: tuple[str, ...]
     #: events we install that have no entry of ours
     missing: tuple[str, ...]
+    #: Claude Code's OpenTelemetry export: "on" (our variables), "user" (the user's own), "off"
+    otel: str = "off"
 
     @property
     def state(self) -> str:
@@ -524,4 +548,6 @@ def status(assistant: str, env: Mapping[str, str] | None = None, command: str | 
         current = all(c == want and t == HOOK_TIMEOUT_S for c, t in cmds)
         (installed if current else stale).append(event)
     missing = tuple(e for e in events if e not in installed and e not in stale)
-    return Status(assistant, path, text is not None, None, tuple(installed), tuple(stale), missing)
+    env_table = data.get("env")
+    otel = claude_otel.state(env_table) if assistant == "claude" and isinstance(env_table, dict) else "off"
+    return Status(assistant, path, text is not None, None, tuple(installed), tuple(stale), missing, otel)

@@ -1,6 +1,6 @@
 """What the diagnostics bundle must scrub, learned before anything is written.
 
-Secrets: the Redis password (config, environment, the endpoint file, the
+Secrets: the team collector's export headers, the Redis password (config, environment, the endpoint file, the
 private server's password file), environment values whose names suggest a
 secret, and Cursor's credential values (``cursorAuth/*`` and token-like keys
 of its global ``state.vscdb``, read read-only for this purpose only).
@@ -72,7 +72,24 @@ def learn_secrets(cfg: Config, red: Redactor) -> None:
         pass
     for value in secret_env_values():
         red.add_secret(value)
+    _learn_export_headers(cfg, red)
     _learn_cursor_credentials(cursor_user_dir(cfg) / "globalStorage" / "state.vscdb", red)
+
+
+def _learn_export_headers(cfg: Config, red: Redactor) -> None:
+    """The team collector's headers ([export] headers: credentials): each value,
+    and each word of it ("Bearer TOKEN": the token on its own too)."""
+    from tray_app.config import parse_headers
+    from tray_app.errors import ConfigError
+
+    try:
+        headers = parse_headers(cfg.export.headers, "export.headers")
+    except ConfigError:
+        return
+    for value in headers.values():
+        red.add_secret(value)
+        for word in value.split()[1:]:  # after the scheme ("Bearer", "Basic")
+            red.add_secret(word)
 
 
 def _learn_cursor_credentials(db: Path, red: Redactor) -> None:

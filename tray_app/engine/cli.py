@@ -250,6 +250,23 @@ def describe_window(window: tuple[float, float | None]) -> str:
     return f"Not recording until {_clock_time(end)} ({norecord.describe_left(end - time.time())})"
 
 
+def describe_export(snap: HealthSnapshot, now: float | None = None) -> str:
+    """The team export's line: where to, last success, last error."""
+    now = time.time() if now is None else now
+
+    def ago(t: float) -> str:
+        return f"{max(0.0, now - t):.0f} s ago"
+
+    parts = [f"{snap.export_status} -> {snap.export_endpoint}"]
+    if snap.export_last_success_at:
+        parts.append(f"last success {ago(snap.export_last_success_at)}, {snap.export_points:,} points sent")
+    else:
+        parts.append("nothing sent yet")
+    if snap.export_status == "error" and snap.export_last_error:
+        parts.append(f"last error {ago(snap.export_last_error_at)}: {snap.export_last_error}")
+    return "; ".join(parts)
+
+
 def _print_status(snap: HealthSnapshot, redis_ok: bool, reached: bool, live: HealthRecord | None,
                   paused: bool = False, window: tuple[float, float | None] | None = None) -> None:
     age = time.time() - snap.updated_at
@@ -285,6 +302,8 @@ def _print_status(snap: HealthSnapshot, redis_ok: bool, reached: bool, live: Hea
         print(f"recovered:    {live.server_recovery}")
     print(f"spool:        {snap.spool_files:,} files" + (f", {snap.spool_bad} unreadable" if snap.spool_bad else ""))
     print(f"commit:       p50 {snap.commit_p50_ms:.1f} ms, p95 {snap.commit_p95_ms:.1f} ms, batch {snap.batch_size}")
+    if snap.export_status:
+        print(f"export:       {describe_export(snap)}")
     for line in snap.thread_errors:
         print(f"thread:       {line}")
     if snap.foreign_consumers:

@@ -9,6 +9,8 @@ Threads it owns, joined against one shared deadline on stop():
   monitors     Cursor / Claude Code / sessions (tray_app.monitors), when present
   usage        the slow-path worker on cdc:events that keeps the derived usage
                tables (tray_app.usage.worker), when present
+  otlp-export  opt-in ([export] otlp_endpoint): aggregated usage metrics to a
+               team's OpenTelemetry Collector (tray_app.otlp.exporter)
   supervisor   notices any of the above that died and restarts it with backoff
                (tray_app.engine.supervisor); the consumer does the same for its
                CDC publisher
@@ -80,6 +82,14 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - derived tables are not ingest: shown, not fatal
                 log.exception("usage worker: could not start")
                 usage_error = f"{type(exc).__name__}: {exc}"
+        self.exporter: Any = None
+        export_error = None
+        if cfg.export.otlp_endpoint:
+            try:
+                self.exporter = self._new_exporter(None)
+            except Exception as exc:  # noqa: BLE001 - export is not ingest: shown, not fatal
+                log.exception("otlp export: could not start")
+                export_error = f"{type(exc).__name__}: {exc}"
         ing = cfg.ingest
         self.supervisor = Supervisor(self.health_state, self._replaced,
                                      backoff_initial_s=ing.backoff_initial_s, backoff_max_s=ing.backoff_max_s)
@@ -90,6 +100,12 @@ class Engine:
             self.supervisor.watch(m.name, m, self._new_monitor)
         if self.usage is not None:
             self.supervisor.watch("usage", self.usage, self._new_usage)
+        if self.exporter is not None:
+            self.supervisor.watch("otlp-export", self.exporter, self._new_exporter)
+        if export_error is not None:
+            self.health_state.update(export_status="error", export_last_error=f"could not start: {export_error}",
+                                     export_last_error_at=time.time())
+            self.supervisor.report("otlp-export", f"could not start: {export_error}", restarted=False)
         if usage_error is not None:
             self.supervisor.report("usage", f"could not start: {usage_error}", restarted=False)
         if monitor_error is not None:
@@ -111,6 +127,8 @@ class Engine:
             m.start()
         if self.usage is not None:
             self.usage.start()
+        if self.exporter is not None:
+            self.exporter.start()
         self.supervisor.start()
 
     # -- restarts (the supervisor's factories, called on its thread) -------------------------
@@ -137,6 +155,11 @@ class Engine:
             new.pause()
         return new
 
+    def _new_exporter(self, old: Any) -> Any:
+        from tray_app.otlp.exporter import UsageExporter  # the OpenTelemetry SDK loads only when enabled
+
+        return UsageExporter(self.cfg, self.health_state)
+
     def _ingest_busy(self) -> bool:
         """Ingest stored events in the last few seconds (slow-path workers yield)."""
         return self.consumer.rate.rate(10) > 0
@@ -144,6 +167,8 @@ class Engine:
     def _replaced(self, name: str, old: Any, new: Any) -> None:
         if name == "usage":
             self.usage = new
+        elif name == "otlp-export":
+            self.exporter = new
         elif name == "consumer":
             self.consumer = new
             self.maintenance.consumer = new
@@ -207,6 +232,8 @@ class Engine:
             m.stop()
         if self.usage is not None:
             self.usage.stop()
+        if self.exporter is not None:
+            self.exporter.stop()
         self.consumer.stop()
         for m in self.monitors:
             m.join(max(0.0, deadline - time.monotonic()))
@@ -215,8 +242,12 @@ class Engine:
         self.consumer.join(max(0.0, deadline - time.monotonic()))
         self.maintenance.stop()
         self.maintenance.join(max(0.0, deadline - time.monotonic()))
+        if self.exporter is not None:
+            # an export in flight ends within its own timeout; it holds nothing to commit
+            self.exporter.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in (self.consumer, self.maintenance, *self.monitors,
-                                  *([self.usage] if self.usage is not None else [])) if t.is_alive()]
+                                  *([self.usage] if self.usage is not None else []),
+                                  *([self.exporter] if self.exporter is not None else [])) if t.is_alive()]
         if alive:
             log.warning("engine: threads still running at the deadline: %s", ", ".join(alive))
         self.health_state.update(state=STOPPED, reasons=("Stopped",))

@@ -70,6 +70,16 @@ class HealthSnapshot:
     #: consumers of the group that belong to another installation (another
     #: home on the same Redis splits the events between two databases)
     foreign_consumers: tuple[str, ...] = ()
+    #: opt-in export of usage metrics to a team's collector ([export], tray_app/otlp/exporter.py):
+    #: "" (off), "starting", "ok" or "error"
+    export_status: str = ""
+    #: where the metrics go (the URL only: headers and credentials never appear here)
+    export_endpoint: str = ""
+    export_last_success_at: float = 0.0   # unix time
+    export_last_error: str = ""
+    export_last_error_at: float = 0.0     # unix time
+    export_points: int = 0                # data points the collector accepted since start
+    export_failures: int = 0              # exports that failed since start
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

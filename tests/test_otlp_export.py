@@ -1,0 +1,474 @@
+"""Opt-in export of usage metrics to a team's OpenTelemetry Collector, end to
+end: a real engine (real Redis, real monitors reading real-format
+transcripts, the usage worker) exporting over OTLP/HTTP to a minimal
+collector written here on opentelemetry-proto. What arrives equals
+`telemetry-tray report --json`; the auth header arrives; no attribute could
+carry a path or a prompt; with the collector down (a closed port, one that
+accepts and never answers) ingest goes on, memory stays flat and health
+says why; when it is back, export resumes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import socket
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
+                                                                           ExportMetricsServiceResponse)
+
+from conftest import free_port, run_cli, wait_for
+from engine_util import make_event, push, row_count, running_engine
+from test_usage_report import report, settled
+from tray_app import events
+from tray_app.config import load_config
+from tray_app.engine.engine import Engine
+from tray_app.otlp import exporter as ex
+from tray_app.redis_conn import endpoint_from_url, ensure_streams
+from usage_fixtures import write_claude, write_cursor
+
+TOKEN = "s3cret-collector-token-8841"
+ALLOWED = {"assistant", "project", "model", "type", "kind"}
+RESOURCE = {"service.name", "service.version", "service.instance.id"}
+TOKEN_FIELD = {"input": "input_tokens", "output": "output_tokens", "cache_creation": "cache_creation_tokens",
+               "cache_read": "cache_read_tokens"}
+
+
+# ----------------------------------------------------------------------------- a minimal collector
+
+class Collector:
+    """OTLP/HTTP metrics receiver on 127.0.0.1: keeps every decoded request and its headers."""
+
+    def __init__(self, port: int = 0, token: str | None = None) -> None:
+        received: list[tuple[dict[str, str], ExportMetricsServiceRequest]] = []
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
+                    self.send_response(401, "Unauthorized")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                req = ExportMetricsServiceRequest()
+                req.ParseFromString(body)
+                with lock:
+                    received.append(({k.lower(): v for k, v in self.headers.items()}, req))
+                out = ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200 if self.path == "/v1/metrics" else 404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self._lock = lock
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def requests(self) -> list[tuple[dict[str, str], ExportMetricsServiceRequest]]:
+        with self._lock:
+            return list(self.received)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Silent:
+    """A port that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def points(req: ExportMetricsServiceRequest) -> list[tuple[str, dict[str, str], float]]:
+    """(metric name, attributes, value) of every point in a request."""
+    out = []
+    for rm in req.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                assert m.WhichOneof("data") == "sum" and m.sum.is_monotonic, m.name
+                assert m.sum.aggregation_temporality == 2  # cumulative
+                for p in m.sum.data_points:
+                    attrs = {a.key: a.value.string_value for a in p.attributes}
+                    value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
+                    out.append((m.name, attrs, value))
+    return out
+
+
+def hook_events(lo: int, hi: int) -> list[dict[str, Any]]:
+    """Hook events (every 4th a prompt), as the hooks send them: the usage worker counts them."""
+    return [make_event(i, metadata={"source": "claude_code_hook"}) for i in range(lo, hi)]
+
+
+def export_env(monkeypatch: pytest.MonkeyPatch, port: int, *, interval: float = 0.5, timeout: float = 2) -> None:
+    monkeypatch.setenv("TELEMETRY_TRAY_EXPORT_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("TELEMETRY_TRAY_EXPORT_HEADERS", f"Authorization=Bearer%20{TOKEN},X-Team=platform")
+    monkeypatch.setenv("TELEMETRY_TRAY_EXPORT_INTERVAL_S", str(interval))
+    monkeypatch.setenv("TELEMETRY_TRAY_EXPORT_TIMEOUT_S", str(timeout))
+
+
+@pytest.fixture()
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def exported(tmp_path: Path, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+             collector: Collector) -> Iterator[tuple[Engine, dict[str, str]]]:
+    """A running engine that recorded the usage fixtures and exports to ``collector``."""
+    cursor = write_cursor(tmp_path / "Cursor" / "User")
+    write_claude(tmp_path / "claude-projects")
+    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_CURSOR_USER_DIR", str(cursor.user_dir))
+    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_CLAUDE_PROJECTS_DIRS", str(tmp_path / "claude-projects"))
+    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_POLL_INTERVAL_S", "0.1")
+    export_env(monkeypatch, collector.port)
+    ep = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"])
+    ensure_streams(ep.client())
+    eng = Engine(load_config(), ep)
+    eng.start()
+    try:
+        wait_for(lambda: settled(eng), timeout=60, what="rows stored and the usage tables caught up")
+        yield eng, dict(__import__("os").environ)
+    finally:
+        assert eng.stop(10)
+        cursor.close()
+
+
+def latest(c: Collector) -> ExportMetricsServiceRequest:
+    return c.requests()[-1][1]
+
+
+def by_model(pts: list[tuple[str, dict[str, str], float]], metric: str) -> dict[str, dict[str, float]]:
+    """{model: {key: summed value}} of one metric (key: the token type, or "value")."""
+    out: dict[str, dict[str, float]] = {}
+    for name, attrs, value in pts:
+        if name == metric:
+            slot = out.setdefault(attrs["model"], {})
+            key = TOKEN_FIELD.get(attrs.get("type", ""), "value")
+            slot[key] = slot.get(key, 0) + value
+    return out
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_exported_points_equal_the_reports(exported: tuple[Engine, dict[str, str]], collector: Collector) -> None:
+    eng, env = exported
+    models = report(env, "models")
+    daily = report(env, "daily")
+
+    def matches() -> bool:
+        if not collector.requests():
+            return False
+        got = by_model(points(latest(collector)), ex.REQUESTS)
+        return {m: v["value"] for m, v in got.items()} == {r["model"]: r["requests"] for r in models["models"]}
+
+    wait_for(matches, timeout=30, what="an export with every request of the report")
+    pts = points(latest(collector))
+    tokens = by_model(pts, ex.TOKENS)
+    cost = by_model(pts, ex.COST)
+    for row in models["models"]:
+        assert tokens[row["model"]] == {f: row[f] for f in TOKEN_FIELD.values()}, row["model"]
+        if row["cost_usd"] is None:
+            assert row["model"] not in cost  # unpriced: no cost point, never a made-up 0
+        else:
+            assert cost[row["model"]]["value"] == pytest.approx(row["cost_usd"], abs=1e-9), row["model"]
+    totals = daily["totals"]
+    assert sum(v for n, _, v in pts if n == ex.TOKENS) == totals["total_tokens"]
+    assert sum(v for n, _, v in pts if n == ex.REQUESTS) == totals["requests"]
+    assert sum(v for n, _, v in pts if n == ex.PROMPTS) == totals["prompts"] > 0
+    assert sum(v for n, _, v in pts if n == ex.SESSIONS) == totals["sessions"] > 0
+    assert sum(v for n, _, v in pts if n == ex.COST) == pytest.approx(totals["cost_usd"], abs=1e-9)
+    assert {a["assistant"] for n, a, _ in pts} == {"claude_code", "cursor"}
+
+    # the auth header (and the other configured one) arrived with every request
+    for headers, _ in collector.requests():
+        assert headers["authorization"] == f"Bearer {TOKEN}" and headers["x-team"] == "platform"
+
+    # nothing but the documented attributes, each of a shape that cannot hold a path or text
+    hexes = re.compile(r"^[0-9a-f]{16}$|^unknown$")
+    for _, req in collector.requests():
+        for rm in req.resource_metrics:
+            assert {a.key for a in rm.resource.attributes} == RESOURCE
+        for name, attrs, _ in points(req):
+            assert name in ex.METRICS
+            assert set(attrs) <= ALLOWED, attrs
+            assert attrs["assistant"] in events.PLATFORMS
+            assert hexes.match(attrs["project"]), attrs
+            assert "model" not in attrs or re.fullmatch(r"[\w.:-]+", attrs["model"]), attrs
+            assert attrs.get("kind", "tool") in ("tool", "shell", "edit", "subagent")
+            assert all("/" not in v and "\\" not in v and " " not in v for v in attrs.values()), attrs
+
+    # health, and `telemetry-tray status`, say it works; the token is nowhere in them
+    snap = eng.health()
+    assert snap.export_status == "ok" and snap.export_points > 0 and snap.export_last_success_at > 0
+    assert snap.export_endpoint == f"http://127.0.0.1:{collector.port}/v1/metrics"
+    r = run_cli("status", env=env)
+    assert f"export:       ok -> http://127.0.0.1:{collector.port}/v1/metrics" in r.stdout, r.stdout
+    r = run_cli("status", "--json", env=env)
+    assert json.loads(r.stdout)["export_status"] == "ok"
+    assert TOKEN not in r.stdout and TOKEN not in json.dumps(snap.to_dict())
+
+
+def test_the_diagnostics_bundle_never_holds_the_headers(exported: tuple[Engine, dict[str, str]],
+                                                        tmp_path: Path) -> None:
+    import zipfile
+
+    eng, env = exported
+    log_dir = eng.cfg.paths.log_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    eng.cfg.paths.log_file.write_text(f"a line with the header Authorization=Bearer {TOKEN}\n")
+    out = tmp_path / "bundle.zip"
+    r = run_cli("diagnostics", "export", "--out", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    with zipfile.ZipFile(out) as z:
+        text = "".join(z.read(n).decode("utf-8", "replace") for n in z.namelist())
+        config = json.loads(z.read(next(n for n in z.namelist() if n.endswith("config.json"))))
+    assert TOKEN not in text
+    assert config["settings"]["export"]["headers"] == "Authorization=***,X-Team=***"
+
+
+def test_collector_down_then_back(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()  # nothing listens: connection refused
+    export_env(monkeypatch, port, interval=0.2, timeout=1)
+    with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+        # ingest goes on: hook events reach raw_traces (and give the export something to send)
+        client = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]).client()
+        push(client, hook_events(0, 50))
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 50, timeout=20, what="50 rows stored")
+        wait_for(lambda: eng.health().export_status == "error", timeout=20, what="the export error in health")
+        snap = eng.health()
+        assert snap.export_last_error and snap.export_last_error_at > 0, snap
+        assert "refused" in snap.export_last_error.lower() or "connection" in snap.export_last_error.lower(), snap
+        push(client, hook_events(50, 60))
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 60, timeout=20, what="60 rows stored")
+        # failures keep coming, and neither memory nor threads pile up: nothing is queued
+        tracemalloc.start()
+        try:
+            base = eng.health().export_failures
+            wait_for(lambda: eng.health().export_failures >= base + 5, timeout=30, what="5 more failures")
+            first, threads = tracemalloc.get_traced_memory()[0], threading.active_count()
+            base = eng.health().export_failures
+            wait_for(lambda: eng.health().export_failures >= base + 20, timeout=60, what="20 more failures")
+            grown = tracemalloc.get_traced_memory()[0] - first
+        finally:
+            tracemalloc.stop()
+        assert grown < 512 * 1024, f"memory grew by {grown} bytes over 20 failed exports"
+        assert threading.active_count() <= threads
+        r = run_cli("status", env=app_env)
+        assert "export:       error -> " in r.stdout and "last error" in r.stdout, r.stdout
+        # the collector comes back on that port: export resumes, health says so
+        back = Collector(port)
+        try:
+            wait_for(lambda: back.requests() and eng.health().export_status == "ok", timeout=20,
+                     what="export resumed")
+            prompts = report(app_env, "daily")["totals"]["prompts"]
+            assert prompts == 15  # every 4th of the 60 events is a prompt
+            wait_for(lambda: sum(v for n, _, v in points(back.requests()[-1][1]) if n == ex.PROMPTS) == prompts,
+                     timeout=20, what="the prompts of the report exported")
+            assert eng.health().export_last_success_at > snap.export_last_error_at
+        finally:
+            back.close()
+        client.close()
+
+
+def test_a_collector_that_never_answers(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    silent = Silent()
+    export_env(monkeypatch, silent.port, interval=0.2, timeout=1)
+    try:
+        with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+            client = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]).client()
+            push(client, hook_events(0, 30))
+            wait_for(lambda: row_count(eng.cfg.paths.database) == 30, timeout=20, what="30 rows stored")
+            wait_for(lambda: eng.health().export_status == "error", timeout=20, what="the timeout in health")
+            assert "timeout" in eng.health().export_last_error.lower(), eng.health().export_last_error
+            push(client, hook_events(30, 60))
+            wait_for(lambda: row_count(eng.cfg.paths.database) == 60, timeout=20, what="60 rows stored")
+            client.close()
+            # stopping does not wait for the hung request beyond its own timeout
+            started = time.monotonic()
+            assert eng.stop(5)
+            assert time.monotonic() - started < 3
+    finally:
+        silent.close()
+
+
+def test_export_is_off_by_default_and_the_sdk_not_loaded(app_env: dict[str, str]) -> None:
+    """No [export]: no thread, no export fields in health, our exporter and the OTLP
+    exporter never imported (redis-py itself imports the OpenTelemetry SDK when it is installed)."""
+    code = ("import sys, os; from tray_app.config import load_config; from tray_app.engine.engine import Engine; "
+            "from tray_app.redis_conn import endpoint_from_url; "
+            "e = Engine(load_config(), endpoint_from_url(os.environ['TELEMETRY_TRAY_REDIS_URL']), with_monitors=False); "
+            "print(e.exporter is None, e.health().export_status == '', "
+            "any(m.startswith(('opentelemetry.exporter', 'tray_app.otlp')) for m in sys.modules))")
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=app_env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "False"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("ftp://collector:4318", "expected an http:// or https:// URL"),
+    ("https://user:pw@collector:4318", "credentials in the URL are not supported"),
+])
+def test_a_bad_endpoint_is_one_line(app_env: dict[str, str], value: str, message: str) -> None:
+    r = run_cli("status", env={**app_env, "TELEMETRY_TRAY_EXPORT_OTLP_ENDPOINT": value})
+    assert r.returncode == 78 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "pw" not in r.stderr
+
+
+def test_bad_headers_never_echo_the_value(app_env: dict[str, str]) -> None:
+    r = run_cli("status", env={**app_env, "TELEMETRY_TRAY_EXPORT_HEADERS": f"Bearer {TOKEN}"})
+    assert r.returncode == 78 and "export.headers" in r.stderr and TOKEN not in r.stderr
+
+
+def test_metrics_url() -> None:
+    assert ex.metrics_url("https://c.example:4318") == "https://c.example:4318/v1/metrics"
+    assert ex.metrics_url("https://c.example/otlp/") == "https://c.example/otlp/v1/metrics"
+    assert ex.metrics_url("http://c:4318/v1/metrics") == "http://c:4318/v1/metrics"
+
+
+def _usage_db(path: Path, rows: int) -> Any:
+    import sqlite3
+
+    from tray_app.usage import schema
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    schema.ensure(conn)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO usage_requests (request_key, platform, workspace_hash, model, timestamp, input_tokens, "
+        "output_tokens, source_sequence, cost_pusd) VALUES (?, 'claude_code', ?, 'm-1', '2026-03-02T00:00:00Z', "
+        "2, 3, ?, 1000000)", [(f"k{i}", f"{i % 3:016x}", i) for i in range(rows)])
+    conn.execute("COMMIT")
+    return conn
+
+
+def test_reading_the_totals_is_cut_at_its_budget(tmp_path: Path) -> None:
+    conn = _usage_db(tmp_path / "t.db", 20_000)
+    totals = ex.read_totals(conn, 5.0)
+    assert sum(v for a, v in totals.points[ex.REQUESTS]) == 20_000
+    assert sum(v for a, v in totals.points[ex.TOKENS] if dict(a)["type"] == "output") == 60_000
+    assert sum(v for a, v in totals.points[ex.COST]) == pytest.approx(20_000 * 1e-6)
+    assert len(totals.points[ex.REQUESTS]) == 3  # one series per project hash
+    ticks = iter([0.0] + [100.0] * 1000)  # the clock jumps past the budget as soon as the query runs
+    with pytest.raises(ex.QueryBudgetExceeded, match="longer than 1 s"):
+        ex.read_totals(conn, 1.0, clock=lambda: next(ticks))
+    assert not conn.in_transaction  # the read transaction is over: nothing held against checkpoints
+    assert sum(v for a, v in ex.read_totals(conn, 5.0).points[ex.REQUESTS]) == 20_000  # and it works again
+
+
+def test_a_collector_that_refuses_the_token(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    strict = Collector(token="another-token")
+    export_env(monkeypatch, strict.port, interval=0.2, timeout=1)
+    try:
+        with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+            client = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]).client()
+            push(client, hook_events(0, 8))
+            client.close()
+            wait_for(lambda: eng.health().export_status == "error", timeout=20, what="the refusal in health")
+            snap = eng.health()
+            assert snap.export_last_error == "the collector answered HTTP 401 Unauthorized", snap.export_last_error
+            assert snap.export_points == 0 and not strict.requests()
+            assert TOKEN not in json.dumps(snap.to_dict())
+    finally:
+        strict.close()
+
+
+def test_a_dead_export_thread_is_restarted(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                           collector: Collector) -> None:
+    """The export thread dies (its instance-id file cannot be written: a directory is in
+    the way): the supervisor shows why and restarts it with backoff; once the cause is
+    gone, export works, and ingest never stopped."""
+    export_env(monkeypatch, collector.port, interval=0.2, timeout=1)
+    monkeypatch.setenv("TELEMETRY_TRAY_INGEST_BACKOFF_INITIAL_S", "0.2")
+    cfg = load_config()
+    cfg.paths.ensure()
+    blocker = cfg.paths.state_dir / ex.INSTANCE_FILE
+    blocker.mkdir()
+    with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+        client = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]).client()
+        push(client, hook_events(0, 12))
+        wait_for(lambda: any(line.startswith("otlp-export:") for line in eng.health().thread_errors),
+                 timeout=20, what="the export thread's death in health")
+        wait_for(lambda: row_count(eng.cfg.paths.database) == 12, timeout=20, what="12 rows stored")
+        assert not collector.requests()
+        blocker.rmdir()
+        wait_for(lambda: eng.health().export_status == "ok" and collector.requests(), timeout=30,
+                 what="export after a restart")
+        assert "restarted" in next(x for x in eng.health().thread_errors if x.startswith("otlp-export:"))
+        assert (cfg.paths.state_dir / ex.INSTANCE_FILE).is_file()
+        client.close()
+
+
+def test_the_change_key_moves_with_every_derived_write(tmp_path: Path) -> None:
+    """Totals are read again only when this key moves: it must see new rows
+    (the worker's position) and new prices (which move no position)."""
+    from tray_app.usage import schema
+
+    conn = _usage_db(tmp_path / "t.db", 10)
+    assert ex.change_key(conn) == ex.change_key(conn)
+    first = ex.change_key(conn)
+    conn.execute("BEGIN")
+    schema.set_position(conn, 10)
+    conn.execute("COMMIT")
+    second = ex.change_key(conn)
+    assert second != first
+    conn.execute("UPDATE usage_requests SET pricing_version='v1'")  # the worker priced them
+    third = ex.change_key(conn)
+    assert third != second
+    conn.execute("UPDATE usage_requests SET pricing_version=NULL WHERE request_key='k1'")  # to price again
+    assert ex.change_key(conn) != third
+    import sqlite3
+
+    assert ex.change_key(sqlite3.connect(tmp_path / "empty.db")) is None
+
+
+def test_doctor_says_whether_anything_leaves(app_env: dict[str, str]) -> None:
+    r = run_cli("doctor", env=app_env)
+    assert "OK   export: off: nothing leaves this computer" in r.stdout, r.stdout
+    r = run_cli("doctor", env={**app_env, "TELEMETRY_TRAY_EXPORT_OTLP_ENDPOINT": "https://c.example:4318",
+                               "TELEMETRY_TRAY_EXPORT_HEADERS": f"Authorization=Bearer%20{TOKEN}"})
+    assert "OK   export: usage metrics every 60 s to https://c.example:4318/v1/metrics" in r.stdout, r.stdout
+    assert TOKEN not in r.stdout + r.stderr
