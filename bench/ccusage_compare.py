@@ -164,7 +164,7 @@ def main() -> None:
         print(f"data: {size / 1e6:.1f} MB of transcripts in {projects}", flush=True)
 
         py = [sys.executable, "-m", "tray_app"]
-        report_cmd = [*py, "report", "daily", "--json", "--timezone", "UTC"]
+        report_cmd = [*py, "report", "daily", "--json", "--timezone", "UTC", "--platform", "claude_code"]
         t_report, out = timed(report_cmd, env, args.runs)
         ours = json.loads(out)
         t_rebuild, _ = timed([*py, "usage", "rebuild"], env, 1)
