@@ -379,8 +379,9 @@ def _usage_db(path: Path, rows: int) -> Any:
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO usage_requests (request_key, platform, workspace_hash, model, timestamp, input_tokens, "
-        "output_tokens, source_sequence, cost_pusd) VALUES (?, 'claude_code', ?, 'm-1', '2026-03-02T00:00:00Z', "
-        "2, 3, ?, 1000000)", [(f"k{i}", f"{i % 3:016x}", i) for i in range(rows)])
+        "output_tokens, source_sequence, cost_pusd) VALUES (?, 'claude_code', ?, 'm-1', "
+        "strftime('%Y-%m-%dT%H:%M:%fZ', '2026-03-02', ? || ' minutes'), 2, 3, ?, 1000000)",
+        [(f"k{i}", f"{i % 3:016x}", i, i) for i in range(rows)])  # a minute apart: many quarter hours
     conn.execute("COMMIT")
     return conn
 

@@ -134,7 +134,8 @@ def change_key(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
 
 def read_totals(conn: sqlite3.Connection, budget_s: float,
                 clock: Callable[[], float] = time.monotonic) -> Totals:
-    """The all-time totals of the derived usage tables (empty when they do not exist yet).
+    """The all-time totals of the derived usage tables (empty when they do not exist yet),
+    from their per-quarter-hour rollups (usage/rollup.py) where they have the numbers.
     Raises QueryBudgetExceeded when the queries run longer than ``budget_s``."""
     from tray_app.usage.query import PREFERRED, TOOL_KINDS  # read-only use of the report's rules
 
@@ -148,8 +149,8 @@ def read_totals(conn: sqlite3.Connection, budget_s: float,
         try:
             for platform, ws, model, inp, outp, cw, cr, n, cost, priced in conn.execute(
                     "SELECT platform, workspace_hash, model, SUM(input_tokens), SUM(output_tokens), "
-                    "SUM(cache_creation_tokens), SUM(cache_read_tokens), COUNT(*), SUM(cost_pusd), "
-                    "COUNT(cost_pusd) FROM usage_requests GROUP BY 1, 2, 3"):
+                    "SUM(cache_creation_tokens), SUM(cache_read_tokens), SUM(requests), SUM(cost_pusd), "
+                    "SUM(priced) FROM usage_rollup_models GROUP BY 1, 2, 3"):
                 a = {"assistant": platform, "project": ws or UNKNOWN, "model": model or UNKNOWN}
                 for kind, value in zip(TOKEN_TYPES, (inp, outp, cw, cr)):
                     out.add(TOKENS, int(value or 0), type=kind, **a)
@@ -157,8 +158,12 @@ def read_totals(conn: sqlite3.Connection, budget_s: float,
                 if priced:
                     out.add(COST, int(cost or 0) / 1e12, **a)  # cost_pusd: pico-USD
             for platform, ws, n in conn.execute(
-                    f"SELECT a.platform, a.workspace_hash, COUNT(*) FROM usage_activity a "
-                    f"WHERE a.kind='prompt' AND {PREFERRED} GROUP BY 1, 2"):
+                    "SELECT s.platform, s.workspace_hash, SUM(CASE WHEN s.session_id = '' THEN s.prompts_store "
+                    "+ s.prompts_other WHEN IFNULL(t.store_rows, 0) > 0 THEN s.prompts_store "
+                    "ELSE s.prompts_other END) FROM usage_rollup_sessions s LEFT JOIN usage_rollup_store t "
+                    "ON t.platform=s.platform AND t.session_id=s.session_id GROUP BY 1, 2"):
+                if not n:
+                    continue
                 out.add(PROMPTS, int(n), assistant=platform, project=ws or UNKNOWN)
             kinds = ",".join(f"'{k}'" for k in TOOL_KINDS)
             for platform, ws, kind, n in conn.execute(
@@ -168,8 +173,7 @@ def read_totals(conn: sqlite3.Connection, budget_s: float,
             # a session counts once, under the project it was seen in (the report counts it once too)
             for platform, ws, n in conn.execute(
                     "SELECT platform, ws, COUNT(*) FROM (SELECT platform, session_id, MAX(workspace_hash) AS ws "
-                    "FROM (SELECT platform, session_id, workspace_hash FROM usage_activity UNION ALL "
-                    "SELECT platform, session_id, workspace_hash FROM usage_requests) GROUP BY 1, 2) GROUP BY 1, 2"):
+                    "FROM usage_rollup_sessions GROUP BY 1, 2) GROUP BY 1, 2"):
                 out.add(SESSIONS, int(n), assistant=platform, project=ws or UNKNOWN)
         finally:
             if conn.in_transaction:  # an interrupted statement has rolled it back already
