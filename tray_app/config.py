@@ -113,6 +113,17 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class OtlpSettings:
+    #: the local OTLP/HTTP receiver for Claude Code's own telemetry (tray_app/otlp)
+    receiver_enabled: bool = True
+    #: loopback only: 127.0.0.1, ::1 or localhost (anything else is refused)
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = 4318
+    #: a request body (and a gzip body once decompressed) larger than this gets 413
+    receiver_max_body_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Config:
     redis: RedisSettings = field(default_factory=RedisSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
@@ -120,6 +131,7 @@ class Config:
     monitors: MonitorSettings = field(default_factory=MonitorSettings)
     tray: TraySettings = field(default_factory=TraySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    otlp: OtlpSettings = field(default_factory=OtlpSettings)
     paths: Paths = field(default_factory=resolve_paths)
     #: where the settings came from: the file path, or "defaults" when it does not exist
     source: str = "defaults"
@@ -132,6 +144,7 @@ SECTIONS: dict[str, type] = {
     "monitors": MonitorSettings,
     "tray": TraySettings,
     "logging": LoggingSettings,
+    "otlp": OtlpSettings,
 }
 
 #: (min, max) inclusive, for numeric settings; absent = any value >= 0
@@ -165,6 +178,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "tray.spool_warn_threshold": (1, 10_000_000),
     "logging.max_bytes": (10_000, 1024 * 1024 * 1024),
     "logging.backup_count": (0, 100),
+    "otlp.receiver_port": (1, 65535),
+    "otlp.receiver_max_body_bytes": (1024, 1024 * 1024 * 1024),
 }
 
 SECRET_KEYS = {"redis.url"}  # urls may carry a password
@@ -263,6 +278,22 @@ def validate_redis_url(url: str, where: str) -> None:
             raise ConfigError(f"{where}: redis.url: expected a port number, found {mask_url(url)!r}") from None
 
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def validate_loopback_host(host: str, where: str) -> None:
+    """The OTLP receiver listens on loopback only: nothing else on the network may send events."""
+    import ipaddress
+
+    try:
+        loopback = host.lower() in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"{where}: otlp.receiver_host: expected a loopback address (127.0.0.1, ::1 "
+                          f"or localhost), found {_describe(host)}")
+
+
 def mask_url(url: str) -> str:
     """The url with any password replaced by ***."""
     scheme, sep, rest = url.partition("://")
@@ -338,6 +369,8 @@ def load_config(config_file: str | os.PathLike[str] | None = None,
              for name, cls in SECTIONS.items()}
     url_where = f"{ENV_PREFIX}REDIS_URL" if f"{ENV_PREFIX}REDIS_URL" in env else where
     validate_redis_url(built["redis"].url, url_where)
+    host_where = f"{ENV_PREFIX}OTLP_RECEIVER_HOST" if f"{ENV_PREFIX}OTLP_RECEIVER_HOST" in env else where
+    validate_loopback_host(built["otlp"].receiver_host, host_where)
     ing: IngestSettings = built["ingest"]
     if ing.batch_size_min > ing.batch_size_max:
         raise ConfigError(f"{where}: ingest.batch_size_min: expected at most batch_size_max "
@@ -397,6 +430,8 @@ COMMENTS = {
     "monitors": "Readers of Cursor's state.vscdb and Claude Code's transcripts.",
     "tray": "Desktop notifications: at most one of each kind per notify_interval_s.",
     "logging": "Rotating log file in the log directory (telemetry-tray paths).",
+    "otlp": "The local OTLP/HTTP receiver for Claude Code's own telemetry (loopback only;\n"
+            "# see docs/operations.md: point OTEL_EXPORTER_OTLP_ENDPOINT at http://127.0.0.1:4318).",
 }
 
 
