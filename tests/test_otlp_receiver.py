@@ -454,3 +454,40 @@ def test_a_non_loopback_host_is_a_one_line_config_error(app_home: Path) -> None:
     assert proc.stderr.strip().count("\n") == 0 and "TELEMETRY_TRAY_OTLP_RECEIVER_HOST" in proc.stderr
     for ok in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
         assert load_config(environ=dict(os.environ, TELEMETRY_TRAY_OTLP_RECEIVER_HOST=ok)).otlp.receiver_host == ok
+
+
+def test_a_receiver_thread_that_dies_is_restarted_and_health_shows_it(receiver: Receiver,
+                                                                     tmp_path: Path) -> None:
+    import zipfile
+
+    from tray_app.diagnostics.bundle import export_bundle
+
+    assert receiver.export_logs(log_records([claude_event("auth", 1, action="login")])) \
+        == LogRecordExportResult.SUCCESS
+    old = receiver.engine.otlp
+    old.server.socket.close()        # the listening socket goes away under the serving loop
+    wait_for(lambda: receiver.engine.otlp is not old and receiver.engine.otlp.listening.is_set(),
+             what="a new receiver thread, listening")
+    snap = receiver.health()
+    assert any(line.startswith("otlp-receiver: ") and "restarted 1 time" in line for line in snap.thread_errors)
+    assert snap.otlp_requests_accepted == 1                     # counters kept across the restart
+    assert receiver.export_logs(log_records([claude_event("auth", 2, action="logout")])) \
+        == LogRecordExportResult.SUCCESS
+    assert [r["payload"]["action"] for r in receiver.rows(2)] == ["login", "logout"]
+    # the diagnostics bundle carries the receiver's health (as the engine publishes it)
+    wait_for(lambda: _bundle_health(export_bundle, tmp_path).get("otlp_requests_accepted") == 2,
+             what="the published health in a bundle")
+    health = _bundle_health(export_bundle, tmp_path)
+    assert health["otlp_receiver"].startswith("listening on http://127.0.0.1:")
+    assert zipfile.is_zipfile(next(tmp_path.glob("*.zip")))
+
+
+def _bundle_health(export_bundle: Any, out: Path) -> dict[str, Any]:
+    import zipfile
+
+    for old in out.glob("*.zip"):
+        old.unlink()
+    path = export_bundle(load_config(), out)
+    with zipfile.ZipFile(path) as z:
+        name = next(n for n in z.namelist() if n.endswith("health.json"))
+        return dict(json.loads(z.read(name))["snapshot"])
