@@ -341,6 +341,10 @@ def test_bad_requests_are_refused_and_the_receiver_goes_on(receiver: Receiver) -
     status, body = raw_request(url, head, b"\x00" * (1024 * 1024))
     cases.append((status, 413))
     assert b"over the limit of 8388608 bytes" in body and time.monotonic() - started < 5
+    # chunked, no Content-Length
+    chunked = (b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n")
+    cases.append((raw_request(url, chunked, b"2\r\n{}\r\n0\r\n\r\n")[0], 411))
     # a body that ends early (the client gives up)
     status, _ = raw_request(url, head.replace(b"%d" % (50 * 1024 * 1024), b"100"), b"{}", end=True)
     cases.append((status, 400))
