@@ -3,6 +3,7 @@ the real OpenTelemetry Python SDK, and sent by its OTLP/HTTP exporters."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import urllib.error
@@ -65,13 +66,34 @@ def metrics_data(record: Any, resource: dict[str, Any] | None = None) -> Any:
     return data
 
 
+def otlp_json(message: Any) -> bytes:
+    """The OTLP JSON encoding of a request (OTLP specification, "JSON Protobuf
+    Encoding"): protobuf's JSON mapping, except that trace and span ids are hex,
+    not base64, and enums are integers."""
+    obj = json_format.MessageToDict(message, use_integers_for_enums=True)
+
+    def hexify(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("traceId", "spanId", "parentSpanId") and isinstance(item, str):
+                    value[key] = base64.b64decode(item).hex()
+                else:
+                    hexify(item)
+        elif isinstance(value, list):
+            for item in value:
+                hexify(item)
+
+    hexify(obj)
+    return json.dumps(obj, indent=1).encode()
+
+
 def logs_json(records: list[Any]) -> bytes:
     """The OTLP JSON encoding of the request the SDK's exporter would send."""
-    return json_format.MessageToJson(encode_logs(records)).encode()
+    return otlp_json(encode_logs(records))
 
 
 def metrics_json(data: Any) -> bytes:
-    return json_format.MessageToJson(encode_metrics(data)).encode()
+    return otlp_json(encode_metrics(data))
 
 
 def post(url: str, body: bytes, content_type: str = "application/x-protobuf", *,

@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from opentelemetry.sdk.metrics.export import MetricExportResult
 from conftest import RedisProc, run_cli, wait_for
 from engine_util import running_engine
 from otlp_util import (SESSION, claude_event, log_records, logs_json, metrics_data, metrics_json,
-                       otlp_rows, post)
+                       otlp_json, otlp_rows, post)
 from tray_app.config import load_config
 from tray_app.errors import ConfigError
 
@@ -172,6 +173,23 @@ def test_json_encoding_and_gzip(receiver: Receiver) -> None:
     assert [r["event_type"] for r in rows] == ["user_prompt", "user_prompt", "auth"]
 
 
+def test_trace_ids_in_json_are_hex_and_match_the_protobuf_ones(receiver: Receiver) -> None:
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+    request = encode_logs(log_records([claude_event("tool_result", 1, tool_name="Read", success="true")]))
+    rec = request.resource_logs[0].scope_logs[0].log_records[0]
+    rec.trace_id = bytes.fromhex("5b8efff798038103d269b633813fc60c")
+    rec.span_id = bytes.fromhex("eee19b7ec3c1b174")
+    body = otlp_json(request)
+    assert b'"traceId": "5b8efff798038103d269b633813fc60c"' in body
+    assert post(f"{receiver.url}/v1/logs", body, "application/json")[0] == 200
+    assert post(f"{receiver.url}/v1/logs", request.SerializeToString())[0] == 200   # same record, protobuf
+    row = receiver.rows(1)[0]
+    assert row["metadata"]["trace_id"] == "5b8efff798038103d269b633813fc60c"
+    assert row["metadata"]["span_id"] == "eee19b7ec3c1b174"
+    wait_for(lambda: receiver.health().total_duplicates == 1, what="the protobuf copy as a duplicate")
+
+
 def test_unmappable_record_is_kept_as_an_error_and_the_rest_is_stored(receiver: Receiver) -> None:
     records = log_records([
         claude_event("user_prompt", 1, prompt_length=1, prompt="a"),
@@ -180,7 +198,7 @@ def test_unmappable_record_is_kept_as_an_error_and_the_rest_is_stored(receiver: 
     ])
     others = log_records([{"body": "GET /index.html 200", "attributes": {"http.status": 200}}],
                          resource={"service.name": "some-web-app"})
-    body = json_format.MessageToJson(_merged(records, others)).encode()
+    body = otlp_json(_merged(records, others))
     status, reply, _ = post(f"{receiver.url}/v1/logs", body, "application/json")
     assert status == 200
     partial = json.loads(reply)["partialSuccess"]
@@ -438,8 +456,14 @@ def test_port_in_use_the_engine_still_ingests_hook_events(app_home: Path, redis_
                       "cwd": "/p", "transcript_path": "/p/t.jsonl"}
             proc, _ = run_hook("claude", json.dumps(prompt), hook_env(app_home, redis_server.url))
             assert proc.returncode == 0
-            stored = wait_for(lambda: stored_events(eng.cfg.paths.database), what="the hook event")
-            assert [e["payload"]["prompt"] for e in stored.values()] == ["still here"]
+            def stored() -> dict[str, Any] | None:
+                try:
+                    return stored_events(eng.cfg.paths.database)
+                except sqlite3.OperationalError:   # the engine has not made its tables yet
+                    return None
+
+            hook_events = wait_for(stored, what="the hook event")
+            assert [e["payload"]["prompt"] for e in hook_events.values()] == ["still here"]
 
             def status_shows_it() -> Any:
                 proc = run_cli("status")

@@ -313,6 +313,9 @@ def log_event(record: Any, resource_msg: Any, resource: Mapping[str, Any], scope
     metadata: dict[str, Any] = {"source": SOURCE, "otel_event_name": name, **_resource_meta(resource)}
     if scope.name:
         metadata["otel_scope"] = scope.name
+    if any(record.trace_id):  # with Claude Code's (beta) tracing on: joins the event to its span
+        metadata["trace_id"] = record.trace_id.hex()
+        metadata["span_id"] = record.span_id.hex()
     if event_type == "api_request":
         unparsed = typed_api_request(payload)
         if unparsed:

@@ -120,12 +120,12 @@ class Stats:
         self._publish()
 
     def _publish(self) -> None:
+        # under the lock: two request threads never publish their counts out of order
         with self._lock:
-            fields = {"otlp_receiver": self.state, "otlp_requests_accepted": self.accepted,
-                      "otlp_requests_rejected": self.rejected, "otlp_events_received": self.events,
-                      "otlp_records_rejected": self.records_rejected,
-                      "otlp_last_rejection": self.last_rejection}
-        self.health.update(**fields)
+            self.health.update(otlp_receiver=self.state, otlp_requests_accepted=self.accepted,
+                               otlp_requests_rejected=self.rejected, otlp_events_received=self.events,
+                               otlp_records_rejected=self.records_rejected,
+                               otlp_last_rejection=self.last_rejection)
 
 
 class Delivery:

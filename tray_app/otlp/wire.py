@@ -15,8 +15,11 @@ does the socket work.
 
 from __future__ import annotations
 
+import base64
 import zlib
 from typing import Any
+
+import orjson
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -86,18 +89,61 @@ def parse(path: str, kind: str, body: bytes) -> Message:
             raise Refused(400, f"not an OTLP protobuf {request.DESCRIPTOR.name}: {exc or 'decode error'}") from None
         return request
     try:
-        json_format.Parse(body.decode("utf-8"), request)
-    except UnicodeDecodeError as exc:
-        raise Refused(400, f"the JSON body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except (json_format.ParseError, ValueError, RecursionError) as exc:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(400, f"not OTLP JSON: {str(exc)[:200]}") from None
+    if not isinstance(obj, dict):
+        raise Refused(400, f"not OTLP JSON for {request.DESCRIPTOR.name}: expected an object")
+    try:
+        # unknown fields are ignored, as the OTLP specification asks of JSON receivers
+        json_format.ParseDict(_hex_ids(obj), request, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise Refused(400, f"not OTLP JSON for {request.DESCRIPTOR.name}: {str(exc)[:200]}") from None
     return request
 
 
+#: OTLP JSON writes these bytes fields as hex, where protobuf's JSON mapping expects base64
+HEX_ID_FIELDS = {"traceId": 32, "spanId": 16, "parentSpanId": 16}
+
+
+def _hex_ids(value: Any) -> Any:
+    """``value`` (parsed OTLP JSON) with hex trace / span ids as base64, in place."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            size = HEX_ID_FIELDS.get(key)
+            if size is not None and isinstance(item, str) and len(item) == size:
+                try:
+                    value[key] = base64.b64encode(bytes.fromhex(item)).decode()
+                except ValueError:
+                    pass  # not hex: left for the parser to judge
+            elif isinstance(item, (dict, list)):
+                _hex_ids(item)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                _hex_ids(item)
+    return value
+
+
 def encode(message: Message, kind: str) -> bytes:
+    """``message`` in ``kind``; JSON as OTLP writes it (hex ids, compact)."""
     if kind == JSON:
-        return json_format.MessageToJson(message, indent=None).encode()
+        obj = json_format.MessageToDict(message, use_integers_for_enums=True)
+        return orjson.dumps(_base64_to_hex(obj))
     return bytes(message.SerializeToString())
+
+
+def _base64_to_hex(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in HEX_ID_FIELDS and isinstance(item, str):
+                value[key] = base64.b64decode(item).hex()
+            elif isinstance(item, (dict, list)):
+                _base64_to_hex(item)
+    elif isinstance(value, list):
+        for item in value:
+            _base64_to_hex(item)
+    return value
 
 
 def success(path: str, kind: str, rejected: int, message: str) -> bytes:
@@ -132,8 +178,6 @@ def status(code: int, message: str, kind: str | None) -> tuple[bytes, str]:
         text = message.encode("utf-8", "replace")
         body = b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
         return body, PROTOBUF
-    import orjson
-
     return orjson.dumps({"code": code, "message": message}), JSON
 
 
