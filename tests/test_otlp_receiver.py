@@ -519,3 +519,40 @@ def _bundle_health(export_bundle: Any, out: Path) -> dict[str, Any]:
     with zipfile.ZipFile(path) as z:
         name = next(n for n in z.namelist() if n.endswith("health.json"))
         return dict(json.loads(z.read(name))["snapshot"])
+
+
+def test_run_headless_receives_claude_telemetry_and_status_json_shows_it(app_env: dict[str, str],
+                                                                        tmp_path: Path) -> None:
+    """The real face: `telemetry-tray run --headless` (EngineRuntime), the SDK's
+    exporter, `status --json`, SIGTERM; the rows stay."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from engine_util import terminate
+
+    port = app_env["TELEMETRY_TRAY_OTLP_RECEIVER_PORT"]
+    db = load_config().paths.database
+    with open(tmp_path / "headless.log", "a") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tray_app", "run", "--headless", "--no-monitors"],
+                                env=app_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        try:
+            def listening() -> Any:
+                out = run_cli("status", "--json", env=app_env)
+                snap = json.loads(out.stdout) if out.returncode == 0 else {}
+                return snap.get("otlp_receiver") == f"listening on http://127.0.0.1:{port}" and snap
+
+            wait_for(listening, timeout=30, what="status --json: the receiver listening")
+            exporter = OTLPLogExporter(endpoint=f"http://127.0.0.1:{port}/v1/logs", timeout=10)
+            records = log_records([claude_event("api_request", 1, model="m", cost_usd=0.25, output_tokens=9)])
+            assert exporter.export(records) == LogRecordExportResult.SUCCESS
+            exporter.shutdown()
+            wait_for(lambda: len(otlp_rows(db)) == 1, what="the row")
+            snap = wait_for(lambda: (s := listening()) and s["otlp_events_received"] == 1 and s,
+                            what="the count in status --json")
+            assert snap["otlp_requests_accepted"] == 1 and snap["otlp_requests_rejected"] == 0
+        finally:
+            terminate(proc)
+    assert proc.returncode == 0
+    row = otlp_rows(db)[0]
+    assert row["payload"]["cost_usd"] == 0.25 and row["payload"]["output_tokens"] == 9
