@@ -556,3 +556,14 @@ def test_run_headless_receives_claude_telemetry_and_status_json_shows_it(app_env
     assert proc.returncode == 0
     row = otlp_rows(db)[0]
     assert row["payload"]["cost_usd"] == 0.25 and row["payload"]["output_tokens"] == 9
+
+
+def test_receiver_disabled_binds_nothing(app_home: Path, redis_server: RedisProc,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEMETRY_TRAY_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("TELEMETRY_TRAY_OTLP_RECEIVER_ENABLED", "false")
+    port = int(os.environ["TELEMETRY_TRAY_OTLP_RECEIVER_PORT"])
+    with running_engine(redis_server.url) as eng:
+        assert eng.otlp is None and eng.health().otlp_receiver == ""
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0      # nobody listens
