@@ -8,7 +8,8 @@ does the socket work.
 * ``application/x-protobuf``: the binary ``Export*ServiceRequest``.
 * ``application/json``: the OTLP JSON encoding (camelCase names, hex trace
   ids, 64-bit integers as strings), read by protobuf's ``json_format`` into the
-  same message types, so both encodings map to the same events (and ids).
+  same message types (the hex ids turned into the base64 it expects first), so
+  both encodings map to the same events (and ids).
 * ``Content-Encoding: gzip`` is decompressed with the same size cap as a
   plain body: a small bomb cannot expand into memory.
 """
@@ -20,7 +21,6 @@ import zlib
 from typing import Any
 
 import orjson
-
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
