@@ -9,7 +9,7 @@ docs/events.md ("Claude Code's OpenTelemetry events").
   we do not know yet becomes ``otel_event``. ``hook_type`` keeps the full name.
 * Every record attribute goes into ``payload`` under Claude's own name; the
   seven numbers of ``api_request`` are given exact types (``API_REQUEST_TYPES``).
-* A metric data point is one ``otel_metric`` event (why: docs/events.md).
+* A metric data point is one ``otel_metric`` event (metrics.py; why: docs/events.md).
 * ``event_id`` is derived from the record (or data point) and its resource,
   so an exporter that resends a request makes no second row.
 * Content follows ``[capture]`` with the hooks' own rules (capture/mapping.py).
@@ -266,7 +266,7 @@ def is_claude(name: str | None, resource: Mapping[str, Any]) -> bool:
     return (name or "").startswith(PREFIX) or resource.get("service.name") == SERVICE
 
 
-def _session(attrs: Mapping[str, Any], resource: Mapping[str, Any]) -> str:
+def session_of(attrs: Mapping[str, Any], resource: Mapping[str, Any]) -> str:
     for source in (attrs, resource):
         value = source.get("session.id")
         if isinstance(value, str) and value:
@@ -274,19 +274,19 @@ def _session(attrs: Mapping[str, Any], resource: Mapping[str, Any]) -> str:
     return UNKNOWN_SESSION
 
 
-def _resource_meta(resource: Mapping[str, Any]) -> dict[str, Any]:
+def resource_meta(resource: Mapping[str, Any]) -> dict[str, Any]:
     return {meta: resource[attr] for attr, meta in RESOURCE_META.items()
             if isinstance(resource.get(attr), (str, int, float))}
 
 
-def _fit(payload: dict[str, Any], metadata: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def fit(payload: dict[str, Any], metadata: dict[str, Any], settings: Settings) -> dict[str, Any]:
     payload, _, truncated = hook_mapping.fit(payload, settings["max_input_bytes"])
     if truncated:
         metadata["truncated"] = True
     return payload
 
 
-def _digest(*messages: Any) -> bytes:
+def digest(*messages: Any) -> bytes:
     h = hashlib.sha256()
     for m in messages:
         h.update(m.SerializeToString(deterministic=True))
@@ -308,9 +308,9 @@ def log_event(record: Any, resource_msg: Any, resource: Mapping[str, Any], scope
     event_type = CLAUDE_EVENTS.get(short, GENERIC_TYPE)
     timestamp = (iso_or_none(attrs.get("event.timestamp")) or iso_from_nanos(record.time_unix_nano)
                  or iso_from_nanos(record.observed_time_unix_nano) or events.utc_now_iso())
-    session = _session(attrs, resource)
+    session = session_of(attrs, resource)
     payload = {k: v for k, v in attrs.items() if k not in FIELD_ATTRS}
-    metadata: dict[str, Any] = {"source": SOURCE, "otel_event_name": name, **_resource_meta(resource)}
+    metadata: dict[str, Any] = {"source": SOURCE, "otel_event_name": name, **resource_meta(resource)}
     if scope.name:
         metadata["otel_scope"] = scope.name
     if any(record.trace_id):  # with Claude Code's (beta) tracing on: joins the event to its span
@@ -330,9 +330,9 @@ def log_event(record: Any, resource_msg: Any, resource: Mapping[str, Any], scope
     redacted = apply_privacy(short, payload, settings)
     if redacted:
         metadata["redacted"] = redacted
-    payload = _fit(payload, metadata, settings)
+    payload = fit(payload, metadata, settings)
     return {
-        "event_id": events.deterministic_event_id("otlp-log", _digest(resource_msg, record)),
+        "event_id": events.deterministic_event_id("otlp-log", digest(resource_msg, record)),
         "platform": PLATFORM,
         "event_type": event_type,
         "timestamp": timestamp,
@@ -345,14 +345,14 @@ def log_event(record: Any, resource_msg: Any, resource: Mapping[str, Any], scope
     }
 
 
-def error_event(kind: str, digest: bytes, problem: str, session: str, timestamp: str | None,
+def error_event(kind: str, record_digest: bytes, problem: str, session: str, timestamp: str | None,
                 name: str | None) -> dict[str, Any]:
     """The ``error`` event kept in place of a record that could not be mapped."""
-    payload: dict[str, Any] = {"error": problem[:500], "record_sha256": digest.hex()}
+    payload: dict[str, Any] = {"error": problem[:500], "record_sha256": record_digest.hex()}
     if name:
         payload["otel_event_name"] = name[:200]
     return {
-        "event_id": events.deterministic_event_id("otlp-error", kind, digest),
+        "event_id": events.deterministic_event_id("otlp-error", kind, record_digest),
         "platform": PLATFORM,
         "event_type": ERROR_TYPE,
         "timestamp": timestamp or events.utc_now_iso(),
@@ -364,7 +364,7 @@ def error_event(kind: str, digest: bytes, problem: str, session: str, timestamp:
     }
 
 
-def _checked(event: dict[str, Any]) -> dict[str, Any]:
+def checked(event: dict[str, Any]) -> dict[str, Any]:
     reason = events.validate(event)
     if reason is not None:
         raise ValueError(f"{reason[0]}: {reason[1]}")
@@ -383,12 +383,12 @@ def map_logs(request: Any, settings: Settings) -> Mapped:
                     if event is None:
                         others += 1
                         continue
-                    out.events.append(_checked(event))
+                    out.events.append(checked(event))
                 except Exception as exc:  # noqa: BLE001 - this record's problem, not the request's
                     problem = f"{type(exc).__name__}: {exc}"
-                    attrs = _safe_attrs(record)
+                    attrs = safe_attrs(record)
                     out.events.append(error_event(
-                        "log_record", _digest(rl.resource, record), problem, _session(attrs, resource),
+                        "log_record", digest(rl.resource, record), problem, session_of(attrs, resource),
                         iso_from_nanos(record.time_unix_nano), _safe_name(record, attrs, resource)))
                     out.reject(f"log record not mapped ({problem[:200]}): kept as an error event")
     if others:
@@ -397,7 +397,7 @@ def map_logs(request: Any, settings: Settings) -> Mapped:
     return out
 
 
-def _safe_attrs(record: Any) -> dict[str, Any]:
+def safe_attrs(record: Any) -> dict[str, Any]:
     try:
         return attributes(record.attributes)
     except Exception:  # noqa: BLE001 - only for the error event's session
@@ -411,96 +411,6 @@ def _safe_name(record: Any, attrs: Mapping[str, Any], resource: Mapping[str, Any
         return None
 
 
-# ----------------------------------------------------------------------------- metrics
-
-TEMPORALITY = {0: "unspecified", 1: "delta", 2: "cumulative"}
-
-
-def _number(point: Any) -> int | float | str | None:
-    kind = point.WhichOneof("value")
-    if kind is None:
-        return None
-    value = getattr(point, kind)
-    return repr(value) if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _points(metric: Any) -> tuple[str, list[tuple[Any, dict[str, Any]]]]:
-    """(kind, [(data point, fields of its payload)]) of one metric."""
-    from google.protobuf import json_format
-
-    kind = metric.WhichOneof("data") or "none"
-    if kind in ("sum", "gauge"):
-        data = getattr(metric, kind)
-        common: dict[str, Any] = {}
-        if kind == "sum":
-            common = {"temporality": TEMPORALITY.get(data.aggregation_temporality, "unspecified"),
-                      "monotonic": data.is_monotonic}
-        return kind, [(p, {"value": _number(p), **common}) for p in data.data_points]
-    if kind in ("histogram", "exponential_histogram", "summary"):
-        data = getattr(metric, kind)
-        common = {}
-        if hasattr(data, "aggregation_temporality"):
-            common["temporality"] = TEMPORALITY.get(data.aggregation_temporality, "unspecified")
-        out = []
-        for p in data.data_points:
-            point = json_format.MessageToDict(p)
-            for key in ("attributes", "startTimeUnixNano", "timeUnixNano"):
-                point.pop(key, None)
-            out.append((p, {"point": point, **common}))
-        return kind, out
-    return kind, []
-
-
-def metric_event(metric: Any, kind: str, point: Any, values: dict[str, Any], resource_msg: Any,
-                 resource: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    attrs = attributes(point.attributes)
-    session = _session(attrs, resource)
-    payload = {"metric": metric.name, "unit": metric.unit, "kind": kind, **values,
-               "start_time": iso_from_nanos(point.start_time_unix_nano),
-               "time": iso_from_nanos(point.time_unix_nano), "attributes": attrs}
-    metadata: dict[str, Any] = {"source": SOURCE, "otel_metric": metric.name, **_resource_meta(resource)}
-    payload = _fit(payload, metadata, settings)
-    return {
-        "event_id": events.deterministic_event_id("otlp-metric", metric.name, _digest(resource_msg, point)),
-        "platform": PLATFORM,
-        "event_type": METRIC_TYPE,
-        "timestamp": iso_from_nanos(point.time_unix_nano) or events.utc_now_iso(),
-        "session_id": session,
-        "external_session_id": session if session != UNKNOWN_SESSION else None,
-        "hook_type": metric.name,
-        "payload": payload,
-        "metadata": metadata,
-        "schema_version": events.SCHEMA_VERSION,
-    }
-
-
-def map_metrics(request: Any, settings: Settings) -> Mapped:
-    out = Mapped()
-    others = 0
-    for rm in request.resource_metrics:
-        resource = attributes(rm.resource.attributes)
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                kind, points = _points(metric)
-                if not is_claude(metric.name, resource):
-                    others += len(points)
-                    continue
-                for point, values in points:
-                    try:
-                        out.events.append(_checked(
-                            metric_event(metric, kind, point, values, rm.resource, resource, settings)))
-                    except Exception as exc:  # noqa: BLE001 - this data point's problem
-                        problem = f"{type(exc).__name__}: {exc}"
-                        out.events.append(error_event(
-                            "data_point", _digest(rm.resource, point), problem,
-                            _session(_safe_attrs(point), resource), iso_from_nanos(point.time_unix_nano),
-                            metric.name))
-                        out.reject(f"data point not mapped ({problem[:200]}): kept as an error event")
-    if others:
-        out.rejected += others
-        out.problems.append(f"{others} data point(s) are not Claude Code metrics: not kept")
-    return out
-
-
-__all__ = ["API_REQUEST_TYPES", "CLAUDE_EVENTS", "Mapped", "capture_settings", "log_event",
-           "map_logs", "map_metrics", "typed_api_request"]
+__all__ = ["API_REQUEST_TYPES", "CLAUDE_EVENTS", "Mapped", "attributes", "capture_settings", "checked",
+           "digest", "error_event", "fit", "is_claude", "iso_from_nanos", "log_event", "map_logs",
+           "resource_meta", "safe_attrs", "session_of", "typed_api_request"]

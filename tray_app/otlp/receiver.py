@@ -40,7 +40,7 @@ from tray_app.config import Config
 from tray_app.engine.backoff import Backoff
 from tray_app.errors import RedisUnavailable
 from tray_app.monitors.emit import Emitter, payload_budget
-from tray_app.otlp import mapping, wire
+from tray_app.otlp import mapping, metrics, wire
 from tray_app.redis_conn import Endpoint
 
 log = logging.getLogger(__name__)
@@ -346,7 +346,7 @@ class OtlpReceiver(threading.Thread):
 
     def handle(self, path: str, request: Any) -> mapping.Mapped:
         """A decoded request -> events on the stream (or in the spool)."""
-        mapper = mapping.map_logs if path == wire.LOGS_PATH else mapping.map_metrics
+        mapper = mapping.map_logs if path == wire.LOGS_PATH else metrics.map_metrics
         result = mapper(request, self.settings)
         if result.events:
             self.delivery.deliver(result.events)
