@@ -3,8 +3,9 @@
 1. ``APP --version`` prints this version.
 2. ``APP doctor`` passes, and finds the Redis server bundled inside the app.
 3. ``APP run --headless`` starts the app's private Redis and engine; 100 events
-   pushed to ``telemetry:events`` become 100 rows in ``raw_traces``; SIGTERM
-   stops it with exit 0 and the rows are still there.
+   pushed to ``telemetry:events`` become 100 rows in ``raw_traces``; one
+   Claude Code OTLP log record POSTed (protobuf) to its receiver becomes one
+   more; SIGTERM stops it with exit 0 and the rows are still there.
 
 Everything happens under a temporary HOME and TELEMETRY_TRAY_HOME.
 Usage: python packaging/smoke_check.py path/to/dist/telemetry-tray/telemetry-tray [N]
@@ -16,11 +17,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import redis
@@ -72,7 +75,9 @@ def run(app: Path, n: int) -> int:
     home.mkdir()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TELEMETRY_TRAY_", "PYTHON", "VIRTUAL_ENV"))}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), TELEMETRY_TRAY_HOME=str(app_home))
+    otlp_port = _free_port()
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), TELEMETRY_TRAY_HOME=str(app_home),
+               TELEMETRY_TRAY_OTLP_RECEIVER_PORT=str(otlp_port))
     env.pop("DISPLAY", None)
     log = tmp / "app.log"
     proc: subprocess.Popen[bytes] | None = None
@@ -120,6 +125,18 @@ def run(app: Path, n: int) -> int:
             return fail(f"run --headless exited {proc.returncode} during ingest", log)
         step(f"ingest ok: {n} events -> {row_count(db)} rows in {time.monotonic() - t1:.2f} s")
 
+        # the frozen app's OTLP receiver decodes protobuf (google.protobuf's C parts are bundled)
+        try:
+            status = wait(lambda: _post_otlp(otlp_port), 30, "the OTLP receiver to answer")
+        except TimeoutError as exc:
+            return fail(str(exc), log)
+        n += 1
+        try:
+            wait(lambda: row_count(db) >= n, 30, "the OTLP event's row")
+        except TimeoutError as exc:
+            return fail(f"{exc}; rows: {row_count(db)}", log)
+        step(f"otlp ok: POST /v1/logs -> {status}, 1 row")
+
         proc.send_signal(signal.SIGTERM)
         try:
             rc = proc.wait(timeout=30)
@@ -141,6 +158,32 @@ def run(app: Path, n: int) -> int:
         except (OSError, ValueError):
             pass
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _post_otlp(port: int) -> int | None:
+    """POST one Claude Code api_request log record (protobuf); the status, None if no answer."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = "claude-code"
+    rec = rl.scope_logs.add().log_records.add(time_unix_nano=time.time_ns())
+    rec.body.string_value = "claude_code.api_request"
+    for key, value in (("session.id", "smoke-otlp"), ("model", "claude-sonnet-4-5"), ("cost_usd", "0.01")):
+        rec.attributes.add(key=key).value.string_value = value
+    http = urllib.request.Request(f"http://127.0.0.1:{port}/v1/logs", data=req.SerializeToString(),
+                                  headers={"Content-Type": "application/x-protobuf"}, method="POST")
+    try:
+        with urllib.request.urlopen(http, timeout=10) as resp:
+            return int(resp.status) if resp.status == 200 else None
+    except OSError:
+        return None
 
 
 def _pings(client: redis.Redis) -> bool:

@@ -135,6 +135,8 @@ def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_DATA_HOME", str(user / ".local" / "share"))
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(user / ".claude"))
     monkeypatch.delenv("APPDATA", raising=False)
+    # every engine runs the OTLP receiver: on a port of its own, never the user's 4318
+    monkeypatch.setenv("TELEMETRY_TRAY_OTLP_RECEIVER_PORT", str(free_port()))
     return home
 
 

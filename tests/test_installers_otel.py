@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from test_installers import USER_CLAUDE, claude_file, cli, cursor_file, ours_claude, put
-from tray_app import config as config_mod
 from tray_app.capture import claude_otel, installers
 
 #: the receiver port the install must use: [otlp] receiver_port when the build has that section
-PORT = 4999 if "otlp" in config_mod.SECTIONS else claude_otel.DEFAULT_RECEIVER_PORT
+PORT = 4999
 BASE = {
     "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
     "OTEL_METRICS_EXPORTER": "otlp",

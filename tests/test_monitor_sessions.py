@@ -204,6 +204,24 @@ def test_errors_and_cursor_state_items_are_not_activity(h):
     assert rows["s1"]["last_activity_at"] == iso(T0) and rows["s1"]["event_count"] == 2
 
 
+def test_claude_metric_points_after_the_end_do_not_reopen_the_session(h, tmp_path):
+    """Claude Code's last metric export comes up to a minute after SessionEnd."""
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(minutes=3), "session_end", reason="logout"),
+                           ev("s1", T0 + timedelta(minutes=4), "otel_metric", metric="claude_code.cost.usage")]))
+    mon.apply_pending()
+    row = h.rows()["s1"]
+    assert row["ended_at"] == iso(T0 + timedelta(minutes=3)) and row["end_reason"] == "logout"
+    assert row["last_activity_at"] == iso(T0) and row["event_count"] == 3
+    mon.close()
+    store = StateStore(state_file(h.cfg.paths.state_dir, "sessions"))   # the recount agrees
+    store.put("sessions", "applied_sequence", 0)
+    store.close()
+    again = h.monitor()
+    again.run_once()
+    assert h.rows()["s1"] == row and again.health()["recounts"] == 1
+
+
 def test_queue_overflow_falls_back_to_an_exact_recount(h):
     mon = h.monitor(max_queue_events=3)
     mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(seconds=1))]))

@@ -129,6 +129,17 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class OtlpSettings:
+    #: the local OTLP/HTTP receiver for Claude Code's own telemetry (tray_app/otlp)
+    receiver_enabled: bool = True
+    #: loopback only: 127.0.0.1, ::1 or localhost (anything else is refused)
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = 4318
+    #: a request body (and a gzip body once decompressed) larger than this gets 413
+    receiver_max_body_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Config:
     redis: RedisSettings = field(default_factory=RedisSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
@@ -137,6 +148,7 @@ class Config:
     tray: TraySettings = field(default_factory=TraySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    otlp: OtlpSettings = field(default_factory=OtlpSettings)
     paths: Paths = field(default_factory=resolve_paths)
     #: where the settings came from: the file path, or "defaults" when it does not exist
     source: str = "defaults"
@@ -150,6 +162,7 @@ SECTIONS: dict[str, type] = {
     "tray": TraySettings,
     "logging": LoggingSettings,
     "export": ExportSettings,
+    "otlp": OtlpSettings,
 }
 
 #: (min, max) inclusive, for numeric settings; absent = any value >= 0
@@ -185,6 +198,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "logging.backup_count": (0, 100),
     "export.interval_s": (0.1, 86_400),
     "export.timeout_s": (0.5, 300),
+    "otlp.receiver_port": (1, 65535),
+    "otlp.receiver_max_body_bytes": (1024, 1024 * 1024 * 1024),
 }
 
 #: urls may carry a password; export headers carry the collector's credentials
@@ -323,6 +338,22 @@ def validate_export(export: "ExportSettings", where: str, headers_where: str | N
     parse_headers(export.headers, headers_where or where)
 
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def validate_loopback_host(host: str, where: str) -> None:
+    """The OTLP receiver listens on loopback only: nothing else on the network may send events."""
+    import ipaddress
+
+    try:
+        loopback = host.lower() in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"{where}: otlp.receiver_host: expected a loopback address (127.0.0.1, ::1 "
+                          f"or localhost), found {_describe(host)}")
+
+
 def mask_url(url: str) -> str:
     """The url with any password replaced by ***."""
     scheme, sep, rest = url.partition("://")
@@ -400,6 +431,8 @@ def load_config(config_file: str | os.PathLike[str] | None = None,
     validate_redis_url(built["redis"].url, url_where)
     validate_export(built["export"], *(f"{ENV_PREFIX}EXPORT_{k}" if f"{ENV_PREFIX}EXPORT_{k}" in env else where
                                        for k in ("OTLP_ENDPOINT", "HEADERS")))
+    host_where = f"{ENV_PREFIX}OTLP_RECEIVER_HOST" if f"{ENV_PREFIX}OTLP_RECEIVER_HOST" in env else where
+    validate_loopback_host(built["otlp"].receiver_host, host_where)
     ing: IngestSettings = built["ingest"]
     if ing.batch_size_min > ing.batch_size_max:
         raise ConfigError(f"{where}: ingest.batch_size_min: expected at most batch_size_max "
@@ -462,6 +495,8 @@ COMMENTS = {
     "export": "Opt-in: aggregated usage metrics (tokens, cost, requests, prompts, sessions, tool\n"
               "# calls per model, assistant and project hash; never content or paths) to a team's\n"
               "# OpenTelemetry Collector over OTLP/HTTP. Empty otlp_endpoint: nothing is sent.",
+    "otlp": "The local OTLP/HTTP receiver for Claude Code's own telemetry (loopback only;\n"
+            "# see docs/operations.md: point OTEL_EXPORTER_OTLP_ENDPOINT at http://127.0.0.1:4318).",
 }
 
 

@@ -39,8 +39,13 @@ EVENT_TYPES = frozenset({
     "cwd_changed", "directory_added", "file_changed", "worktree_create",
     "worktree_remove", "context_compacted", "model_switch_request", "model_switch",
     "elicitation", "elicitation_result",
-    # Claude Code's own telemetry (OpenTelemetry events received by our OTLP receiver)
-    "api_request",
+    # Claude Code's own OpenTelemetry events and metrics (tray_app/otlp, docs/events.md)
+    "api_request", "api_error", "api_refusal", "api_retries_exhausted", "api_request_body",
+    "api_response_body", "tool_decision", "permission_mode_changed", "auth",
+    "mcp_server_connection", "internal_error", "plugin_installed", "plugin_loaded",
+    "skill_activated", "at_mention", "hook_registered", "hook_execution_start",
+    "hook_execution_complete", "hook_plugin_metrics", "compaction", "subagent_completed",
+    "feedback_survey", "retention_sweep", "otel_event", "otel_metric",
 })
 
 REQUIRED_FIELDS = ("event_id", "platform", "event_type", "timestamp", "session_id")

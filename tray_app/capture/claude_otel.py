@@ -21,11 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tray_app.config import Config
 from tray_app.errors import ConfigError
 
 #: the env key that lists, comma-separated, the keys we added
 MARK = "TELEMETRY_TRAY_ADDED_ENV"
-DEFAULT_RECEIVER_PORT = 4318
 #: content switches: "1" asks Claude Code to put the text in its events
 PROMPTS = "OTEL_LOG_USER_PROMPTS"
 TOOL_DETAILS = "OTEL_LOG_TOOL_DETAILS"
@@ -35,12 +35,9 @@ OVERRIDES = ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_END
 _WILDCARD = ("", "0.0.0.0", "::", "[::]")
 
 
-def receiver_url(cfg: Any) -> str:
-    """The local receiver's base URL from the ``[otlp]`` section (127.0.0.1:4318
-    when the build has no such section)."""
-    section = getattr(cfg, "otlp", None)
-    port = int(getattr(section, "receiver_port", DEFAULT_RECEIVER_PORT))
-    host = str(getattr(section, "receiver_host", "127.0.0.1"))
+def receiver_url(cfg: Config) -> str:
+    """The local receiver's base URL, from the ``[otlp]`` section."""
+    port, host = cfg.otlp.receiver_port, cfg.otlp.receiver_host
     if host in _WILDCARD:
         host = "127.0.0.1"  # a listen-everywhere address: Claude Code connects to loopback
     if ":" in host and not host.startswith("["):
@@ -48,7 +45,7 @@ def receiver_url(cfg: Any) -> str:
     return f"http://{host}:{port}"
 
 
-def wanted(cfg: Any) -> dict[str, str]:
+def wanted(cfg: Config) -> dict[str, str]:
     """The variables we want set (content switches only when [capture] keeps
     that content in full; absent means Claude Code's default: off)."""
     env = {

@@ -199,7 +199,7 @@ def hash_value(value):
     return "sha256:" + sha256_hex(data)
 
 
-def _apply(container, key, mode, path, redacted):
+def apply_mode(container, key, mode, path, redacted):
     """Apply ``mode`` to ``container[key]`` in place; note it in ``redacted``."""
     if mode == "full" or key not in container or container[key] is None:
         return
@@ -224,16 +224,16 @@ def _tool_privacy(obj, settings, prefix, redacted):
     tool_input = obj.get("tool_input")
     if isinstance(tool_input, dict):
         for key in TOOL_INPUT_CONTENT:
-            _apply(tool_input, key, settings["file_contents"], f"{prefix}tool_input.{key}", redacted)
+            apply_mode(tool_input, key, settings["file_contents"], f"{prefix}tool_input.{key}", redacted)
         if tool in SUBAGENT_TOOLS:
-            _apply(tool_input, "prompt", settings["prompts"], f"{prefix}tool_input.prompt", redacted)
+            apply_mode(tool_input, "prompt", settings["prompts"], f"{prefix}tool_input.prompt", redacted)
     for key in TOOL_RESULT_KEYS:
         if key in obj:
-            _apply(obj, key, settings[_tool_result_setting(tool)], prefix + key, redacted)
+            apply_mode(obj, key, settings[_tool_result_setting(tool)], prefix + key, redacted)
     if tool in SHELL_TOOLS:  # a failed shell command: its error text carries the output
         for key in ("error", "error_message"):
             if key in obj:
-                _apply(obj, key, settings["shell_output"], prefix + key, redacted)
+                apply_mode(obj, key, settings["shell_output"], prefix + key, redacted)
 
 
 def apply_privacy(obj, settings):
@@ -245,14 +245,14 @@ def apply_privacy(obj, settings):
         return redacted
     for key, setting in TOP_LEVEL_CONTENT.items():
         if key in obj:
-            _apply(obj, key, settings[setting], key, redacted)
+            apply_mode(obj, key, settings[setting], key, redacted)
     edits = obj.get("edits")
     if isinstance(edits, list):
         mode = settings["file_contents"]
         for item in edits:
             if isinstance(item, dict):
                 for key in EDIT_CONTENT:
-                    _apply(item, key, mode, f"edits[].{key}", redacted)
+                    apply_mode(item, key, mode, f"edits[].{key}", redacted)
     _tool_privacy(obj, settings, "", redacted)
     calls = obj.get("tool_calls")  # PostToolBatch: one item per tool call of the batch
     if isinstance(calls, list):

@@ -300,6 +300,10 @@ def _print_status(snap: HealthSnapshot, redis_ok: bool, reached: bool, live: Hea
         print(f"server:       private Redis {snap.server_status}{restarts}")
     if live is not None and live.server_recovery:
         print(f"recovered:    {live.server_recovery}")
+    if snap.otlp_receiver:
+        print(f"otlp:         receiver {snap.otlp_receiver}; {snap.otlp_requests_accepted:,} requests "
+              f"accepted, {snap.otlp_requests_rejected:,} refused, {snap.otlp_events_received:,} events"
+              + (f"; last refused: {snap.otlp_last_rejection}" if snap.otlp_last_rejection else ""))
     print(f"spool:        {snap.spool_files:,} files" + (f", {snap.spool_bad} unreadable" if snap.spool_bad else ""))
     print(f"commit:       p50 {snap.commit_p50_ms:.1f} ms, p95 {snap.commit_p95_ms:.1f} ms, batch {snap.batch_size}")
     if snap.export_status:

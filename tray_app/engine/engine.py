@@ -11,6 +11,8 @@ Threads it owns, joined against one shared deadline on stop():
                tables (tray_app.usage.worker), when present
   otlp-export  opt-in ([export] otlp_endpoint): aggregated usage metrics to a
                team's OpenTelemetry Collector (tray_app.otlp.exporter)
+  otlp-receiver  the loopback OTLP/HTTP receiver for Claude Code's own telemetry
+               (tray_app.otlp.receiver), when ``[otlp] receiver_enabled``
   supervisor   notices any of the above that died and restarts it with backoff
                (tray_app.engine.supervisor); the consumer does the same for its
                CDC publisher
@@ -55,7 +57,7 @@ def consumer_name(cfg: Config) -> str:
 class Engine:
     def __init__(self, cfg: Config, endpoint: Endpoint, *, name: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 with_monitors: bool = True, with_usage: bool = True) -> None:
+                 with_monitors: bool = True, with_usage: bool = True, with_otlp: bool = True) -> None:
         self.cfg = cfg
         self.endpoint = endpoint
         cfg.paths.ensure()
@@ -90,6 +92,15 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - export is not ingest: shown, not fatal
                 log.exception("otlp export: could not start")
                 export_error = f"{type(exc).__name__}: {exc}"
+        self.otlp: Any = None
+        otlp_error = None
+        if with_otlp and cfg.otlp.receiver_enabled:
+            try:
+                self.otlp = self._new_otlp(None)
+            except Exception as exc:  # noqa: BLE001 - hooks and monitors go on; shown, not hidden
+                log.exception("otlp receiver: could not start")
+                otlp_error = f"{type(exc).__name__}: {exc}"
+                self.health_state.update(otlp_receiver=f"could not start: {otlp_error}")
         ing = cfg.ingest
         self.supervisor = Supervisor(self.health_state, self._replaced,
                                      backoff_initial_s=ing.backoff_initial_s, backoff_max_s=ing.backoff_max_s)
@@ -106,6 +117,10 @@ class Engine:
             self.health_state.update(export_status="error", export_last_error=f"could not start: {export_error}",
                                      export_last_error_at=time.time())
             self.supervisor.report("otlp-export", f"could not start: {export_error}", restarted=False)
+        if self.otlp is not None:
+            self.supervisor.watch("otlp-receiver", self.otlp, self._new_otlp)
+        if otlp_error is not None:
+            self.supervisor.report("otlp-receiver", f"could not start: {otlp_error}", restarted=False)
         if usage_error is not None:
             self.supervisor.report("usage", f"could not start: {usage_error}", restarted=False)
         if monitor_error is not None:
@@ -129,6 +144,8 @@ class Engine:
             self.usage.start()
         if self.exporter is not None:
             self.exporter.start()
+        if self.otlp is not None:
+            self.otlp.start()
         self.supervisor.start()
 
     # -- restarts (the supervisor's factories, called on its thread) -------------------------
@@ -160,6 +177,12 @@ class Engine:
 
         return UsageExporter(self.cfg, self.health_state)
 
+    def _new_otlp(self, old: Any) -> Any:
+        from tray_app.otlp.receiver import OtlpReceiver  # protobuf is loaded only when it runs
+
+        return OtlpReceiver(self.cfg, self.endpoint, self.health_state,
+                            stats=old.stats if old is not None else None)
+
     def _ingest_busy(self) -> bool:
         """Ingest stored events in the last few seconds (slow-path workers yield)."""
         return self.consumer.rate.rate(10) > 0
@@ -169,6 +192,8 @@ class Engine:
             self.usage = new
         elif name == "otlp-export":
             self.exporter = new
+        elif name == "otlp-receiver":
+            self.otlp = new
         elif name == "consumer":
             self.consumer = new
             self.maintenance.consumer = new
@@ -228,6 +253,8 @@ class Engine:
         log.info("engine: stopping")
         self.supervisor.stop()  # no restarts while stopping
         self.supervisor.join(max(0.0, deadline - time.monotonic()))
+        if self.otlp is not None:  # producers first: nothing new is accepted while the rest stops
+            self.otlp.stop()
         for m in self.monitors:
             m.stop()
         if self.usage is not None:
@@ -239,6 +266,8 @@ class Engine:
             m.join(max(0.0, deadline - time.monotonic()))
         if self.usage is not None:
             self.usage.join(max(0.0, deadline - time.monotonic()))
+        if self.otlp is not None:
+            self.otlp.join(max(0.0, deadline - time.monotonic()))
         self.consumer.join(max(0.0, deadline - time.monotonic()))
         self.maintenance.stop()
         self.maintenance.join(max(0.0, deadline - time.monotonic()))
@@ -247,7 +276,8 @@ class Engine:
             self.exporter.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in (self.consumer, self.maintenance, *self.monitors,
                                   *([self.usage] if self.usage is not None else []),
-                                  *([self.exporter] if self.exporter is not None else [])) if t.is_alive()]
+                                  *([self.exporter] if self.exporter is not None else []),
+                                  *([self.otlp] if self.otlp is not None else [])) if t.is_alive()]
         if alive:
             log.warning("engine: threads still running at the deadline: %s", ", ".join(alive))
         self.health_state.update(state=STOPPED, reasons=("Stopped",))

@@ -80,6 +80,15 @@ class HealthSnapshot:
     export_last_error_at: float = 0.0     # unix time
     export_points: int = 0                # data points the collector accepted since start
     export_failures: int = 0              # exports that failed since start
+    #: the OTLP receiver (tray_app/otlp): "" when off, "listening on http://...",
+    #: or why it is not ("port 4318 in use: ..."); requests answered 200 / refused,
+    #: events it put on the stream, records it did not keep as their own event
+    otlp_receiver: str = ""
+    otlp_requests_accepted: int = 0
+    otlp_requests_rejected: int = 0
+    otlp_events_received: int = 0
+    otlp_records_rejected: int = 0
+    otlp_last_rejection: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

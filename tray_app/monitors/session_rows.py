@@ -3,7 +3,7 @@
 Rules (also in docs/monitors.md):
 
 * every stored event counts in ``event_count``;
-* every event except ``session_end`` and ``error`` is *activity*:
+* every event except ``session_end``, ``error`` and ``otel_metric`` is *activity*:
   ``last_activity_at`` is the latest activity timestamp, ``started_at`` the
   earliest timestamp seen;
 * a ``session_end`` at or after the last activity ends the session with its
@@ -24,7 +24,10 @@ from typing import Any
 from tray_app.events import parse_timestamp
 from tray_app.monitors.cursor_items import SYNTHETIC_SESSION_PREFIX
 
-NOT_ACTIVITY = frozenset({"session_end", "error"})
+#: counted, but not activity: an end, a problem, and Claude Code's metric data
+#: points (their time is the export's, up to a minute after the session's last
+#: action, so they would re-open every session that just ended)
+NOT_ACTIVITY = frozenset({"session_end", "error", "otel_metric"})
 TIMEOUT = "timeout"
 
 

@@ -36,7 +36,8 @@ from tray_app.engine import schema
 from tray_app.events import deterministic_event_id
 from tray_app.monitors.base import Clock, MonitorThread
 from tray_app.monitors.emit import Emitter
-from tray_app.monitors.session_rows import TIMEOUT, Agg, Row, canonical, end_reason, idle_end, merge, parse, tracked
+from tray_app.monitors.session_rows import (NOT_ACTIVITY, TIMEOUT, Agg, Row, canonical, end_reason, idle_end,
+                                            merge, parse, tracked)
 from tray_app.monitors.state_store import StateStore, state_file
 from tray_app.redis_conn import Endpoint
 
@@ -245,7 +246,7 @@ class SessionMonitor(MonitorThread):
                               f"ORDER BY julianday(timestamp) {order} LIMIT 1", args).fetchone()
 
         first = edge("", "ASC")
-        last = edge("AND event_type NOT IN ('session_end', 'error')", "DESC")
+        last = edge(f"AND event_type NOT IN ({', '.join(repr(t) for t in sorted(NOT_ACTIVITY))})", "DESC")
         end = edge("AND event_type='session_end'", "DESC")
         last_dt = parse(last[0]) if last else None
         ended = reason = None
