@@ -339,7 +339,7 @@ def test_export_is_off_by_default_and_the_sdk_not_loaded(app_env: dict[str, str]
             "from tray_app.redis_conn import endpoint_from_url; "
             "e = Engine(load_config(), endpoint_from_url(os.environ['TELEMETRY_TRAY_REDIS_URL']), with_monitors=False); "
             "print(e.exporter is None, e.health().export_status == '', "
-            "any(m.startswith(('opentelemetry.exporter', 'tray_app.otlp')) for m in sys.modules))")
+            "any(m.startswith(('opentelemetry.exporter', 'tray_app.otlp.exporter')) for m in sys.modules))")
     import subprocess
     import sys
 
