@@ -111,7 +111,8 @@ class CursorDatabaseMonitor(MonitorThread):
                                      if cfg.monitors.cursor_user_dir else default_user_dir())
         self.finder = DatabaseFinder(self.user_dir)
         self.emitter = emitter or Emitter(endpoint, socket_timeout_s=cfg.redis.socket_timeout_s,
-                                          connect_timeout_s=cfg.redis.connect_timeout_s)
+                                          connect_timeout_s=cfg.redis.connect_timeout_s,
+                                          state_dir=cfg.paths.state_dir)
         self.store = store or StateStore(state_file(cfg.paths.state_dir, NAME))
         self.capture = Capture(cfg.capture)
         self.payload_max = payload_budget(cfg.ingest.max_entry_bytes)

@@ -1,0 +1,128 @@
+"""Commands: `forget`, `db backup`, `export`.
+
+``db backup`` joins the ``db`` group that support/cli.py registers (PLUGINS
+lists this module after it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tray_app.cli.common import add_json_flag, get_config, print_json
+from tray_app.config import Config
+from tray_app.errors import UsageError
+from tray_app.lifecycle.forget import TIME_HELP
+
+EXIT_PARTLY = 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "forget", help="delete what was recorded of a session, a project, a time range, or everything",
+        description="Delete what matches from every place the app keeps it (telemetry.db and its derived "
+                    "tables, the Redis streams and dead letters, the hook spool, the monitors' state, "
+                    "logs, the usage report), make the deletion real on disk (secure delete, VACUUM, "
+                    "append-only-file rewrite), and keep a rule so the monitors and the engine never "
+                    "import it again (Cursor's and Claude Code's own files are left alone). Works with "
+                    "the app running or stopped.",
+        epilog=f"TIME: {TIME_HELP}.")
+    which = f.add_argument_group("what to forget (exactly one)")
+    which.add_argument("--session", metavar="ID", help="one session (Cursor conversation / Claude Code session id)")
+    which.add_argument("--project", metavar="PATH", help="every session in the project at PATH (its workspace root)")
+    which.add_argument("--since", metavar="TIME", help="everything from TIME (to --until, or now)")
+    which.add_argument("--all", action="store_true", help="everything recorded up to now (asks for confirmation)")
+    f.add_argument("--until", metavar="TIME", help="with --since: the end of the range (default: now)")
+    f.add_argument("--dry-run", action="store_true", help="count what would go, per place; change nothing")
+    f.add_argument("--yes", action="store_true", help="with --all: do not ask")
+    f.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="how long to wait for a running engine to pause meanwhile (default 10)")
+    add_json_flag(f)
+    f.set_defaults(func=cmd_forget)
+
+
+def _describe_counts(counts: dict[str, int]) -> list[str]:
+    return [f"  {place:<24} {n:>8,}" for place, n in counts.items()]
+
+
+@contextmanager
+def _engine_held(cfg: Config, timeout_s: float) -> Iterator[None]:
+    """A running engine is paused meanwhile (it finishes its batch in hand and
+    its monitors stop reading), and resumed after, unless it was paused already."""
+    from tray_app.engine import cli as engine_cli
+    from tray_app.engine import control
+
+    live = engine_cli._live_record(cfg)
+    paused_here = False
+    if live is not None and not engine_cli.engine_paused(cfg, live.snapshot, live):
+        code, _line = engine_cli.engine_command(cfg, control.PAUSE, timeout_s)
+        paused_here = code == 0  # not confirmed: go on; the rule drops what the engine still holds
+    try:
+        yield
+    finally:
+        if paused_here:
+            engine_cli.engine_command(cfg, control.RESUME, timeout_s)
+
+
+@contextmanager
+def _redis_client(cfg: Config) -> Iterator[tuple[Any, str | None]]:
+    """(client, None), or (None, why) when Redis cannot be reached. The private
+    server, when not running, is started for this command and stopped after."""
+    import redis
+
+    from tray_app.redis_conn import RedisProvider
+
+    provider = RedisProvider(cfg)
+    try:
+        ep = provider.start(take_ownership=False, write_endpoint=False)
+    except Exception as exc:  # noqa: BLE001 - no Redis is a problem of one place, reported as such
+        yield None, str(exc)
+        return
+    client = ep.client(socket_timeout=30)
+    try:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            yield None, f"{ep.masked}: {exc}"
+            return
+        yield client, None
+    finally:
+        client.close()
+        provider.stop()
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from tray_app.lifecycle.forget import Selector, forget
+
+    cfg = get_config(args)
+    sel = Selector.build(session=args.session, project=args.project, since=args.since, until=args.until,
+                         everything=args.all)
+    if sel.everything and not args.dry_run and not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("forget --all deletes everything recorded; add --yes to do it")
+        answer = input("Forget everything recorded up to now? This cannot be undone. Type 'yes': ")
+        if answer.strip().lower() != "yes":
+            print("Nothing was forgotten.")
+            return 1
+    with _redis_client(cfg) as (client, why):
+        hold = (lambda: _engine_held(cfg, args.timeout)) if not args.dry_run else None
+        out = forget(cfg, sel, dry_run=args.dry_run, client=client, redis_error=why,
+                     **({"hold": hold} if hold else {}))
+    if args.json:
+        print_json({"selector": sel.describe(), "dry_run": out.dry_run, "counts": out.counts,
+                    "compacted": out.compacted, "problems": out.problems})
+    else:
+        head = "Would forget" if out.dry_run else "Forgot"
+        print(f"{head} {sel.describe()}:")
+        for line in _describe_counts(out.counts):
+            print(line)
+        for line in out.compacted:
+            print(f"  on disk: {line}")
+        if not out.dry_run:
+            print("From now on the engine and the monitors drop anything that matches.")
+    for p in out.problems:
+        print(f"telemetry-tray forget: warning: {p}", file=sys.stderr)
+    return EXIT_PARTLY if out.problems else 0

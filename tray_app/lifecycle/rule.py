@@ -1,0 +1,157 @@
+"""The "forgotten" rule: what `telemetry-tray forget` removed must never come back.
+
+Claude Code's transcripts and Cursor's database stay on disk (they are the
+assistants' files, not ours), and a hook of a forgotten session may still
+fire, so deleting rows is not enough: the monitors and the engine consult this
+rule, as they do the don't-record windows (capture/norecord.py):
+
+* the engine drops a matching event before it is stored (engine/batch.py);
+* the monitors' emitter drops it before it reaches Redis (monitors/emit.py);
+* the Claude transcript monitor does not even read the file of a forgotten
+  session or project, so it keeps no offset naming it.
+
+The rule is one small JSON file in the state directory (0600, replaced
+atomically): ``{"version": 1, "sessions": [...], "workspaces": [...],
+"dirs": [...], "ranges": [[start, end], ...]}``. It holds no session id or
+project path in clear (the rule itself must not keep what was forgotten):
+``sessions`` are sha256 digests of session ids, ``workspaces`` the events'
+own ``workspace_hash`` (already a digest of the path), ``dirs`` digests of
+Claude Code's project directory names, ``ranges`` unix times (``start`` None:
+from the beginning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tray_app.capture.norecord import iso_to_unix
+from tray_app.fileutil import atomic_write
+
+FILE_NAME = "forgotten.json"
+#: rules kept per kind (oldest dropped first); each is a few dozen bytes
+MAX_RULES = 10_000
+
+
+def digest(text: str) -> str:
+    """The rule's form of a session id or directory name: 32 hex of sha256."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def path_in(state_dir: Path) -> Path:
+    return Path(state_dir) / FILE_NAME
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    sessions: frozenset[str] = frozenset()
+    workspaces: frozenset[str] = frozenset()
+    dirs: frozenset[str] = frozenset()
+    ranges: tuple[tuple[float | None, float], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.workspaces or self.dirs or self.ranges)
+
+    def session(self, session_id: str | None) -> bool:
+        return bool(session_id) and bool(self.sessions) and digest(str(session_id)) in self.sessions
+
+    def covers(self, ts: float) -> bool:
+        return any((start is None or start <= ts) and ts < end for start, end in self.ranges)
+
+    def covers_iso(self, value: str | None) -> bool:
+        if not self.ranges or not value:
+            return False
+        ts = iso_to_unix(value)
+        return ts is not None and self.covers(ts)
+
+    def matches(self, event: Mapping[Any, Any]) -> bool:
+        """Whether an event (or a stream entry's fields, bytes or str) is forgotten."""
+        if not self:
+            return False
+        sid = _text(event.get("session_id", event.get(b"session_id")))
+        if self.session(sid):
+            return True
+        ext = _text(event.get("external_session_id", event.get(b"external_session_id")))
+        if ext and self.session(ext):
+            return True
+        ws = _text(event.get("workspace_hash", event.get(b"workspace_hash")))
+        if ws and ws in self.workspaces:
+            return True
+        return self.covers_iso(_text(event.get("timestamp", event.get(b"timestamp"))))
+
+    def transcript_dir(self, dir_name: str) -> bool:
+        return bool(self.dirs) and digest(dir_name) in self.dirs
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def load(state_dir: Path) -> Forgotten:
+    """The rule on disk; empty when the file is missing or unreadable."""
+    try:
+        doc = json.loads(path_in(state_dir).read_bytes())
+        ranges = tuple((None if s is None else float(s), float(e)) for s, e in doc.get("ranges", []))
+        return Forgotten(sessions=frozenset(map(str, doc.get("sessions", []))),
+                         workspaces=frozenset(map(str, doc.get("workspaces", []))),
+                         dirs=frozenset(map(str, doc.get("dirs", []))), ranges=ranges)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return Forgotten()
+
+
+def add(state_dir: Path, *, sessions: tuple[str, ...] = (), workspaces: tuple[str, ...] = (),
+        dirs: tuple[str, ...] = (), span: tuple[float | None, float] | None = None) -> None:
+    """Add to the rule: session ids and directory names in clear (stored as
+    digests), workspace hashes as they are, one time range."""
+    try:
+        doc = json.loads(path_in(state_dir).read_bytes())
+    except (OSError, ValueError):
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+
+    def merged(key: str, new: list[Any]) -> list[Any]:
+        old = [v for v in doc.get(key, []) if v not in new]
+        return (old + new)[-MAX_RULES:]
+
+    out = {"version": 1,
+           "sessions": merged("sessions", [digest(s) for s in sessions]),
+           "workspaces": merged("workspaces", list(workspaces)),
+           "dirs": merged("dirs", [digest(d) for d in dirs]),
+           "ranges": merged("ranges", [] if span is None else [list(span)])}
+    Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(path_in(state_dir), json.dumps(out))
+
+
+class RuleCache:
+    """The rule for a hot path: re-read only when the file changed (one stat)."""
+
+    def __init__(self, state_dir: Path | None) -> None:
+        self.state_dir = state_dir
+        self._rule = Forgotten()
+        self._stamp: tuple[int, int, int] | None = None
+
+    def get(self) -> Forgotten:
+        if self.state_dir is None:
+            return self._rule
+        try:
+            st = os.stat(path_in(self.state_dir))
+            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._rule = load(self.state_dir) if stamp else Forgotten()
+        return self._rule
+
+
+__all__ = ["FILE_NAME", "Forgotten", "RuleCache", "add", "digest", "load", "path_in"]
