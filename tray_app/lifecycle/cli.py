@@ -9,7 +9,6 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from tray_app.cli.common import add_json_flag, get_config, print_json

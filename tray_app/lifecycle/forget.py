@@ -204,7 +204,8 @@ def _where(sel: Selector, alias: str = "") -> tuple[str, list[Any]]:
         return f"{a}session_id = ?", [sel.session_id]
     if sel.project:
         return f"{a}workspace_hash = ?", [sel.workspace]
-    conds, params = [f"forget_in_range({a}timestamp)"], []
+    conds: list[str] = [f"forget_in_range({a}timestamp)"]
+    params: list[Any] = []
     assert sel.end is not None
     conds.insert(0, f"{a}timestamp < ?")
     params.insert(0, datetime.fromtimestamp(sel.end + 86400, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
@@ -393,9 +394,9 @@ def _fields_match(fields: dict[Any, Any], sel: Selector, r: rule.Forgotten) -> b
 def _entries(client: redis.Redis, stream: str) -> Iterator[tuple[str, dict[Any, Any]]]:
     cursor = "-"
     while True:
-        batch = client.xrange(stream, min=cursor, max="+", count=PAGE)
+        batch: list[Any] = client.xrange(stream, min=cursor, max="+", count=PAGE) or []
         for eid, fields in batch:
-            yield text(eid), fields
+            yield text(eid), fields or {}
         if len(batch) < PAGE:
             return
         cursor = "(" + text(batch[-1][0])
@@ -427,7 +428,7 @@ def rewrite_aof(client: redis.Redis, timeout_s: float = AOF_REWRITE_TIMEOUT_S) -
         return "no append-only file"
     preamble: str | None = None
     try:
-        preamble = text(client.config_get("aof-use-rdb-preamble").get("aof-use-rdb-preamble", "yes"))
+        preamble = text(client.config_get("aof-use-rdb-preamble").get("aof-use-rdb-preamble") or "yes")
         client.config_set("aof-use-rdb-preamble", "no")
     except redis.ResponseError:
         preamble = None  # CONFIG is disabled on this server: rewrite as it is configured

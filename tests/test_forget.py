@@ -1,0 +1,229 @@
+"""`telemetry-tray forget` against real parts: a headless engine subprocess with
+its monitors and usage worker, a real server with an append-only file, real
+hooks (one of them spooling with Redis unreachable), a real Claude Code
+transcript. A canary string marks one session (its id, prompts, tool input);
+after `forget --session` no byte of it is left in any file of the app's home,
+the database's free pages, the streams or the server's append-only file, the
+other session is intact, and neither a monitor re-scan nor the hook brings it back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import uuid
+from contextlib import closing
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from conftest import RedisProc, free_port, run_cli, wait_for
+from engine_util import terminate
+from monitor_fixtures import ClaudeProjects
+from test_hook_events import hook_env, run_hook
+from test_status_states import status
+
+from tray_app import events
+from tray_app.config import load_config
+from tray_app.lifecycle import rule
+from tray_app.redis_conn import CDC_STREAM, DLQ_STREAM, EVENTS_STREAM
+
+KEEP_CWD = "/home/dev/keep"
+CANARY_CWD = "/home/dev/other"
+
+
+def _q(db: Path, sql: str, *params: object) -> list[tuple]:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as c:
+        return c.execute(sql, params).fetchall()
+
+
+def _rows(db: Path, sid: str) -> int:
+    try:
+        return int(_q(db, "SELECT COUNT(*) FROM raw_traces WHERE session_id=?", sid)[0][0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def files_with(root: Path, needles: list[bytes]) -> list[str]:
+    """Every regular file under ``root`` holding one of ``needles`` (sockets, links skipped)."""
+    hits = []
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink() or not p.is_file():
+            continue
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        hits += [f"{p.relative_to(root)}: {n[:24]!r}" for n in needles if n in data]
+    return hits
+
+
+def stream_has(client, stream: str, needle: bytes) -> bool:
+    return any(needle in k or needle in v for _id, f in client.xrange(stream) for k, v in f.items())
+
+
+def _hook(kind: str, sid: str, cwd: str, transcript: Path, **extra: object) -> str:
+    return json.dumps({"session_id": sid, "transcript_path": str(transcript), "cwd": cwd,
+                       "hook_event_name": kind, "permission_mode": "default", **extra})
+
+
+def _transcript(projects: ClaudeProjects, cwd: str, sid: str, words: str):
+    t = projects.session(cwd, sid, start=datetime.now(timezone.utc) - timedelta(minutes=30))
+    t.user(f"please look at {words}")
+    t.assistant([{"type": "text", "text": f"Looking at {words} now."}])
+    t.tool_use("Bash", {"command": f"grep -r {words} .", "description": "search"})
+    return t
+
+
+@pytest.fixture()
+def engine_procs():
+    procs: list = []
+    yield procs
+    for p in procs:
+        terminate(p)
+
+
+def test_forget_a_session_leaves_no_trace_and_it_never_comes_back(
+        app_env: dict[str, str], app_home: Path, redis_server: RedisProc, tmp_path: Path, engine_procs: list) -> None:
+    canary = f"canary{uuid.uuid4().hex}"
+    bad_sid = f"sess-{canary}"
+    keep_sid = str(uuid.uuid4())
+    env = {**app_env, "TELEMETRY_TRAY_MONITORS_POLL_INTERVAL_S": "0.2",
+           "TELEMETRY_TRAY_MONITORS_CURSOR_ENABLED": "false"}
+    cfg = load_config(environ=env)
+    db = cfg.paths.database
+    client = redis_server.client()
+    projects = ClaudeProjects(Path(app_env["CLAUDE_CONFIG_DIR"]) / "projects")
+    bad_t = _transcript(projects, CANARY_CWD, bad_sid, canary)
+    keep_t = _transcript(projects, KEEP_CWD, keep_sid, "the parser")
+
+    hooks = hook_env(app_home, redis_server.url)
+    for sid, cwd, t, words in ((bad_sid, CANARY_CWD, bad_t, canary), (keep_sid, KEEP_CWD, keep_t, "parser")):
+        for payload in (_hook("UserPromptSubmit", sid, cwd, t.path, prompt=f"fix {words} please"),
+                        _hook("PreToolUse", sid, cwd, t.path, tool_name="Bash", tool_use_id="toolu_1",
+                              tool_input={"command": f"echo {words}"})):
+            proc, _ = run_hook("claude", payload, hooks)
+            assert proc.returncode == 0, proc.stderr
+
+    engine_procs.append(headless_with_monitors(env, tmp_path / "engine.log"))
+    wait_for(lambda: status(env)[0] == 0, timeout=30, what="the engine to run")
+    # a poison entry of the canary session: dead-lettered with its fields
+    client.xadd(EVENTS_STREAM, {"event_id": str(uuid.uuid4()), "platform": "nonsense", "event_type": "user_prompt",
+                                "timestamp": events.utc_now_iso(), "session_id": bad_sid,
+                                "payload": json.dumps({"prompt": canary})})
+    wait_for(lambda: _rows(db, bad_sid) >= 5 and _rows(db, keep_sid) >= 5, timeout=60,
+             what="both sessions stored (hooks and transcripts)")
+    wait_for(lambda: stream_has(client, DLQ_STREAM, canary.encode()), timeout=20, what="the dead letter")
+    wait_for(lambda: _q(db, "SELECT COUNT(*) FROM usage_requests WHERE session_id=?", bad_sid)[0][0] > 0
+             and _q(db, "SELECT COUNT(*) FROM sessions WHERE session_id=?", bad_sid)[0][0] > 0,
+             timeout=30, what="derived rows and the session row")
+
+    # paused: a canary event waits in the stream; Redis unreachable: one waits in the spool
+    assert run_cli("pause", env=env, timeout=30).returncode == 0
+    proc, _ = run_hook("claude", _hook("UserPromptSubmit", bad_sid, CANARY_CWD, bad_t.path,
+                                       prompt=f"queued {canary}"), hooks)
+    assert proc.returncode == 0
+    down = hook_env(app_home, f"redis://127.0.0.1:{free_port()}/0")
+    proc, _ = run_hook("claude", _hook("UserPromptSubmit", bad_sid, CANARY_CWD, bad_t.path,
+                                       prompt=f"spooled {canary}"), down)
+    assert proc.returncode == 0
+    spool = cfg.paths.spool_dir
+    assert any(canary.encode() in p.read_bytes() for p in spool.glob("*.json")) \
+        or stream_has(client, EVENTS_STREAM, b"spooled " + canary.encode())
+    assert stream_has(client, EVENTS_STREAM, b"queued " + canary.encode())
+
+    from tray_app.usage.html import write_report
+    report = write_report(load_config(environ=env))
+    keep_ws, bad_ws = (f"<code>{events.workspace_hash(c)[:8]}</code>" for c in (KEEP_CWD, CANARY_CWD))
+    assert keep_ws in report.read_text() and bad_ws in report.read_text()
+    keep_rows = _rows(db, keep_sid)
+    keep_usage = _q(db, "SELECT COUNT(*) FROM usage_requests WHERE session_id=?", keep_sid)[0][0]
+    assert keep_usage > 0
+    blobs = [b for (b,) in _q(db, "SELECT event_data FROM raw_traces WHERE session_id=?", bad_sid)]
+    # before: the needles are there, so their absence later means something
+    needles = [canary.encode()]
+    home_hits = files_with(app_home, needles)
+    assert any("telemetry.db" in h for h in home_hits), home_hits
+    assert any("claude_transcripts.sqlite3" in h for h in home_hits), home_hits
+    db_bytes = b"".join(Path(f"{db}{s}").read_bytes() for s in ("", "-wal") if Path(f"{db}{s}").exists())
+    assert sum(b in db_bytes for b in blobs) >= len(blobs) // 2, "the compressed rows are in the file"
+    aof_dir = redis_server.dir / "appendonlydir"
+    assert files_with(aof_dir, needles)
+
+    # --dry-run: counts, and not one byte changes
+    def digest() -> str:
+        return hashlib.sha256(db_bytes_now()).hexdigest()
+
+    def db_bytes_now() -> bytes:
+        return b"".join(Path(f"{db}{s}").read_bytes() for s in ("", "-wal") if Path(f"{db}{s}").exists())
+
+    before = digest()
+    dry = run_cli("forget", "--session", bad_sid, "--dry-run", "--json", env=env, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    counts = json.loads(dry.stdout)["counts"]
+    assert counts["raw_traces"] == _rows(db, bad_sid) and counts[DLQ_STREAM] == 1
+    assert counts[EVENTS_STREAM] >= 1 and counts["usage_requests"] > 0 and counts["sessions"] == 1
+    assert digest() == before and _rows(db, bad_sid) == counts["raw_traces"]
+    assert not rule.path_in(cfg.paths.state_dir).exists()
+
+    done = run_cli("forget", "--session", bad_sid, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"Forgot session {bad_sid}:" in done.stdout and "raw_traces" in done.stdout
+
+    # after: nothing of it anywhere
+    assert _rows(db, keep_sid) == keep_rows and _rows(db, bad_sid) == 0
+    assert _q(db, "SELECT COUNT(*) FROM usage_requests WHERE session_id=?", keep_sid)[0][0] == keep_usage
+    assert _q(db, "SELECT COUNT(*) FROM sessions WHERE session_id=?", keep_sid)[0][0] == 1
+    assert _q(db, "PRAGMA integrity_check") == [("ok",)]
+    for stream in (EVENTS_STREAM, CDC_STREAM, DLQ_STREAM):
+        assert not stream_has(client, stream, canary.encode()), stream
+    assert files_with(app_home, needles) == []
+    after = db_bytes_now()
+    assert not [b for b in blobs if b in after], "a compressed canary row survived in the file or its WAL"
+    wait_for(lambda: not files_with(aof_dir, needles), timeout=30, what="the AOF without the canary")
+    assert keep_ws in report.read_text() and bad_ws not in report.read_text()  # the report was rewritten
+
+    # it never comes back: the hook fires again, the engine restarts, the monitor
+    # re-scans every transcript from scratch (its state deleted)
+    terminate(engine_procs.pop())
+    (cfg.paths.state_dir / "monitors" / "claude_transcripts.sqlite3").unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{cfg.paths.state_dir}/monitors/claude_transcripts.sqlite3{suffix}").unlink(missing_ok=True)
+    keep_t.user("one more line, the sync point")
+    proc, _ = run_hook("claude", _hook("UserPromptSubmit", bad_sid, CANARY_CWD, bad_t.path,
+                                       prompt=f"again {canary}"), hooks)
+    engine_procs.append(headless_with_monitors(env, tmp_path / "engine2.log"))
+    wait_for(lambda: status(env)[0] == 0, timeout=30, what="the engine to run again")
+    run_cli("resume", env=env, timeout=30)
+    wait_for(lambda: _rows(db, keep_sid) == keep_rows + 1, timeout=60, what="the keeper's new line")
+    wait_for(lambda: client.xinfo_groups(EVENTS_STREAM)[0]["lag"] == 0
+             and client.xpending(EVENTS_STREAM, "processors")["pending"] == 0, timeout=30, what="a drained stream")
+    assert _rows(db, bad_sid) == 0
+    assert _q(db, "SELECT COUNT(*) FROM sessions WHERE session_id=?", bad_sid)[0][0] == 0
+    assert _q(db, "SELECT COUNT(*) FROM raw_traces WHERE workspace_hash=?",
+              events.workspace_hash(CANARY_CWD))[0][0] == 0
+
+
+def headless_with_monitors(env: dict[str, str], log: Path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = open(log, "a")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen([sys.executable, "-m", "tray_app", "run", "--headless"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=out, text=True)
+
+
+def test_bad_selectors_are_one_line_errors(app_home: Path) -> None:
+    env = dict(os.environ)
+    for args, why in ((["forget"], "exactly one of"),
+                      (["forget", "--session", "a", "--since", "1h"], "exactly one of"),
+                      (["forget", "--since", "yesterday-ish"], "not a time"),
+                      (["forget", "--until", "1h", "--session", "x"], "--until goes with --since"),
+                      (["forget", "--since", "1h", "--until", "2h"], "is not after")):
+        r = run_cli(*args, env=env, timeout=30)
+        assert r.returncode == 64, (args, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and why in lines[0], (args, r.stderr)
