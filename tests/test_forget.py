@@ -227,3 +227,87 @@ def test_bad_selectors_are_one_line_errors(app_home: Path) -> None:
         assert r.returncode == 64, (args, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and why in lines[0], (args, r.stderr)
+
+
+def _event(i: int, ts: datetime, **kw: object) -> dict:
+    from engine_util import make_event
+
+    return make_event(i, timestamp=ts.isoformat(timespec="microseconds").replace("+00:00", "Z"), **kw)
+
+
+def test_forget_a_project_and_a_time_range_with_the_app_stopped(app_env: dict[str, str],
+                                                                 redis_server: RedisProc) -> None:
+    from engine_util import push, row_count, running_engine
+
+    cfg = load_config()
+    now = datetime.now(timezone.utc)
+    proj = "/work/secret-project"
+    evs = ([_event(i, now - timedelta(minutes=10), workspace_hash=events.workspace_hash(proj)) for i in range(5)]
+           + [_event(10 + i, now - timedelta(minutes=90), session=f"old-{i}") for i in range(4)]
+           + [_event(20 + i, now - timedelta(days=3), session="older") for i in range(3)])
+    with running_engine(redis_server.url):
+        push(redis_server.client(), evs)
+        wait_for(lambda: row_count(cfg.paths.database) == len(evs), timeout=20, what="every row")
+
+    r = run_cli("forget", "--project", proj + "/", "--json", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"]["raw_traces"] == 5
+    assert row_count(cfg.paths.database) == 7
+
+    # 2h ago to 1h ago: the four "old-*" events (an hour and a half old), not the 3-day-old ones
+    r = run_cli("forget", "--since", "2h", "--until", "1h", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    left = {s for (s,) in _q(cfg.paths.database, "SELECT session_id FROM raw_traces")}
+    assert left == {"older"}
+    assert not stream_has(redis_server.client(), CDC_STREAM, b"old-0")
+
+    # the rule outlives the rows: the same events sent again are not stored
+    late = [_event(30, now - timedelta(minutes=80), session="late-in-range"),
+            _event(31, now - timedelta(minutes=5), workspace_hash=events.workspace_hash(proj)),
+            _event(32, now, session="kept")]
+    with running_engine(redis_server.url) as eng:
+        push(redis_server.client(), late)
+        wait_for(lambda: "kept" in {s for (s,) in _q(cfg.paths.database, "SELECT session_id FROM raw_traces")},
+                 timeout=20, what="the event outside the rule")
+        wait_for(lambda: eng.consumer.processor.forgotten == 2, timeout=10, what="two dropped by the rule")
+    assert row_count(cfg.paths.database) == 4
+
+
+def test_forget_all_asks_and_dry_run_changes_nothing(app_env: dict[str, str], redis_server: RedisProc) -> None:
+    from engine_util import make_event, push, row_count, running_engine
+
+    cfg = load_config()
+    with running_engine(redis_server.url):
+        push(redis_server.client(), [make_event(i) for i in range(6)])
+        wait_for(lambda: row_count(cfg.paths.database) == 6, timeout=20, what="rows")
+    r = run_cli("forget", "--all", env=app_env, timeout=60)
+    assert r.returncode == 64 and "add --yes" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("forget", "--all", "--dry-run", env=app_env, timeout=60)
+    assert r.returncode == 0 and "Would forget everything" in r.stdout
+    assert row_count(cfg.paths.database) == 6 and not rule.path_in(cfg.paths.state_dir).exists()
+    r = run_cli("forget", "--all", "--yes", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert row_count(cfg.paths.database) == 0
+    assert redis_server.client().xlen(CDC_STREAM) == 0
+
+
+def test_forget_while_the_engine_runs_pauses_it_and_resumes(app_env: dict[str, str], redis_server: RedisProc,
+                                                             tmp_path: Path, engine_procs: list) -> None:
+    from engine_util import make_event, push, row_count
+    from test_status_states import headless
+
+    cfg = load_config()
+    client = redis_server.client()
+    engine_procs.append(headless(app_env, tmp_path / "engine.log"))
+    wait_for(lambda: status(app_env)[0] == 0, timeout=30, what="the engine to run")
+    push(client, [make_event(i, session="gone" if i % 2 else "stays") for i in range(20)])
+    wait_for(lambda: row_count(cfg.paths.database) == 20, timeout=20, what="rows")
+    r = run_cli("forget", "--session", "gone", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _rows(cfg.paths.database, "gone") == 0 and _rows(cfg.paths.database, "stays") == 10
+    code, snap = status(app_env)
+    assert code == 0 and snap["paused"] is False  # it was running: it runs again
+    push(client, [make_event(100, session="gone"), make_event(101, session="stays")])
+    wait_for(lambda: _rows(cfg.paths.database, "stays") == 11, timeout=20, what="a new event stored")
+    wait_for(lambda: client.xinfo_groups(EVENTS_STREAM)[0]["pending"] == 0, timeout=10, what="acknowledged")
+    assert _rows(cfg.paths.database, "gone") == 0

@@ -138,6 +138,9 @@ class EntryProcessor:
                 check_size(sizes[i], self.max_entry_bytes)
                 event = decode(fields)
             except InvalidEntry as exc:
+                if forgotten and forgotten.matches(fields):
+                    self.forgotten += 1  # not even a dead letter: its session was forgotten
+                    continue
                 dead.append(self.dead(fields, sid, deliveries, exc.reason, exc.error))
                 continue
             except Exception as exc:  # noqa: BLE001 - one entry's problem, never the engine's
