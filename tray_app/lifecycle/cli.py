@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from tray_app.cli.common import add_json_flag, get_config, print_json
@@ -41,6 +42,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how long to wait for a running engine to pause meanwhile (default 10)")
     add_json_flag(f)
     f.set_defaults(func=cmd_forget)
+    _register_backup(sub)
+
+
+def _register_backup(sub: argparse._SubParsersAction) -> None:
+    db = sub.choices.get("db")
+    groups = [a for a in getattr(db, "_actions", ()) if isinstance(a, argparse._SubParsersAction)]
+    if not groups:  # pragma: no cover - support/cli.py registers `db` before us (PLUGINS order)
+        raise RuntimeError("the `db` command group is not registered yet")
+    b = groups[0].add_parser(
+        "backup", help="a consistent copy of telemetry.db, safe while the app runs",
+        description="Copy telemetry.db to PATH with SQLite's online backup API: a consistent snapshot "
+                    "taken while the app keeps recording (it is not blocked), written as one file readable "
+                    "by you only (0600) and put in place only when complete.")
+    b.add_argument("path", type=Path, metavar="PATH", help="the backup file to write")
+    b.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    b.set_defaults(func=cmd_backup)
 
 
 def _describe_counts(counts: dict[str, int]) -> list[str]:
@@ -125,3 +142,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
     for p in out.problems:
         print(f"telemetry-tray forget: warning: {p}", file=sys.stderr)
     return EXIT_PARTLY if out.problems else 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from tray_app.lifecycle.backup import backup
+
+    cfg = get_config(args)
+    res = backup(cfg.paths.database, args.path, force=args.force)
+    print(f"Backed up {cfg.paths.database.name} to {res.path} ({res.bytes / 1e6:.1f} MB, {res.seconds:.1f} s)")
+    return 0
