@@ -43,6 +43,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(f)
     f.set_defaults(func=cmd_forget)
     _register_backup(sub)
+    _register_export(sub)
+
+
+def _register_export(sub: argparse._SubParsersAction) -> None:
+    from tray_app.lifecycle.export import FORMATS, PLATFORMS
+
+    e = sub.add_parser(
+        "export", help="the recorded events, decompressed, as JSON lines",
+        description="Write the stored events, one JSON object per line (the event as docs/events.md "
+                    "describes it, payload and metadata as objects, plus its sequence), oldest first, "
+                    "exactly as stored (big integers and unicode untouched). Reads the database "
+                    "read-only: safe while the app runs.",
+        epilog=f"TIME: {TIME_HELP}.")
+    e.add_argument("--format", choices=FORMATS, required=True, help="jsonl: one event per line")
+    e.add_argument("--since", metavar="TIME", help="events from TIME")
+    e.add_argument("--until", metavar="TIME", help="events before TIME")
+    e.add_argument("--platform", choices=PLATFORMS, help="one assistant only")
+    e.add_argument("--output", "-o", type=Path, metavar="FILE",
+                   help="write to FILE (created 0600) instead of standard output")
+    e.add_argument("--force", action="store_true", help="with --output: replace FILE if it exists")
+    e.set_defaults(func=cmd_export)
 
 
 def _register_backup(sub: argparse._SubParsersAction) -> None:
@@ -150,4 +171,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
     cfg = get_config(args)
     res = backup(cfg.paths.database, args.path, force=args.force)
     print(f"Backed up {cfg.paths.database.name} to {res.path} ({res.bytes / 1e6:.1f} MB, {res.seconds:.1f} s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tray_app.lifecycle import export
+    from tray_app.lifecycle.forget import parse_time
+
+    cfg = get_config(args)
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    if since is not None and until is not None and until <= since:
+        raise UsageError("--until is not after --since")
+    filters: dict[str, Any] = {"since": since, "until": until, "platform": args.platform}
+    if not cfg.paths.database.exists():
+        from tray_app.errors import DatabaseError
+
+        raise DatabaseError(f"no database at {cfg.paths.database} yet (the app creates it when it first starts)",
+                            kind="io")
+    if args.output is None:
+        export.write(sys.stdout.buffer, cfg.paths.database, **filters)
+        sys.stdout.buffer.flush()
+        return 0
+    with export.open_output(args.output, args.force) as fh:
+        n = export.write(fh, cfg.paths.database, **filters)
+    print(f"Exported {n:,} event{'s' if n != 1 else ''} to {args.output}", file=sys.stderr)
     return 0
