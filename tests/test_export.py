@@ -6,7 +6,6 @@ flat on a big database."""
 from __future__ import annotations
 
 import json
-
 import stat
 import subprocess
 import sys
