@@ -311,3 +311,43 @@ def test_forget_while_the_engine_runs_pauses_it_and_resumes(app_env: dict[str, s
     wait_for(lambda: _rows(cfg.paths.database, "stays") == 11, timeout=20, what="a new event stored")
     wait_for(lambda: client.xinfo_groups(EVENTS_STREAM)[0]["pending"] == 0, timeout=10, what="acknowledged")
     assert _rows(cfg.paths.database, "gone") == 0
+
+
+def test_the_tray_forgets_the_last_hour_off_the_ui_thread(app_env: dict[str, str], redis_server: RedisProc,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tray's item with the tray's own runtime (in this process): the hour goes,
+    older rows stay, the engine runs on, and a notification says how many went."""
+    from engine_util import push, row_count
+    from test_tray_threads import FakeNotifier
+
+    from tray_app.engine.health import RUNNING
+    from tray_app.engine.runtime import FACE_TRAY, EngineRuntime, RuntimeSettings
+    from tray_app.redis_conn import ensure_streams
+    from tray_app.tray.menu import A_FORGET_HOUR
+
+    monkeypatch.setenv("PYSTRAY_BACKEND", "dummy")
+    from tray_app.tray import app as app_mod
+
+    ensure_streams(redis_server.client())
+    cfg = load_config()
+    now = datetime.now(timezone.utc)
+    rt = EngineRuntime(cfg, RuntimeSettings(face=FACE_TRAY, with_monitors=False))
+    notifier = FakeNotifier()
+    app = app_mod.TrayApp(cfg, runtime=rt, notifier=notifier)  # type: ignore[arg-type]
+    rt.start_background()
+    app.actions.start()
+    try:
+        wait_for(lambda: rt.ready and rt.health().state == RUNNING, timeout=30, what="the engine to run")
+        push(redis_server.client(), [_event(i, now - timedelta(minutes=5 + i)) for i in range(42)]
+             + [_event(100 + i, now - timedelta(hours=2)) for i in range(3)])
+        wait_for(lambda: row_count(cfg.paths.database) == 45, timeout=20, what="rows")
+        app.actions.submit(A_FORGET_HOUR)  # what a click does: the action thread runs it
+        wait_for(lambda: notifier.sent, timeout=120, what="the notification")
+        assert notifier.sent == [("Forgot the last hour", "Forgot 42 events from the last hour.")]
+        assert row_count(cfg.paths.database) == 3
+        assert rt.paused is False
+        push(redis_server.client(), [_event(200, now + timedelta(seconds=1), session="after")])
+        wait_for(lambda: row_count(cfg.paths.database) == 4, timeout=20, what="recording goes on")
+    finally:
+        app.actions.stop()
+        rt.stop(10)
