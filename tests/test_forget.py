@@ -311,6 +311,7 @@ def test_forget_while_the_engine_runs_pauses_it_and_resumes(app_env: dict[str, s
     wait_for(lambda: _rows(cfg.paths.database, "stays") == 11, timeout=20, what="a new event stored")
     wait_for(lambda: client.xinfo_groups(EVENTS_STREAM)[0]["pending"] == 0, timeout=10, what="acknowledged")
     assert _rows(cfg.paths.database, "gone") == 0
+    wait_for(lambda: status(app_env)[1].get("total_forgotten") == 1, timeout=10, what="the drop counted in status")
 
 
 def test_the_tray_forgets_the_last_hour_off_the_ui_thread(app_env: dict[str, str], redis_server: RedisProc,
@@ -351,3 +352,33 @@ def test_the_tray_forgets_the_last_hour_off_the_ui_thread(app_env: dict[str, str
     finally:
         app.actions.stop()
         rt.stop(10)
+
+
+def test_forget_with_the_app_stopped_scrubs_the_private_servers_files(app_home: Path, server_binary: object,
+                                                                       tmp_path: Path, engine_procs: list) -> None:
+    """The app's own valkey-server (no redis.url): the engine stops, its server with it;
+    `forget` starts the server for itself, rewrites the append-only file, stops it."""
+    from test_status_states import headless
+
+    env = dict(os.environ)
+    cfg = load_config()
+    canary = f"canary{uuid.uuid4().hex}"
+    sid = f"stopped-{canary}"
+    engine_procs.append(headless(env, tmp_path / "engine.log"))
+    wait_for(lambda: status(env)[0] == 0, timeout=30, what="the engine with its private server")
+    for words in ("keep me", canary):
+        s = sid if words == canary else "kept-session"
+        proc, _ = run_hook("claude", _hook("UserPromptSubmit", s, "/home/dev/x", tmp_path / "t.jsonl",
+                                           prompt=words), hook_env(app_home))
+        assert proc.returncode == 0
+    wait_for(lambda: _rows(cfg.paths.database, sid) == 1 and _rows(cfg.paths.database, "kept-session") == 1,
+             timeout=30, what="both stored")
+    terminate(engine_procs.pop())
+    aof_dir = cfg.paths.data_dir / "redis" / "appendonlydir"
+    assert files_with(aof_dir, [canary.encode()]), "the append-only file holds the entry"
+
+    r = run_cli("forget", "--session", sid, env=env, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "append-only file rewritten" in r.stdout
+    assert files_with(app_home, [canary.encode()]) == []
+    assert _rows(cfg.paths.database, "kept-session") == 1

@@ -36,6 +36,7 @@ from typing import Any
 
 import redis
 
+from tray_app import aof
 from tray_app.capture import spoolfile
 from tray_app.config import Config
 from tray_app.engine.spool_drain import parse as parse_spool
@@ -43,7 +44,7 @@ from tray_app.errors import DatabaseError, UsageError
 from tray_app.events import workspace_hash
 from tray_app.lifecycle import rule
 from tray_app.monitors.transcript_lines import session_from_path
-from tray_app.redis_conn import CDC_STREAM, DLQ_STREAM, EVENTS_STREAM, GROUP, text
+from tray_app.redis_conn import CDC_STREAM, DLQ_STREAM, EVENTS_STREAM, GROUP, text, wants_managed
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,12 @@ class Selector:
         return "".join(ch if ch.isalnum() else "-" for ch in self.project) if self.project else None
 
     @property
-    def timed(self) -> bool:
-        return self.end is not None
+    def kind(self) -> str:
+        if self.session_id:
+            return "a session"
+        if self.project:
+            return "a project"
+        return "everything so far" if self.everything else f"{_iso(self.start or 0)} to {_iso(self.end or 0)}"
 
     def describe(self) -> str:
         if self.session_id:
@@ -457,6 +462,22 @@ def rewrite_aof(client: redis.Redis, timeout_s: float = AOF_REWRITE_TIMEOUT_S) -
             client.config_set("aof-use-rdb-preamble", preamble)
 
 
+def _await_history_gone(aof_dir: Path, timeout_s: float = 10.0) -> bool:
+    """The private server removes the pre-rewrite files (manifest type ``h``) in
+    a background thread once the rewrite is done: wait for it (we may stop the
+    server next). True when none is left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if all(e.kind != "h" for e in aof.read_manifest(aof_dir)):
+                return True
+        except (OSError, ValueError):
+            return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 # ----------------------------------------------------------------------------- files
 
 def _scrub(path: Path) -> None:
@@ -624,10 +645,13 @@ def forget(cfg: Config, sel: Selector, *, dry_run: bool = False, client: redis.R
             if client is not None:
                 try:
                     out.compacted.append(rewrite_aof(client))
+                    if wants_managed(cfg):
+                        _await_history_gone(paths.data_dir / "redis" / aof.AOF_DIRNAME)
                 except redis.RedisError as exc:
                     out.problems.append(f"Redis: the append-only file was not rewritten ({exc}); "
                                         "it may still hold the deleted entries until its next rewrite")
-    log.info("forget %s%s: %s", sel.describe(), " (dry run)" if dry_run else "",
+    # the log names the kind of selector only: a session id or path would be a new copy of it
+    log.info("forget (%s)%s: %s", sel.kind, " (dry run)" if dry_run else "",
              ", ".join(f"{k} {v}" for k, v in out.counts.items()))
     return out
 

@@ -127,9 +127,23 @@ def add(state_dir: Path, *, sessions: tuple[str, ...] = (), workspaces: tuple[st
            "sessions": merged("sessions", [digest(s) for s in sessions]),
            "workspaces": merged("workspaces", list(workspaces)),
            "dirs": merged("dirs", [digest(d) for d in dirs]),
-           "ranges": merged("ranges", [] if span is None else [list(span)])}
+           "ranges": _merge_ranges(doc.get("ranges", []) + ([] if span is None else [list(span)]))}
     Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(path_in(state_dir), json.dumps(out))
+
+
+def _merge_ranges(ranges: list[list[Any]]) -> list[list[Any]]:
+    """Overlapping or touching ranges as one (the engine checks every event
+    against each: "Forget the last hour" every hour must not make that slow)."""
+    spans = sorted((((None if s is None else float(s)), float(e)) for s, e in ranges),
+                   key=lambda r: float("-inf") if r[0] is None else r[0])
+    out: list[list[Any]] = []
+    for start, end in spans:
+        if out and (start is None or start <= out[-1][1]):
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out[-MAX_RULES:]
 
 
 class RuleCache:
