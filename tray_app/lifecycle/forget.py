@@ -200,24 +200,25 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def _where(sel: Selector, alias: str = "") -> tuple[str, list[Any]]:
+def _where(sel: Selector) -> tuple[str, list[Any]]:
     """The condition for rows of ``sel`` in a table with session_id /
     workspace_hash / timestamp columns (the timestamp is ISO text of any zone:
     an index range widened by a day, then the exact check in Python)."""
-    a = f"{alias}." if alias else ""
     if sel.session_id:
-        return f"{a}session_id = ?", [sel.session_id]
+        return "session_id = ?", [sel.session_id]
     if sel.project:
-        return f"{a}workspace_hash = ?", [sel.workspace]
-    conds: list[str] = [f"forget_in_range({a}timestamp)"]
-    params: list[Any] = []
+        return "workspace_hash = ?", [sel.workspace]
     assert sel.end is not None
-    conds.insert(0, f"{a}timestamp < ?")
-    params.insert(0, datetime.fromtimestamp(sel.end + 86400, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    conds, params = ["timestamp < ?"], [_text_bound(sel.end + 86400)]
     if sel.start is not None:
-        conds.insert(0, f"{a}timestamp >= ?")
-        params.insert(0, datetime.fromtimestamp(sel.start - 86400, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+        conds.append("timestamp >= ?")
+        params.append(_text_bound(sel.start - 86400))
+    conds.append("forget_in_range(timestamp)")
     return " AND ".join(conds), params
+
+
+def _text_bound(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _in_range_fn(sel: Selector) -> Callable[[Any], int]:
@@ -278,8 +279,7 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
                                         f"(SELECT sequence FROM forget_seq)", p).fetchone()[0])
             if "usage_cursor_composers" in tables:
                 out.add("usage_cursor_composers", conn.execute(
-                    "SELECT COUNT(*) FROM usage_cursor_composers WHERE session_id IN "
-                    "(SELECT session_id FROM forget_sessions) OR session_id = ?",
+                    f"SELECT COUNT(*) FROM usage_cursor_composers WHERE {_COMPOSER_GOES}",
                     (sel.session_id,)).fetchone()[0])
             out.add("sessions", conn.execute(
                 f"SELECT COUNT(*) FROM sessions WHERE {_SESSION_GOES}", (sel.session_id,)).fetchone()[0])
@@ -293,10 +293,7 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
             out.add(t, _chunked_delete(conn, t, key, f"({c}) OR {seq_col} IN (SELECT sequence FROM forget_seq)", p))
         if "usage_cursor_composers" in tables:
             out.add("usage_cursor_composers", _chunked_delete(
-                conn, "usage_cursor_composers", "session_id",
-                "session_id = ? OR (session_id IN (SELECT session_id FROM forget_sessions) AND NOT EXISTS "
-                "(SELECT 1 FROM raw_traces r WHERE r.session_id = usage_cursor_composers.session_id))",
-                [sel.session_id]))
+                conn, "usage_cursor_composers", "session_id", _COMPOSER_GOES, [sel.session_id]))
         out.add("sessions", _sessions(conn, sel))
         if "ingest_attempts" in tables and ids:
             with_ids = list(ids)
@@ -320,6 +317,10 @@ def _count_in(conn: sqlite3.Connection, table: str, col: str, values: set[str]) 
     return int(n)
 
 
+#: a Cursor conversation's usage row goes with its session, or when none of its rows is left
+_COMPOSER_GOES = ("session_id = ? OR (session_id IN (SELECT session_id FROM forget_sessions) AND NOT EXISTS "
+                  "(SELECT 1 FROM raw_traces r WHERE r.session_id = usage_cursor_composers.session_id "
+                  "AND r.sequence NOT IN (SELECT sequence FROM forget_seq)))")
 #: a session row goes when its session was forgotten, or none of its rows is left
 _SESSION_GOES = ("session_id = ? OR ((platform, session_id) IN (SELECT platform, session_id FROM forget_sessions) "
                  "AND NOT EXISTS (SELECT 1 FROM raw_traces r WHERE r.session_id = sessions.session_id "
