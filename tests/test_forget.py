@@ -382,3 +382,20 @@ def test_forget_with_the_app_stopped_scrubs_the_private_servers_files(app_home: 
     assert "append-only file rewritten" in r.stdout
     assert files_with(app_home, [canary.encode()]) == []
     assert _rows(cfg.paths.database, "kept-session") == 1
+
+
+def test_forget_with_redis_unreachable_does_the_rest_and_says_so(app_env: dict[str, str],
+                                                                 redis_server: RedisProc) -> None:
+    from engine_util import make_event, push, row_count, running_engine
+
+    cfg = load_config()
+    with running_engine(redis_server.url):
+        push(redis_server.client(), [make_event(i, session="x" if i % 2 else "y") for i in range(6)])
+        wait_for(lambda: row_count(cfg.paths.database) == 6, timeout=20, what="rows")
+    env = {**app_env, "TELEMETRY_TRAY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    r = run_cli("forget", "--session", "x", env=env, timeout=120)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "raw_traces" in r.stdout and _rows(cfg.paths.database, "x") == 0 and _rows(cfg.paths.database, "y") == 3
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("telemetry-tray forget: warning: Redis:"), r.stderr
+    assert rule.load(cfg.paths.state_dir).session("x")  # the queued entries are dropped when they are read

@@ -14,7 +14,7 @@ from typing import Any
 
 from tray_app.cli.common import add_json_flag, get_config, print_json
 from tray_app.config import Config
-from tray_app.errors import UsageError
+from tray_app.errors import TelemetryTrayError, UsageError
 from tray_app.lifecycle.forget import TIME_HELP
 
 EXIT_PARTLY = 1
@@ -91,8 +91,11 @@ def _engine_held(cfg: Config, timeout_s: float) -> Iterator[None]:
     its monitors stop reading), and resumed after, unless it was paused already."""
     from tray_app.engine import cli as engine_cli
     from tray_app.engine import control
+    from tray_app.engine.health_file import health_file_path, read_health_file
 
-    live = engine_cli._live_record(cfg)
+    live = read_health_file(health_file_path(cfg.paths.state_dir))
+    if live is not None and not live.is_live():
+        live = None
     paused_here = False
     if live is not None and not engine_cli.engine_paused(cfg, live.snapshot, live):
         code, _line = engine_cli.engine_command(cfg, control.PAUSE, timeout_s)
@@ -115,7 +118,7 @@ def _redis_client(cfg: Config) -> Iterator[tuple[Any, str | None]]:
     provider = RedisProvider(cfg)
     try:
         ep = provider.start(take_ownership=False, write_endpoint=False)
-    except Exception as exc:  # noqa: BLE001 - no Redis is a problem of one place, reported as such
+    except (TelemetryTrayError, OSError) as exc:  # no Redis: a problem of one place, reported as such
         yield None, str(exc)
         return
     client = ep.client(socket_timeout=30)
