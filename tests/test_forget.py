@@ -249,6 +249,8 @@ def test_forget_a_project_and_a_time_range_with_the_app_stopped(app_env: dict[st
         push(redis_server.client(), evs)
         wait_for(lambda: row_count(cfg.paths.database) == len(evs), timeout=20, what="every row")
 
+    r = run_cli("forget", "--project", events.workspace_hash(proj), "--dry-run", "--json", env=app_env)
+    assert r.returncode == 0 and json.loads(r.stdout)["counts"]["raw_traces"] == 5  # by the hash reports show
     r = run_cli("forget", "--project", proj + "/", "--json", env=app_env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["counts"]["raw_traces"] == 5

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=f"TIME: {TIME_HELP}.")
     which = f.add_argument_group("what to forget (exactly one)")
     which.add_argument("--session", metavar="ID", help="one session (Cursor conversation / Claude Code session id)")
-    which.add_argument("--project", metavar="PATH", help="every session in the project at PATH (its workspace root)")
+    which.add_argument("--project", metavar="PATH|HASH",
+                       help="every session in the project at PATH (its workspace root), or with that "
+                            "workspace hash (16 hex, as `sessions` and the usage report show it)")
     which.add_argument("--since", metavar="TIME", help="everything from TIME (to --until, or now)")
     which.add_argument("--all", action="store_true", help="everything recorded up to now (asks for confirmation)")
     f.add_argument("--until", metavar="TIME", help="with --since: the end of the range (default: now)")

@@ -36,7 +36,7 @@ def _where(sel: Selector) -> tuple[str, list[Any]]:
     an index range widened by a day, then the exact check in Python)."""
     if sel.session_id:
         return "session_id = ?", [sel.session_id]
-    if sel.project:
+    if sel.workspace:
         return "workspace_hash = ?", [sel.workspace]
     assert sel.end is not None
     conds, params = ["timestamp < ?"], [_text_bound(sel.end + 86400)]

@@ -103,7 +103,7 @@ def _state_key_matches(key: str, sel: Selector) -> bool:
 def sweep_logs(log_dir: Path, sel: Selector, dry_run: bool) -> int:
     """Log lines naming the session or project (a transcript's path in a
     warning, say) are removed from the app's logs. Returns the lines."""
-    needles = [n.decode() for n in sel.raw_needles()[:1]] + ([sel.transcript_dir] if sel.transcript_dir else [])
+    needles = [x for x in (sel.session_id, sel.project, sel.transcript_dir) if x]
     if not needles:
         return 0
     n = 0

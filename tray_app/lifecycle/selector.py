@@ -16,6 +16,8 @@ from tray_app.errors import UsageError
 from tray_app.events import workspace_hash
 from tray_app.lifecycle import rule
 
+#: a workspace hash (events.workspace_hash): 16 hex
+_HASH = re.compile(r"[0-9a-f]{16}")
 _REL = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h|d|w)\s*$", re.I)
 _REL_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 TIME_HELP = "an ISO date or date-time (local time unless it has a zone), or 30m, 1h, 2d meaning that long ago"
@@ -43,11 +45,14 @@ def _iso(ts: float) -> str:
 
 @dataclass(frozen=True)
 class Selector:
-    """Exactly one of: a session id, a project path, a time range (``all`` is
-    the range from the beginning up to now)."""
+    """Exactly one of: a session id, a project (its path, or only its
+    workspace hash), a time range (``all`` is the range from the beginning up
+    to now)."""
 
     session_id: str | None = None
     project: str | None = None
+    #: a project given by its workspace hash (as reports show it), not its path
+    project_hash: str | None = None
     start: float | None = None
     end: float | None = None
     everything: bool = False
@@ -68,6 +73,8 @@ class Selector:
                 raise UsageError("--session: the session id is empty")
             return cls(session_id=session.strip())
         if project is not None:
+            if _HASH.fullmatch(project) and not os.path.exists(project):
+                return cls(project_hash=project)
             path = os.path.normpath(os.path.abspath(os.path.expanduser(project)))
             return cls(project=path)
         if everything:
@@ -80,7 +87,7 @@ class Selector:
 
     @property
     def workspace(self) -> str | None:
-        return workspace_hash(self.project) if self.project else None
+        return workspace_hash(self.project) if self.project else self.project_hash
 
     @property
     def transcript_dir(self) -> str | None:
@@ -91,15 +98,15 @@ class Selector:
     def kind(self) -> str:
         if self.session_id:
             return "a session"
-        if self.project:
+        if self.workspace:
             return "a project"
         return "everything so far" if self.everything else f"{_iso(self.start or 0)} to {_iso(self.end or 0)}"
 
     def describe(self) -> str:
         if self.session_id:
             return f"session {self.session_id}"
-        if self.project:
-            return f"project {self.project}"
+        if self.workspace:
+            return f"project {self.project or self.project_hash}"
         if self.everything:
             return f"everything up to {_iso(self.end or 0)}"
         return f"{_iso(self.start or 0)} to {_iso(self.end or 0)}"
@@ -136,9 +143,9 @@ class Selector:
         """Byte strings whose presence in an unparseable record ties it to the selector."""
         if self.session_id:
             return [self.session_id.encode()]
-        if self.project:
-            return [self.project.encode(), f'"workspace_hash":"{self.workspace}"'.encode(),
-                    f'"workspace_hash": "{self.workspace}"'.encode()]
+        if self.workspace:
+            return ([self.project.encode()] if self.project else []) + [
+                f'"workspace_hash":"{self.workspace}"'.encode(), f'"workspace_hash": "{self.workspace}"'.encode()]
         return []
 
 
