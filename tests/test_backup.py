@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
 import threading
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from conftest import RedisProc, run_cli, wait_for
 from engine_util import make_event, push, row_count, running_engine
 
@@ -92,3 +95,30 @@ def test_backup_bad_targets_are_one_line(app_env: dict[str, str], redis_server: 
         r = run_cli("db", "backup", *args, env=app_env, timeout=60)
         assert r.returncode == 64, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and why in r.stderr, r.stderr
+
+
+@pytest.fixture()
+def tiny_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs (root only: elsewhere the test is skipped)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_backup_to_a_full_volume_is_one_line_and_leaves_nothing(app_env: dict[str, str], redis_server: RedisProc,
+                                                                tiny_volume: Path) -> None:
+    cfg = load_config()
+    with running_engine(redis_server.url):
+        push(redis_server.client(), [make_event(i, size=3000) for i in range(1500)])
+        wait_for(lambda: row_count(cfg.paths.database) == 1500, timeout=60, what="rows")
+    r = run_cli("db", "backup", str(tiny_volume / "b.db"), env=app_env, timeout=60)
+    assert r.returncode == 74, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no space left" in lines[0], r.stderr
+    assert list(tiny_volume.iterdir()) == []  # no half-written file, no temp file
