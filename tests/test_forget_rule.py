@@ -69,3 +69,17 @@ def test_times_and_selectors() -> None:
         Selector.build(session="a", everything=True)
     with pytest.raises(UsageError, match="is not after"):
         Selector.build(since="1h", until="2h")
+
+
+def test_range_edges_are_exact_with_the_quick_text_check() -> None:
+    """A ``...Z`` time is first compared as text against the range's whole
+    seconds; the answer must be the same as parsing it."""
+    r = rule.Forgotten(ranges=((1000.5, 2000.5),))
+    for ts, inside in (("1970-01-01T00:16:40.2Z", False), ("1970-01-01T00:16:40.6Z", True),
+                       ("1970-01-01T00:16:39Z", False), ("1970-01-01T00:25:00Z", True),
+                       ("1970-01-01T00:33:20.4Z", True), ("1970-01-01T00:33:20.5Z", False),
+                       ("1970-01-01T00:33:21Z", False), ("1970-01-01T01:25:00+01:00", True)):
+        assert r.matches({"timestamp": ts}) is inside, ts
+    everything = rule.Forgotten(ranges=((None, 2000.0),))
+    assert everything.matches({"timestamp": "1960-01-01T00:00:00Z"})
+    assert not everything.matches({"timestamp": "2026-01-01T00:00:00Z"})

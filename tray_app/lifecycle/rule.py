@@ -22,11 +22,14 @@ from the beginning).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +41,20 @@ FILE_NAME = "forgotten.json"
 MAX_RULES = 10_000
 
 
+@functools.lru_cache(maxsize=4096)
 def digest(text: str) -> str:
-    """The rule's form of a session id or directory name: 32 hex of sha256."""
+    """The rule's form of a session id or directory name: 32 hex of sha256
+    (cached: the engine asks about the same few sessions over and over)."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def path_in(state_dir: Path) -> Path:
     return Path(state_dir) / FILE_NAME
+
+
+def _second(ts: float) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) of the whole second at or before ``ts``."""
+    return datetime.fromtimestamp(math.floor(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,13 @@ class Forgotten:
     workspaces: frozenset[str] = frozenset()
     dirs: frozenset[str] = frozenset()
     ranges: tuple[tuple[float | None, float], ...] = ()
+    #: each range's whole seconds as UTC text: a ``...Z`` time outside all of them
+    #: is answered without parsing it (the engine's case for nearly every event)
+    _seconds: tuple[tuple[str | None, str], ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_seconds", tuple(
+            (None if s is None else _second(s), _second(e)) for s, e in self.ranges))
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.workspaces or self.dirs or self.ranges)
@@ -66,6 +83,13 @@ class Forgotten:
     def covers_iso(self, value: str | None) -> bool:
         if not self.ranges or not value:
             return False
+        if len(value) >= 20 and value[-1] == "Z" and value[19] in ".Z":
+            head = value[:19]  # before a range's first second, or after its last: outside it
+            for s, e in self._seconds:
+                if head <= e and (s is None or head >= s):
+                    break
+            else:
+                return False
         ts = iso_to_unix(value)
         return ts is not None and self.covers(ts)
 
@@ -73,19 +97,23 @@ class Forgotten:
         """Whether an event (or a stream entry's fields, bytes or str) is forgotten."""
         if not self:
             return False
-        sid = _text(event.get("session_id", event.get(b"session_id")))
-        if self.session(sid):
+        if self.sessions:
+            for key in ("session_id", "external_session_id"):
+                if self.session(_field(event, key)):
+                    return True
+        if self.workspaces and _field(event, "workspace_hash") in self.workspaces:
             return True
-        ext = _text(event.get("external_session_id", event.get(b"external_session_id")))
-        if ext and self.session(ext):
-            return True
-        ws = _text(event.get("workspace_hash", event.get(b"workspace_hash")))
-        if ws and ws in self.workspaces:
-            return True
-        return self.covers_iso(_text(event.get("timestamp", event.get(b"timestamp"))))
+        return bool(self.ranges) and self.covers_iso(_field(event, "timestamp"))
 
     def transcript_dir(self, dir_name: str) -> bool:
         return bool(self.dirs) and digest(dir_name) in self.dirs
+
+
+def _field(event: Mapping[Any, Any], key: str) -> str | None:
+    value = event.get(key)
+    if value is None:
+        value = event.get(key.encode())
+    return _text(value)
 
 
 def _text(value: Any) -> str | None:
