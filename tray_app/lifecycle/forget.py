@@ -67,8 +67,9 @@ def forget(cfg: Config, sel: Selector, *, dry_run: bool = False, client: redis.R
             out.add(EVENTS_STREAM, len(stream_ids))
             out.add(DLQ_STREAM, len(sweep_stream(client, DLQ_STREAM, match, dry_run)))
         else:
-            out.problems.append(f"Redis: {redis_error or 'unreachable'}; queued events, dead letters and the "
-                                "change feed were not checked (the rule drops them when they are read)")
+            why = (redis_error or "unreachable").rstrip(".")
+            out.problems.append(f"Redis: {why}; queued events, dead letters and the change feed were not "
+                                "checked (the rule drops them when they are read)")
         seqs: set[int] = set()
         for _sweep in range(1 if dry_run else 2):  # the second catches a batch committed meanwhile
             seqs |= sweep_database(paths.database, sel, out, stream_ids)
