@@ -222,7 +222,9 @@ def test_bad_selectors_are_one_line_errors(app_home: Path) -> None:
                       (["forget", "--session", "a", "--since", "1h"], "exactly one of"),
                       (["forget", "--since", "yesterday-ish"], "not a time"),
                       (["forget", "--until", "1h", "--session", "x"], "--until goes with --since"),
-                      (["forget", "--since", "1h", "--until", "2h"], "is not after")):
+                      (["forget", "--since", "1h", "--until", "2h"], "is not after"),
+                      (["forget", "--since", "99999999d"], "too long ago"),
+                      (["export", "--format", "jsonl", "--since", "0001-01-01"], "out of the range")):
         r = run_cli(*args, env=env, timeout=30)
         assert r.returncode == 64, (args, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()

@@ -83,3 +83,8 @@ def test_range_edges_are_exact_with_the_quick_text_check() -> None:
     everything = rule.Forgotten(ranges=((None, 2000.0),))
     assert everything.matches({"timestamp": "1960-01-01T00:00:00Z"})
     assert not everything.matches({"timestamp": "2026-01-01T00:00:00Z"})
+
+
+def test_an_open_ended_range_works_with_the_quick_check() -> None:
+    r = rule.Forgotten(ranges=((1000.0, float("inf")),))  # what `export --since` asks
+    assert r.matches({"timestamp": "2026-01-01T00:00:00Z"}) and not r.matches({"timestamp": "1970-01-01T00:00:00Z"})

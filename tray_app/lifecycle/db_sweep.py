@@ -8,11 +8,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from contextlib import closing
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tray_app.errors import DatabaseError
+from tray_app.lifecycle.rule import utc_second
 from tray_app.lifecycle.selector import Outcome, Selector
 
 #: rows per delete transaction (the engine's writer waits at most this long)
@@ -39,16 +39,13 @@ def _where(sel: Selector) -> tuple[str, list[Any]]:
     if sel.workspace:
         return "workspace_hash = ?", [sel.workspace]
     assert sel.end is not None
-    conds, params = ["timestamp < ?"], [_text_bound(sel.end + 86400)]
+    conds, params = ["timestamp < ?"], [utc_second(sel.end + 86400)]
     if sel.start is not None:
         conds.append("timestamp >= ?")
-        params.append(_text_bound(sel.start - 86400))
+        params.append(utc_second(sel.start - 86400))
     conds.append("forget_in_range(timestamp)")
     return " AND ".join(conds), params
 
-
-def _text_bound(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _in_range_fn(sel: Selector) -> Callable[[Any], int]:

@@ -18,12 +18,11 @@ import sqlite3
 import zlib
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tray_app.errors import DatabaseError, UsageError
-from tray_app.lifecycle.rule import Forgotten
+from tray_app.lifecycle.rule import Forgotten, utc_second
 
 PAGE_ROWS = 500
 BUSY_TIMEOUT_S = 10.0
@@ -60,10 +59,10 @@ def rows(db: Path, *, since: float | None = None, until: float | None = None,
         # text bounds widened by a day (timestamps carry any zone), then the exact check
         if since is not None:
             conds.append("timestamp >= ?")
-            params.append(_text_bound(since - 86400))
+            params.append(utc_second(since - 86400))
         if until is not None:
             conds.append("timestamp < ?")
-            params.append(_text_bound(until + 86400))
+            params.append(utc_second(until + 86400))
         conds.append("export_in_range(timestamp)")
     sql = f"SELECT sequence, event_data FROM raw_traces WHERE {' AND '.join(conds)} ORDER BY sequence LIMIT {PAGE_ROWS}"
     try:
@@ -84,9 +83,6 @@ def rows(db: Path, *, since: float | None = None, until: float | None = None,
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot read {db}: {exc}") from None
 
-
-def _text_bound(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def write(out: BinaryIO, db: Path, **filters: object) -> int:

@@ -52,9 +52,13 @@ def path_in(state_dir: Path) -> Path:
     return Path(state_dir) / FILE_NAME
 
 
-def _second(ts: float) -> str:
-    """``YYYY-MM-DDTHH:MM:SS`` (UTC) of the whole second at or before ``ts``."""
-    return datetime.fromtimestamp(math.floor(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+def utc_second(ts: float) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) of the whole second at or before ``ts``
+    (clamped to years 1..9999, so an open end such as ``inf`` compares as the last)."""
+    try:
+        return datetime.fromtimestamp(math.floor(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return "9999-12-31T23:59:59" if ts > 0 else "0001-01-01T00:00:00"
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class Forgotten:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_seconds", tuple(
-            (None if s is None else _second(s), _second(e)) for s, e in self.ranges))
+            (None if s is None else utc_second(s), utc_second(e)) for s, e in self.ranges))
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.workspaces or self.dirs or self.ranges)
@@ -196,4 +200,4 @@ class RuleCache:
         return self._rule
 
 
-__all__ = ["FILE_NAME", "Forgotten", "RuleCache", "add", "digest", "load", "path_in"]
+__all__ = ["FILE_NAME", "Forgotten", "RuleCache", "add", "digest", "load", "path_in", "utc_second"]

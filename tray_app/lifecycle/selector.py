@@ -29,14 +29,20 @@ def parse_time(value: str, now: float | None = None) -> float:
     now = time.time() if now is None else now
     m = _REL.match(value)
     if m:
-        return now - int(m.group(1)) * _REL_S[m.group(2).lower()]
+        ago = int(m.group(1)) * _REL_S[m.group(2).lower()]
+        if ago > 200 * 365 * 86400:
+            raise UsageError(f"{value!r} is too long ago")
+        return now - ago
     try:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(f"not a time: {value!r} (use {TIME_HELP})") from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # a naive time is the user's local time
-    return dt.timestamp()
+    try:
+        if dt.tzinfo is None:
+            dt = dt.astimezone()  # a naive time is the user's local time
+        return dt.timestamp()
+    except (ValueError, OverflowError, OSError):
+        raise UsageError(f"{value!r} is out of the range of times this system can use") from None
 
 
 def _iso(ts: float) -> str:
