@@ -409,3 +409,22 @@ def test_open_folder_without_file_manager_says_so(app_factory: Any, desktop: Des
     log = app.log()
     assert f"opened {app.home / 'data'}" not in log and f"opened {app.home / 'logs'}" not in log
     assert f"cannot open {app.home / 'logs'}: xdg-open exited 3" in log
+
+
+def test_forget_the_last_hour_from_the_menu(app_factory: Any, desktop: Desktop,  # noqa: F811
+                                             redis_server: RedisProc) -> None:
+    """"Forget the last hour": chosen in the real menu, the hour's rows go, a
+    notification says how many, and recording goes on."""
+    app = app_factory()
+    app.wait_menu(lambda m: m["icon_state"] == "running", "running")
+    push(redis_server.client(), [make_event(i) for i in range(30)])
+    app.wait_menu(lambda m: "Today: 30 events" in m["text"], "30 events")
+    desktop.dunst_history()                                               # a clean slate
+    app.open_menu()
+    app.choose("Forget the last hour", app.menu())
+    told = wait_for(lambda: [n for n in desktop.dunst_history() if n["summary"] == "Forgot the last hour"],
+                    timeout=120, what="the 'Forgot the last hour' notification")
+    assert told[0]["body"].strip() == "Forgot 30 events from the last hour."
+    assert stored_events(app.database) == {}
+    app.wait_menu(lambda m: m["status"] == "Running" and any(i.get("text") == "Pause" for i in m["items"]),
+                  "running again, not paused")

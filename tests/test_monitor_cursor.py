@@ -403,3 +403,22 @@ def test_an_import_of_cursors_history_reports_its_progress(tmp_path, redis_serve
         mon.run_once()
     assert mon.health()["import_progress_pct"] is None
     assert any("Cursor's history imported:" in r.getMessage() for r in caplog.records)
+
+
+def test_a_forgotten_conversation_is_neither_sent_nor_remembered(tmp_path, redis_server, cursor):
+    """`telemetry-tray forget --session` (its rule): the monitor sends none of the
+    conversation's items and keeps no digest keyed by its id, on a first read too."""
+    from tray_app.lifecycle import rule
+
+    gone = uid("composer", 2)
+    cursor.add_conversation(gone, 2, name="Forget me")
+    mon = make_monitor(tmp_path, redis_server, cursor)
+    rule.add(mon.cfg.paths.state_dir, sessions=(gone,))
+    assert mon.pass_once()
+    evs = stream_events(redis_server.client())
+    assert {e["session_id"] for e in evs if e["hook_type"] == "bubbleId"} == {CID}
+    assert not [e for e in evs if e["session_id"] == gone]
+    mon.close()
+    with sqlite3.connect(tmp_path / "home" / "state" / "monitors" / "cursor_db.sqlite3") as c:
+        keys = [k for (k,) in c.execute("SELECT key FROM fingerprints")]
+    assert keys and not [k for k in keys if gone in k]

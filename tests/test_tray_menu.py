@@ -72,6 +72,7 @@ def test_running_menu_reads_as_the_issue_describes() -> None:
         "    For 1 hour",
         "    Until tomorrow",
         "    Until I resume",
+        "Forget the last hour",
         "Usage report...",
         "Export diagnostics bundle...",
         "Open data folder",
@@ -261,3 +262,12 @@ def test_the_window_ends_by_itself_in_the_menu(app_home: Path) -> None:
     r.tick()
     assert shown[-1].status == "Running"
     assert told == ["Recording again"]  # ended by the user: no notice
+
+
+def test_forget_the_last_hour_is_offered_recording_or_not() -> None:
+    from tray_app.tray.menu import A_FORGET_HOUR
+
+    for model in (build_menu(snap(), TRAY), build_menu(snap(state=PAUSED), TRAY),
+                  build_menu(snap(), TRAY, not_recording=(0.0, None), now=10.0)):
+        item = model.find(A_FORGET_HOUR)
+        assert item is not None and item.text == "Forget the last hour" and item.enabled

@@ -31,6 +31,7 @@ PLUGINS = (
     "tray_app.capture.cli",
     "tray_app.support.cli",
     "tray_app.usage.cli",
+    "tray_app.lifecycle.cli",  # after support.cli: adds `db backup` to its `db` group
 )
 
 #: command -> the plugin that registers it: a command's run imports only its own

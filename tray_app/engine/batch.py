@@ -21,6 +21,7 @@ from tray_app.engine.dlq import dead_letter, retries_exhausted
 from tray_app.engine.writer import DATABASE_KINDS, Prepared, SQLiteBatchWriter, Stored
 from tray_app.errors import DatabaseError
 from tray_app.events import R_RETRIES, InvalidEntry, check_size, decode, entry_size
+from tray_app.lifecycle.rule import RuleCache
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ class EntryProcessor:
         self._norecord_stamp: tuple[int, int] | None = None
         #: events dropped because their time falls in a "don't record" window
         self.not_recorded = 0
+        #: what `telemetry-tray forget` removed (lifecycle/rule.py): dropped when it comes again
+        self._forgotten = RuleCache(state_dir)
+        self.forgotten = 0
 
     def _windows(self) -> norecord.NoRecord:
         """The don't-record windows, re-read only when the file changed."""
@@ -124,6 +128,7 @@ class EntryProcessor:
         good: list[Prepared] = []
         dead: list[DeadLetter] = []
         windows = self._windows()
+        forgotten = self._forgotten.get()
         for i, (sid, fields, deliveries) in enumerate(entries):
             if retries_exhausted(deliveries, self.max_retries):
                 dead.append(self.dead(fields, sid, deliveries, R_RETRIES,
@@ -133,6 +138,9 @@ class EntryProcessor:
                 check_size(sizes[i], self.max_entry_bytes)
                 event = decode(fields)
             except InvalidEntry as exc:
+                if forgotten and forgotten.matches(fields):
+                    self.forgotten += 1  # not even a dead letter: its session was forgotten
+                    continue
                 dead.append(self.dead(fields, sid, deliveries, exc.reason, exc.error))
                 continue
             except Exception as exc:  # noqa: BLE001 - one entry's problem, never the engine's
@@ -140,6 +148,9 @@ class EntryProcessor:
                 continue
             if windows.windows and windows.covers_iso(event["timestamp"]):
                 self.not_recorded += 1  # "don't record" was on at that time: acknowledged, not stored
+                continue
+            if forgotten and forgotten.matches(event):
+                self.forgotten += 1  # forgotten by the user: acknowledged, never stored again
                 continue
             try:
                 good.append(self.writer.prepare(sid, event, fields))

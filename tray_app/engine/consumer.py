@@ -91,6 +91,7 @@ class FastPathConsumer(threading.Thread):
         self._acked_base = 0
         self._dead_base = 0
         self._not_recorded_base = 0
+        self._forgotten_base = 0
         self._redis_backoff = Backoff(self.ing.backoff_initial_s, self.ing.backoff_max_s)
         self._db_backoff = Backoff(self.ing.backoff_initial_s, self.ing.backoff_max_s)
         self._db_error: DatabaseError | None = None
@@ -112,6 +113,7 @@ class FastPathConsumer(threading.Thread):
         self._counts = {"ingested": totals["ingested"], "dups": totals["dups"]}
         self._acked_base, self._dead_base = totals["acked"], totals["dead"]
         self._not_recorded_base = old.processor.not_recorded + old._not_recorded_base
+        self._forgotten_base = old.processor.forgotten + old._forgotten_base
         self.publisher.health_base = (self._acked_base, self._dead_base)
         self.rate, self.latency = old.rate, old.latency
         self.batch_size = old.batch_size
@@ -484,6 +486,7 @@ class FastPathConsumer(threading.Thread):
             total_ingested=totals["ingested"], total_acked=totals["acked"],
             total_dead_letters=totals["dead"], total_duplicates=totals["dups"],
             total_not_recorded=self.processor.not_recorded + self._not_recorded_base,
+            total_forgotten=self.processor.forgotten + self._forgotten_base,
             redis_ok=self._redis_error is None and self._client is not None,
             redis_status="ok" if self._redis_error is None else self._redis_error,
             sqlite_ok=self._db_error is None,

@@ -32,6 +32,7 @@ class HealthSnapshot:
     total_dead_letters: int = 0      # sent to the DLQ since start
     total_duplicates: int = 0        # redelivered / duplicate event_ids since start
     total_not_recorded: int = 0      # dropped: their time fell in a "don't record" window
+    total_forgotten: int = 0         # dropped: `telemetry-tray forget` removed their session/project/time
     db_rows: int = 0
     today_events: int = 0
     today_sessions: int = 0

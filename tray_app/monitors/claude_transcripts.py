@@ -25,6 +25,7 @@ from typing import Any
 
 from tray_app.config import Config
 from tray_app.events import utc_now_iso, workspace_hash
+from tray_app.lifecycle.rule import Forgotten, RuleCache
 from tray_app.monitors.base import Clock, MonitorThread, iso_from_unix
 from tray_app.monitors.emit import Emitter, payload_budget
 from tray_app.monitors.privacy import Capture
@@ -93,12 +94,14 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
             roots = [Path(p).expanduser() for p in cfg.monitors.claude_projects_dirs] + default_roots()
         self.roots = unique_roots(roots)
         self.emitter = emitter or Emitter(endpoint, socket_timeout_s=cfg.redis.socket_timeout_s,
-                                          connect_timeout_s=cfg.redis.connect_timeout_s)
+                                          connect_timeout_s=cfg.redis.connect_timeout_s,
+                                          state_dir=cfg.paths.state_dir)
         self.store = store or StateStore(state_file(cfg.paths.state_dir, NAME))
         self.capture = Capture(cfg.capture)
         self.payload_max = payload_budget(cfg.ingest.max_entry_bytes)
         self.max_lines_per_pass = max_lines_per_pass
         self._marks: dict[str, FileMark] | None = None
+        self._forgotten = RuleCache(cfg.paths.state_dir)
         self._tools: dict[str, ToolNames] = {}
         self._backlog = False
         self._budget = 0
@@ -147,11 +150,17 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
         emitted = 0
         backlog = False
         present = set()
+        forgotten = self._forgotten.get()
         for path, st in files:
             key = str(path)
             present.add(key)
             if self.stopping:
                 break
+            if forgotten and self._forgotten_file(path, forgotten):
+                # `telemetry-tray forget`: not read, and no offset kept (its path names the session)
+                self._marks.pop(key, None)
+                self._tools.pop(key, None)
+                continue
             if self._budget <= 0:
                 backlog = True
                 break
@@ -170,6 +179,16 @@ class ClaudeCodeTranscriptMonitor(MonitorThread):
         self._set(files_tracked=len(self._marks), backlog=backlog)
         self._report_progress(files, backlog)
         return emitted
+
+    def _forgotten_file(self, path: Path, forgotten: Forgotten) -> bool:
+        """A transcript of a forgotten session, or in a forgotten project's directory
+        (``<root>/<project>/<session>.jsonl`` or ``.../<session>/subagents/agent-*.jsonl``)."""
+        if forgotten.session(session_from_path(path)):
+            return True
+        if not forgotten.dirs:
+            return False
+        project = path.parents[2] if path.parent.name == "subagents" else path.parent
+        return forgotten.transcript_dir(project.name)
 
     def _report_progress(self, files: list[tuple[Path, os.stat_result]], backlog: bool) -> None:
         assert self._marks is not None

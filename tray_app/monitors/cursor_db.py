@@ -43,6 +43,7 @@ from typing import Any
 
 from tray_app.config import Config
 from tray_app.events import utc_now_iso, workspace_hash
+from tray_app.lifecycle.rule import RuleCache
 from tray_app import jsonutil
 from tray_app.monitors import cursor_drift
 from tray_app.monitors.base import Clock, MonitorThread
@@ -98,6 +99,11 @@ def open_readonly(path: Path, *, immutable: bool, busy_timeout_s: float) -> sqli
     return conn
 
 
+def _conversation(key: str) -> str | None:
+    """The conversation (composer id) a ``cursorDiskKV`` key belongs to, if any."""
+    return key.split(":")[1] if key.startswith(("bubbleId:", "composerData:", DIFF_PREFIX)) else None
+
+
 class CursorDatabaseMonitor(MonitorThread):
     def __init__(self, cfg: Config, endpoint: Endpoint, *, user_dir: Path | None = None,
                  emitter: Emitter | None = None, store: StateStore | None = None,
@@ -111,7 +117,8 @@ class CursorDatabaseMonitor(MonitorThread):
                                      if cfg.monitors.cursor_user_dir else default_user_dir())
         self.finder = DatabaseFinder(self.user_dir)
         self.emitter = emitter or Emitter(endpoint, socket_timeout_s=cfg.redis.socket_timeout_s,
-                                          connect_timeout_s=cfg.redis.connect_timeout_s)
+                                          connect_timeout_s=cfg.redis.connect_timeout_s,
+                                          state_dir=cfg.paths.state_dir)
         self.store = store or StateStore(state_file(cfg.paths.state_dir, NAME))
         self.capture = Capture(cfg.capture)
         self.payload_max = payload_budget(cfg.ingest.max_entry_bytes)
@@ -121,6 +128,8 @@ class CursorDatabaseMonitor(MonitorThread):
         self.reconcile_rows_per_pass = reconcile_rows_per_pass
         self.busy_timeout_s = busy_timeout_s
         self.format_scan_interval_s = format_scan_interval_s
+        #: conversations `telemetry-tray forget` removed: neither sent nor remembered by key
+        self._forgotten = RuleCache(cfg.paths.state_dir)
         self._states: dict[str, dict[str, Any]] | None = None
         #: db id -> {key: kind} of known keys whose JSON lacks what we rely on
         self._shapes: dict[str, dict[str, str]] = {}
@@ -378,6 +387,9 @@ class CursorDatabaseMonitor(MonitorThread):
         for it in items:
             if known.get(it.state_key) != it.fp:
                 latest[it.state_key] = it  # a key read twice in one chunk: the later value wins
+        forgotten = self._forgotten.get()
+        if forgotten.sessions:
+            latest = {k: it for k, it in latest.items() if not forgotten.session(_conversation(it.key))}
         if not latest:
             return 0
         assert self._composer_ws is not None
@@ -393,7 +405,7 @@ class CursorDatabaseMonitor(MonitorThread):
             if is_empty_diff(it) or self._sent_inline(it, known.get(it.state_key)):
                 quiet.append(it)  # remembered, nothing to send
                 continue
-            sid = it.key.split(":")[1] if it.key.startswith(("bubbleId:", "composerData:", DIFF_PREFIX)) else None
+            sid = _conversation(it.key)
             ws = self._composer_ws.get(sid) if sid else None
             if sid and ws is None and not db.workspace_hash and sid not in self._ws_probed:
                 ws = self._probe_workspace(conn, sid)

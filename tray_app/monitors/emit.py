@@ -11,12 +11,14 @@ stores once.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from tray_app import events, jsonutil
 from tray_app.errors import RedisUnavailable
+from tray_app.lifecycle.rule import RuleCache
 from tray_app.redis_conn import EVENTS_STREAM, GROUP, Endpoint, LazyClient
 
 #: entries per pipeline round trip
@@ -30,8 +32,10 @@ MAX_STREAM_LAG = 20_000
 
 class Emitter:
     def __init__(self, endpoint: Endpoint, *, socket_timeout_s: float = 5.0,
-                 connect_timeout_s: float = 2.0) -> None:
+                 connect_timeout_s: float = 2.0, state_dir: Path | None = None) -> None:
         self.endpoint = endpoint
+        #: what `telemetry-tray forget` removed never goes back into Redis
+        self.forgotten = RuleCache(state_dir)
         self.socket_timeout_s = socket_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._redis = LazyClient(endpoint, socket_timeout=socket_timeout_s, connect_timeout=connect_timeout_s)
@@ -40,9 +44,13 @@ class Emitter:
         return self._redis.get()
 
     def emit(self, evs: Iterable[Mapping[str, Any]]) -> int:
-        """XADD every event (validated first: a monitor bug must not make poison)."""
+        """XADD every event (validated first: a monitor bug must not make poison),
+        except forgotten ones (lifecycle/rule.py), which are passed over as if sent."""
         entries: list[dict[str, str]] = []
+        forgotten = self.forgotten.get()
         for ev in evs:
+            if forgotten and forgotten.matches(ev):
+                continue
             reason = events.validate(ev)
             if reason is not None:
                 raise ValueError(f"monitor built an invalid event ({reason[0]}: {reason[1]})")

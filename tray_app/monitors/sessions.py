@@ -34,6 +34,7 @@ import orjson
 from tray_app.config import Config
 from tray_app.engine import schema
 from tray_app.events import deterministic_event_id
+from tray_app.lifecycle.rule import RuleCache
 from tray_app.monitors.base import Clock, MonitorThread
 from tray_app.monitors.emit import Emitter
 from tray_app.monitors.session_rows import (NOT_ACTIVITY, TIMEOUT, Agg, Row, canonical, end_reason, idle_end,
@@ -75,7 +76,8 @@ class SessionMonitor(MonitorThread):
         self.idle_timeout_s = cfg.monitors.session_idle_timeout_s
         self.db_path = db_path or cfg.paths.database
         self.emitter = emitter or Emitter(endpoint, socket_timeout_s=cfg.redis.socket_timeout_s,
-                                          connect_timeout_s=cfg.redis.connect_timeout_s)
+                                          connect_timeout_s=cfg.redis.connect_timeout_s,
+                                          state_dir=cfg.paths.state_dir)
         self.store = store or StateStore(state_file(cfg.paths.state_dir, NAME))
         self.apply_interval_s = apply_interval_s
         self.max_queue_events = max_queue_events
@@ -87,6 +89,8 @@ class SessionMonitor(MonitorThread):
         self._applied: int | None = None
         self._last_apply = float("-inf")
         self._next_idle_check = float("-inf")
+        #: a batch committed just before `telemetry-tray forget` must not bring its session back
+        self._forgotten = RuleCache(cfg.paths.state_dir)
         self._set(applied_sequence=0, events_applied=0, sessions_timed_out=0, open_sessions=0,
                   queued_events=0, recounts=0, idle_timeout_s=self.idle_timeout_s)
 
@@ -179,12 +183,15 @@ class SessionMonitor(MonitorThread):
         aggs: dict[tuple[str, str], Agg] = {}
         top = self._applied
         n = 0
+        forgotten = self._forgotten.get()
         for batch in batches:
             for seq, platform, sid, et, ts, ws, reason in sorted(batch, key=lambda e: e[0]):
                 if seq <= top:
                     continue  # already counted (a duplicate, or seen by the recount)
                 top = seq
                 if not tracked(platform, sid):
+                    continue
+                if forgotten and forgotten.matches({"session_id": sid, "workspace_hash": ws, "timestamp": ts}):
                     continue
                 aggs.setdefault((platform, sid), Agg()).add(et, parse(ts), ws, reason)
                 n += 1

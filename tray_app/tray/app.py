@@ -42,6 +42,7 @@ from tray_app.tray.alerts import AlertPolicy, Notice
 from tray_app.tray.menu import (
     A_AUTOSTART,
     A_EXPORT,
+    A_FORGET_HOUR,
     A_USAGE_REPORT,
     A_OPEN_DATA,
     A_OPEN_LOGS,
@@ -93,6 +94,7 @@ class TrayApp:
             A_RETRY_DLQ: self.retry_dead_letters,
             A_EXPORT: self.export,
             A_USAGE_REPORT: self.usage_report,
+            A_FORGET_HOUR: self.forget_last_hour,
             A_OPEN_DATA: lambda: self.open_folder(cfg.paths.data_dir),
             A_OPEN_LOGS: lambda: self.open_folder(cfg.paths.log_dir),
             A_AUTOSTART: self.toggle_autostart,
@@ -255,6 +257,24 @@ class TrayApp:
             return
         log.info("usage report written: %s", path)
         open_path(path, on_failure=self.open_failed)
+
+    def forget_last_hour(self) -> None:
+        """Delete everything of the last hour everywhere (lifecycle/forget.py), on
+        the tray-actions thread; a notification says what went."""
+        from tray_app.lifecycle.inapp import forget_recent, summary
+
+        self.refresher.busy = "Forgetting the last hour..."
+        self.refresher.poke()
+        try:
+            out = forget_recent(self.cfg, self.runtime, 3600)
+        except Exception as exc:
+            log.exception("forget the last hour failed")
+            self.notifier.notify("Could not forget the last hour", str(exc), "normal", kind="forget")
+            return
+        finally:
+            self.refresher.busy = ""
+            self.refresher.poke()
+        self.notifier.notify("Forgot the last hour", summary(out), "low", kind="forget")
 
     def open_folder(self, path: Path) -> None:
         open_path(path, on_failure=self.open_failed)

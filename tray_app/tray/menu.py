@@ -41,6 +41,7 @@ A_NO_RECORD_TOMORROW = "no_record_tomorrow"
 A_NO_RECORD = "no_record"
 A_RECORD_AGAIN = "record_again"
 A_USAGE_REPORT = "usage_report"
+A_FORGET_HOUR = "forget_hour"
 
 #: the "Don't record" submenu: (action, text, duration for EngineRuntime.no_record;
 #: "" is until the user resumes)
@@ -318,6 +319,7 @@ def build_menu(snap: HealthSnapshot, tray: TraySettings, *, paused: bool | None 
     else:
         entries.append(MenuEntry("Don't record", submenu=tuple(
             MenuEntry(text, action) for action, text, _ in NO_RECORD_CHOICES)))
+    entries.append(MenuEntry("Forget the last hour", A_FORGET_HOUR))
     entries += [
         MenuEntry("Usage report...", A_USAGE_REPORT),
         MenuEntry("Export diagnostics bundle...", A_EXPORT),

@@ -1,0 +1,206 @@
+"""Forgetting in SQLite: the selector's rows of telemetry.db (raw and derived
+tables) in short transactions, and compaction that leaves no deleted byte in
+a database file or its WAL (secure_delete, checkpoint(TRUNCATE), VACUUM)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from tray_app.errors import DatabaseError
+from tray_app.lifecycle.rule import utc_second
+from tray_app.lifecycle.selector import Outcome, Selector
+
+#: rows per delete transaction (the engine's writer waits at most this long)
+CHUNK_ROWS = 1000
+BUSY_TIMEOUT_S = 30.0
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute("PRAGMA secure_delete=ON")  # freed cells and pages are zeroed, not left behind
+    return conn
+
+
+def tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _where(sel: Selector) -> tuple[str, list[Any]]:
+    """The condition for rows of ``sel`` in a table with session_id /
+    workspace_hash / timestamp columns (the timestamp is ISO text of any zone:
+    an index range widened by a day, then the exact check in Python)."""
+    if sel.session_id:
+        return "session_id = ?", [sel.session_id]
+    if sel.workspace:
+        return "workspace_hash = ?", [sel.workspace]
+    assert sel.end is not None
+    conds, params = ["timestamp < ?"], [utc_second(sel.end + 86400)]
+    if sel.start is not None:
+        conds.append("timestamp >= ?")
+        params.append(utc_second(sel.start - 86400))
+    conds.append("forget_in_range(timestamp)")
+    return " AND ".join(conds), params
+
+
+
+def _in_range_fn(sel: Selector) -> Callable[[Any], int]:
+    r = sel.as_rule()
+    return lambda ts: int(isinstance(ts, str) and r.covers_iso(ts))
+
+
+def _chunked_delete(conn: sqlite3.Connection, table: str, key: str, cond: str, params: list[Any]) -> int:
+    """Delete ``cond`` rows, CHUNK_ROWS per short transaction."""
+    total = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(f"DELETE FROM {table} WHERE {key} IN "
+                               f"(SELECT {key} FROM {table} WHERE {cond} LIMIT {CHUNK_ROWS})", params)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        total += cur.rowcount
+        if cur.rowcount < CHUNK_ROWS:
+            return total
+
+
+def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable[str] = ()) -> set[int]:
+    """Delete (or count) the selector's rows in every table of telemetry.db.
+    Returns the raw_traces sequences concerned (for cdc:events)."""
+    if not path.exists():
+        return set()
+    with closing(connect(path)) as conn:
+        conn.create_function("forget_in_range", 1, _in_range_fn(sel), deterministic=True)
+        present = tables(conn)
+        if "raw_traces" not in present:
+            return set()
+        cond, params = _where(sel)
+        if sel.session_id:
+            cond, params = "session_id = ? OR external_session_id = ?", [sel.session_id, sel.session_id]
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS forget_seq (sequence INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS forget_sessions (platform TEXT, session_id TEXT, "
+                     "PRIMARY KEY (platform, session_id))")
+        conn.execute("DELETE FROM forget_seq")
+        conn.execute("DELETE FROM forget_sessions")
+        conn.execute(f"INSERT INTO forget_seq SELECT sequence FROM raw_traces WHERE {cond}", params)
+        conn.execute("INSERT OR IGNORE INTO forget_sessions SELECT DISTINCT platform, session_id FROM raw_traces "
+                     "WHERE sequence IN (SELECT sequence FROM forget_seq)")
+        seqs = {int(r[0]) for r in conn.execute("SELECT sequence FROM forget_seq")}
+        ids = set(stream_ids) | {str(r[0]) for r in conn.execute(
+            "SELECT stream_id FROM raw_traces WHERE sequence IN (SELECT sequence FROM forget_seq) "
+            "AND stream_id IS NOT NULL")}
+        derived = [(t, key, c) for t, key, c in (
+            ("usage_requests", "request_key", "source_sequence"),
+            ("usage_activity", "sequence", "sequence")) if t in present]
+        if out.dry_run:
+            out.add("raw_traces", len(seqs))
+            for t, _key, seq_col in derived:
+                c, p = _where(sel)
+                out.add(t, conn.execute(f"SELECT COUNT(*) FROM {t} WHERE ({c}) OR {seq_col} IN "
+                                        f"(SELECT sequence FROM forget_seq)", p).fetchone()[0])
+            if "usage_cursor_composers" in present:
+                out.add("usage_cursor_composers", conn.execute(
+                    f"SELECT COUNT(*) FROM usage_cursor_composers WHERE {_COMPOSER_GOES}",
+                    (sel.session_id,)).fetchone()[0])
+            out.add("sessions", conn.execute(
+                f"SELECT COUNT(*) FROM sessions WHERE {_SESSION_GOES}", (sel.session_id,)).fetchone()[0])
+            if "ingest_attempts" in present and ids:
+                out.add("ingest_attempts", _count_in(conn, "ingest_attempts", "stream_id", ids))
+            return seqs
+        out.add("raw_traces", _chunked_delete(conn, "raw_traces", "sequence",
+                                              "sequence IN (SELECT sequence FROM forget_seq)", []))
+        for t, key, seq_col in derived:
+            c, p = _where(sel)
+            out.add(t, _chunked_delete(conn, t, key, f"({c}) OR {seq_col} IN (SELECT sequence FROM forget_seq)", p))
+        if "usage_cursor_composers" in present:
+            out.add("usage_cursor_composers", _chunked_delete(
+                conn, "usage_cursor_composers", "session_id", _COMPOSER_GOES, [sel.session_id]))
+        out.add("sessions", _sessions(conn, sel))
+        if "ingest_attempts" in present and ids:
+            with_ids = list(ids)
+            n = 0
+            for i in range(0, len(with_ids), 500):
+                chunk = with_ids[i:i + 500]
+                conn.execute("BEGIN IMMEDIATE")
+                n += conn.execute(f"DELETE FROM ingest_attempts WHERE stream_id IN ({','.join('?' * len(chunk))})",
+                                  chunk).rowcount
+                conn.execute("COMMIT")
+            out.add("ingest_attempts", n)
+        return seqs
+
+
+def _count_in(conn: sqlite3.Connection, table: str, col: str, values: set[str]) -> int:
+    vals, n = list(values), 0
+    for i in range(0, len(vals), 500):
+        chunk = vals[i:i + 500]
+        n += conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {col} IN ({','.join('?' * len(chunk))})",
+                          chunk).fetchone()[0]
+    return int(n)
+
+
+#: a Cursor conversation's usage row goes with its session, or when none of its rows is left
+_COMPOSER_GOES = ("session_id = ? OR (session_id IN (SELECT session_id FROM forget_sessions) AND NOT EXISTS "
+                  "(SELECT 1 FROM raw_traces r WHERE r.session_id = usage_cursor_composers.session_id "
+                  "AND r.sequence NOT IN (SELECT sequence FROM forget_seq)))")
+#: a session row goes when its session was forgotten, or none of its rows is left
+_SESSION_GOES = ("session_id = ? OR ((platform, session_id) IN (SELECT platform, session_id FROM forget_sessions) "
+                 "AND NOT EXISTS (SELECT 1 FROM raw_traces r WHERE r.session_id = sessions.session_id "
+                 "AND r.platform = sessions.platform AND r.sequence NOT IN (SELECT sequence FROM forget_seq)))")
+
+
+def _sessions(conn: sqlite3.Connection, sel: Selector) -> int:
+    """Sessions the deleted rows belonged to: recounted from what is left, and
+    deleted when nothing is (or when the session itself was forgotten)."""
+    touched = "(platform, session_id) IN (SELECT platform, session_id FROM forget_sessions)"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        n = conn.execute(f"DELETE FROM sessions WHERE {_SESSION_GOES}", (sel.session_id,)).rowcount
+        conn.execute(f"""UPDATE sessions SET
+            event_count = (SELECT COUNT(*) FROM raw_traces r WHERE r.session_id = sessions.session_id
+                           AND r.platform = sessions.platform),
+            started_at = (SELECT MIN(timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id
+                          AND r.platform = sessions.platform),
+            last_activity_at = (SELECT MAX(timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id
+                                AND r.platform = sessions.platform)
+            WHERE {touched}""")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(n)
+
+
+def compact_sqlite(path: Path, out: Outcome) -> None:
+    """Leave no deleted byte in the file or its WAL: checkpoint(TRUNCATE),
+    VACUUM (incremental when the database is in incremental auto-vacuum mode),
+    checkpoint(TRUNCATE) again."""
+    if not path.exists():
+        return
+    with closing(connect(path)) as conn:
+        _checkpoint(conn, path)
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            conn.execute("PRAGMA incremental_vacuum")
+            how = "incremental vacuum"
+        else:
+            conn.execute("VACUUM")
+            how = "VACUUM"
+        _checkpoint(conn, path)
+    out.compacted.append(f"{path.name}: secure delete, {how}, WAL truncated")
+
+
+def _checkpoint(conn: sqlite3.Connection, path: Path) -> None:
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise DatabaseError(f"{path}: a reader kept the WAL busy; its old pages may still hold "
+                                "forgotten data (run forget again when the app is idle)", kind="locked")
+        time.sleep(0.1)
