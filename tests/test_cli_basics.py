@@ -114,11 +114,11 @@ def test_the_fast_command_table_matches_what_the_plugins_register() -> None:
 
     from tray_app.cli import COMMANDS, PLUGINS
 
-    owner = {}
-    for name in PLUGINS:
-        sub = argparse.ArgumentParser().add_subparsers()
+    owner: dict[str, str] = {}
+    sub = argparse.ArgumentParser().add_subparsers()
+    for name in PLUGINS:  # in order: a plugin may add to an earlier one's group (db backup)
         importlib.import_module(name).register(sub)
-        owner.update(dict.fromkeys(sub.choices, name))
+        owner.update((c, name) for c in sub.choices if c not in owner)
     for command, plugin in COMMANDS.items():
         assert owner.get(command) == plugin, command
     # and the reduced parser parses the command as the whole one does
