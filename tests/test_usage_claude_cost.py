@@ -1,7 +1,8 @@
-"""Claude Code's own account of its cost beside ours: `api_request` events (as
-our OTLP receiver makes them of Claude Code's OpenTelemetry export, through the
-stream like every event) are kept apart from the transcript accounting, and
-`report daily` shows both per day, flagging days more than 5% apart."""
+"""Claude Code's own account of its cost beside ours: `claude_code.api_request`
+log records sent by the OpenTelemetry SDK's own OTLP/HTTP exporter (as Claude
+Code sends them) to the engine's receiver become `api_request` events, are
+kept apart from the transcript accounting, and `report daily` shows both per
+day, flagging days more than 5% apart."""
 
 from __future__ import annotations
 
@@ -12,37 +13,42 @@ from decimal import Decimal
 import pytest
 
 from conftest import run_cli, wait_for
-from engine_util import push
+from otlp_util import log_records
 from test_usage_report import recorded, settled  # noqa: F401  (the fixture, and its wait)
-from tray_app import events
 from tray_app.usage import html as usage_html
 from usage_fixtures import REQUESTS, SESSIONS, library_cost
 
 
 def api_request(session: str, name: str, at, cost: Decimal) -> dict:
+    """One claude_code.api_request log record (Logger.emit arguments), numbers as
+    strings the way Claude Code's exporter sends them."""
     r = REQUESTS[name]
-    return {
-        "event_id": events.deterministic_event_id("otlp-test", session, name),
-        "platform": "claude_code", "event_type": "api_request", "session_id": session,
-        "timestamp": (at + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "payload": {"model": r.model, "cost_usd": float(cost), "input_tokens": r.input,
-                    "output_tokens": r.output, "cache_read_tokens": r.cache_read,
-                    "cache_creation_tokens": r.cache_write, "duration_ms": 1200},
-        "metadata": {"source": "otlp", "otel_event_name": "claude_code.api_request"},
-    }
+    when = at + timedelta(seconds=1)
+    return {"body": "claude_code.api_request", "timestamp": int(when.timestamp() * 1e9),
+            "attributes": {"event.name": "api_request", "session.id": session,
+                           "event.timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                           "model": r.model, "cost_usd": str(cost), "duration_ms": "1200",
+                           "input_tokens": str(r.input), "output_tokens": str(r.output),
+                           "cache_read_tokens": str(r.cache_read), "cache_creation_tokens": str(r.cache_write)}}
 
 
 @pytest.fixture()
-def with_claude_costs(recorded, app_env):  # noqa: F811
+def with_claude_costs(recorded):  # noqa: F811
     """Day 1: Claude reports R1-R3 at the library's prices (agrees); day 2: R4
     at 10% more (differs); day 3: nothing reported."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs.export import LogRecordExportResult
+
     eng, times = recorded
     exact = {k: library_cost(REQUESTS[k], times[k]) for k in ("R1", "R2", "R3", "R4")}
-    evs = [api_request(SESSIONS["A"], k, times[k], exact[k]) for k in ("R1", "R2", "R3")]
-    evs.append(api_request(SESSIONS["B"], "R4", times["R4"], exact["R4"] * Decimal("1.10")))
-    from redis import Redis
-
-    push(Redis.from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]), evs)
+    specs = [api_request(SESSIONS["A"], k, times[k], exact[k]) for k in ("R1", "R2", "R3")]
+    specs.append(api_request(SESSIONS["B"], "R4", times["R4"], exact["R4"] * Decimal("1.10")))
+    assert eng.otlp.listening.wait(10), eng.health().otlp_receiver
+    exporter = OTLPLogExporter(endpoint=f"{eng.otlp.url}/v1/logs", timeout=10)
+    try:
+        assert exporter.export(log_records(specs)) == LogRecordExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
     wait_for(lambda: settled(eng) and _reported(eng) == 4, timeout=30, what="the api_request events derived")
     return eng, times, exact
 
