@@ -30,9 +30,17 @@ def transcript_prompt(session: str, ts: str) -> dict:
             "metadata": {"source": "transcript_monitor", "uuid": "u-1"}}
 
 
+def otlp_prompt(session: str, ts: str) -> dict:
+    """The same prompt as Claude Code's own telemetry reports it (our OTLP receiver's event)."""
+    return {"event_id": events.new_event_id(), "platform": "claude_code", "event_type": "user_prompt",
+            "timestamp": ts, "session_id": session, "hook_type": "claude_code.user_prompt",
+            "payload": {"prompt_length": 18, "prompt": "fix the flaky test"},
+            "metadata": {"source": "otlp", "otel_event_name": "claude_code.user_prompt"}}
+
+
 def test_hook_and_transcript_prompts_count_once_and_hook_only_sessions_count(app_env, redis_server):
     now = events.utc_now_iso()
-    evs = [hook("user_prompt", "hook-only", now), hook("user_prompt", "hook-only", now),
+    evs = [hook("user_prompt", "hook-only", now), hook("user_prompt", "hook-only", now), otlp_prompt("hook-only", now),
            hook("tool_use", "hook-only", now, tool_name="Bash"), hook("tool_use", "hook-only", now, tool_name="Read"),
            hook("user_prompt", "both", now), transcript_prompt("both", now)]
     with running_engine(redis_server.url) as eng:
@@ -64,6 +72,9 @@ def test_hook_and_transcript_prompts_count_once_and_hook_only_sessions_count(app
     assert got == {"hook-only": (2, 2), "both": (1, 0)}
     text = run_cli("report", "daily", env=app_env)
     assert text.returncode == 0 and "Prices: genai-prices" in text.stdout
+    # the session's timeline shows each prompt once: Claude Code's own telemetry repeats the hook's
+    tl = json.loads(run_cli("session", "hook-only", "--json", env=app_env).stdout)
+    assert [s["kind"] for s in tl["steps"]].count("prompt") == 2
 
 
 def test_the_worker_pauses_and_resumes_with_the_engine(app_env, redis_server):

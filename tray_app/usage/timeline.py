@@ -19,7 +19,7 @@ from typing import Any
 
 from tray_app import events, jsonutil
 from tray_app.errors import UsageError
-from tray_app.usage.accounting import SUBAGENT_TOOLS, tool_kind
+from tray_app.usage.accounting import OTLP_SOURCE, SUBAGENT_TOOLS, tool_kind
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,8 @@ def build(conn: sqlite3.Connection, prefix: str, content: bool = True) -> dict[s
     b = Builder(content)
     for et, hook_type, ts, source, blob in rows:
         is_store = et in ("transcript_trace", "database_trace")
-        if store != is_store:
-            continue
+        if store != is_store or source == OTLP_SOURCE:
+            continue  # the hooks' or the store's account; Claude Code's own telemetry repeats them
         try:
             data = jsonutil.loads(zlib.decompress(blob))
         except (zlib.error, ValueError):
