@@ -70,6 +70,18 @@ class HealthSnapshot:
     #: consumers of the group that belong to another installation (another
     #: home on the same Redis splits the events between two databases)
     foreign_consumers: tuple[str, ...] = ()
+    #: telemetry.db's pages in use and its file (bytes), its size cap (0: none), and
+    #: the free space of its file system (engine/retention.py)
+    db_used_bytes: int = 0
+    db_file_bytes: int = 0
+    db_cap_bytes: int = 0
+    disk_free_bytes: int = 0
+    #: "ok", "near_cap" or "disk_low", with one line for the tray ("" when ok)
+    storage_state: str = "ok"
+    storage_warning: str = ""
+    #: what retention removed ({"auto_vacuum", "removed": {rule: {"rows", "bytes",
+    #: "last_at"}}, "returned_bytes", "passes", "last_run_at", "max_txn_ms", "note"})
+    retention: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
