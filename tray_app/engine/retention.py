@@ -306,7 +306,8 @@ class Retention:
         self._took = ms
         self._rows.took(ms)
         res.max_txn_ms = max(res.max_txn_ms, ms)
-        res.removed[rule] = res.removed.get(rule, 0) + max(0, n)
+        if n > 0:
+            res.removed[rule] = res.removed.get(rule, 0) + n
         return max(0, n)
 
     def _vacuum(self, conn: sqlite3.Connection, res: RunResult, deadline: float) -> bool:

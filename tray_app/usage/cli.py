@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     u = sub.add_parser("usage", help="the derived usage tables (rebuild, status)",
                        description="The usage tables are derived from raw_traces by a worker of the engine.")
     g = u.add_subparsers(dest="usage_command", metavar="SUBCOMMAND")
-    rb = g.add_parser("rebuild", help="rebuild the usage tables from raw_traces (idempotent)")
+    rb = g.add_parser("rebuild", help="rebuild the usage tables from raw_traces (idempotent); rows whose raw "
+                                      "events retention removed are kept")
     rb.set_defaults(func=cmd_rebuild)
     st = g.add_parser("status", help="how far the usage tables are")
     add_json_flag(st)
@@ -189,7 +190,7 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from tray_app.usage.worker import open_db
+    from tray_app.usage.worker import clear_derivable, open_db
 
     cfg = get_config(args)
     if not cfg.paths.database.exists():
@@ -197,7 +198,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     conn = open_db(cfg)
     try:
         with immediate(conn):
-            schema.clear(conn)
+            clear_derivable(conn)  # what retention removed cannot be derived again: it is kept
         done = catch_up(conn, _progress("Rebuilding usage tables") if sys.stderr.isatty() else None, start=0)
         n = conn.execute("SELECT COUNT(*) FROM usage_requests").fetchone()[0]
     finally:
