@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import uuid
+import zipfile
 import zlib
 from contextlib import closing
 from dataclasses import replace
@@ -344,3 +345,9 @@ def test_report_is_unchanged_by_retention_and_by_a_rebuild_after_it(tmp_path: Pa
     assert stats["retention"]["auto_vacuum"] == "incremental"
     text = run_cli("db", "stats", env=env).stdout
     assert f"{removed:,} rows by age" in text
+    # and so does the diagnostics bundle
+    r = run_cli("diagnostics", "export", "--out", str(tmp_path / "diag.zip"), env=env)
+    assert r.returncode == 0, r.stderr
+    with zipfile.ZipFile(tmp_path / "diag.zip") as z:
+        name = next(n for n in z.namelist() if n.endswith("database.json"))
+        assert json.loads(z.read(name))["retention"]["removed"]["age"]["rows"] == removed
