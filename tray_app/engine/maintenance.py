@@ -428,7 +428,7 @@ class Maintenance(threading.Thread):
             free = total = 0
         state, warning = retention.storage_state(s, p.used_bytes, free, total) if total else (retention.OK, "")
         info = retention.status(db)
-        info.update(max_txn_ms=round(self._retention.last_max_txn_ms, 1), note=self._retention_note)
+        info.update(max_txn_ms=round(self._retention.peak_txn_ms, 1), note=self._retention_note)
         return {"db_used_bytes": p.used_bytes, "db_file_bytes": p.file_bytes, "db_cap_bytes": s.max_db_mb * 1_000_000,
                 "disk_free_bytes": free, "storage_state": state, "storage_warning": warning, "retention": info}
 

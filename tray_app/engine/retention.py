@@ -68,6 +68,11 @@ STATS_SQL = ("CREATE TABLE IF NOT EXISTS retention_stats (rule TEXT PRIMARY KEY,
 _COUNT_SQL = ("INSERT INTO retention_stats (rule, rows, bytes, last_at) VALUES (?, ?, ?, ?) "
               "ON CONFLICT(rule) DO UPDATE SET rows=rows+excluded.rows, bytes=bytes+excluded.bytes, "
               "last_at=excluded.last_at")
+#: the same, the bytes being the pages the delete freed (the freelist before it is given)
+_COUNT_FREED_SQL = ("INSERT INTO retention_stats (rule, rows, bytes, last_at) VALUES (?, ?, "
+                    "MAX(0, (SELECT freelist_count FROM pragma_freelist_count()) - ?) * ?, ?) "
+                    "ON CONFLICT(rule) DO UPDATE SET rows=rows+excluded.rows, bytes=bytes+excluded.bytes, "
+                    "last_at=excluded.last_at")
 
 #: the writer's lock wait is 250 ms; retention waits less and tries again later
 BUSY_TIMEOUT_S = 0.1
@@ -183,11 +188,13 @@ class Retention:
         self._more = False
         self._capping = False
         self._rows = Pacer(settings.batch_rows, MIN_BATCH_ROWS, settings.batch_ms)
+        self._rows.size = max(self._rows.lo, self._rows.hi // 4)  # a cold cache: start small, grow
         self._vac = Pacer(settings.vacuum_pages, MIN_VACUUM_PAGES, settings.batch_ms)
         self._next_convert = 0.0
         self._took = 0.0  # ms, the last transaction
         self.last_note = ""
-        self.last_max_txn_ms = 0.0
+        #: the longest transaction since start (ms)
+        self.peak_txn_ms = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -224,7 +231,7 @@ class Retention:
         self._more = res.more
         if not res.more:
             self._next = self._clock() + self.s.check_interval_s
-        self.last_note, self.last_max_txn_ms = res.note, res.max_txn_ms
+        self.last_note, self.peak_txn_ms = res.note, max(self.peak_txn_ms, res.max_txn_ms)
         if sum(res.removed.values()):
             log.info("retention: removed %s; %d bytes returned to the file system; longest transaction %.1f ms",
                      ", ".join(f"{n} rows ({rule})" for rule, n in res.removed.items() if n),
@@ -294,14 +301,14 @@ class Retention:
 
     def _batch(self, conn: sqlite3.Connection, res: RunResult, rule: str, sql: str, args: tuple[Any, ...]) -> int:
         """One transaction: at most the pacer's rows, and the count. Returns rows removed."""
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         started = time.perf_counter()
+        # few statements: each one between BEGIN and COMMIT may wait for the GIL
         with immediate(conn):
             before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             n = conn.execute(sql, (*args, self._rows.size)).rowcount
             if n > 0:
-                freed = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) - before
-                page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-                conn.execute(_COUNT_SQL, (rule, n, max(0, freed) * page_size, _now_iso()))
+                conn.execute(_COUNT_FREED_SQL, (rule, n, before, page_size, _now_iso()))
         ms = (time.perf_counter() - started) * 1000
         self._took = ms
         self._rows.took(ms)
