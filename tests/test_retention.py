@@ -351,3 +351,25 @@ def test_report_is_unchanged_by_retention_and_by_a_rebuild_after_it(tmp_path: Pa
     with zipfile.ZipFile(tmp_path / "diag.zip") as z:
         name = next(n for n in z.namelist() if n.endswith("database.json"))
         assert json.loads(z.read(name))["retention"]["removed"]["age"]["rows"] == removed
+
+
+def test_health_carries_sizes_and_the_storage_warning(app_env, monkeypatch) -> None:
+    """The engine measures; the tray only shows (its policy and menu: test_tray_*)."""
+    db = load_config().paths.database
+    conn = schema.open_database(db)
+    fill(conn, [NOW - timedelta(minutes=i) for i in range(6000)], size=1500)  # ~7 MB, all recent
+    derived_upto(conn)
+    conn.close()
+    monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_MAX_DB_MB", "10")  # under the cap: nothing removed
+    monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_CAP_WARN_PCT", "50")
+    with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+        snap = wait_for(lambda: (s := eng.health()).db_file_bytes and s, timeout=15, what="sizes in health")
+        assert snap.db_cap_bytes == 10_000_000 and 5_000_000 < snap.db_used_bytes <= snap.db_file_bytes
+        assert snap.disk_free_bytes > 0
+        assert snap.storage_state == "near_cap" and snap.storage_warning.startswith("Database at ")
+        assert snap.retention["auto_vacuum"] == "incremental" and snap.retention["removed"] == {}
+    # a disk with less free space than asked for: "disk_low" (it outranks the cap)
+    monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_DISK_WARN_FREE_MB", "100000000")
+    with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+        snap = wait_for(lambda: (s := eng.health()).db_file_bytes and s, timeout=15, what="sizes in health")
+        assert snap.storage_state == "disk_low" and snap.storage_warning.startswith("Disk nearly full")

@@ -281,6 +281,10 @@ class Maintenance(threading.Thread):
             if converted:
                 self._retention_note = converted
         except sqlite3.Error as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                log.debug("retention: %s (tried again next tick)", exc)  # the writer had the lock: normal
+                return
+            ret.postpone()
             log.warning("retention: %s (tried again in %.0f s)", exc, self.cfg.retention.check_interval_s)
             self._retention_note = f"failed: {exc}"
 

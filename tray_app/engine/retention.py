@@ -44,7 +44,8 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -187,6 +188,8 @@ class Retention:
         self._next = 0.0
         self._more = False
         self._capping = False
+        self._cap_stuck = False
+        self._pass: dict[str, int] = {}  # removed so far in the pass under way (for its log line)
         self._rows = Pacer(settings.batch_rows, MIN_BATCH_ROWS, settings.batch_ms)
         self._rows.size = max(self._rows.lo, self._rows.hi // 4)  # a cold cache: start small, grow
         self._vac = Pacer(settings.vacuum_pages, MIN_VACUUM_PAGES, settings.batch_ms)
@@ -206,6 +209,11 @@ class Retention:
 
     def due(self) -> bool:
         return self.enabled and (self._more or self._clock() >= self._next)
+
+    def postpone(self) -> None:
+        """After a failure: the next pass in ``check_interval_s``, not at the next tick."""
+        self._more = False
+        self._next = self._clock() + self.s.check_interval_s
 
     # -- one slice -----------------------------------------------------------------------------
 
@@ -232,10 +240,15 @@ class Retention:
         if not res.more:
             self._next = self._clock() + self.s.check_interval_s
         self.last_note, self.peak_txn_ms = res.note, max(self.peak_txn_ms, res.max_txn_ms)
-        if sum(res.removed.values()):
+        for rule, n in (*res.removed.items(), (VACUUM, res.returned_bytes)):
+            self._pass[rule] = self._pass.get(rule, 0) + n
+        if not res.more and any(self._pass.values()):  # one line per pass, not per slice
+            returned = self._pass.pop(VACUUM, 0)
             log.info("retention: removed %s; %d bytes returned to the file system; longest transaction %.1f ms",
-                     ", ".join(f"{n} rows ({rule})" for rule, n in res.removed.items() if n),
-                     res.returned_bytes, res.max_txn_ms)
+                     ", ".join(f"{n} rows ({rule})" for rule, n in self._pass.items()) or "no rows",
+                     returned, self.peak_txn_ms)
+        if not res.more:
+            self._pass = {}
         return res
 
     def _apply(self, conn: sqlite3.Connection, res: RunResult, deadline: float) -> bool:
@@ -272,10 +285,15 @@ class Retention:
         """Oldest raw rows first while the used pages are over the cap, down to the low water."""
         low = self.cap_bytes * self.s.cap_low_water_pct // 100
         used = pages(conn).used_bytes
-        if used > self.cap_bytes and not self._capping:
+        if used <= self.cap_bytes:
+            self._cap_stuck = False
+        elif not self._capping and not self._cap_stuck:
             self._capping = True
             log.warning("retention: database uses %d bytes, over its cap of %d: removing the oldest raw "
                         "events down to %d%% of it", used, self.cap_bytes, self.s.cap_low_water_pct)
+        if self._cap_stuck:
+            res.note = ("over the size cap, and no raw event is left that retention may remove "
+                        "(the usage tables, rows not yet derived and the newest row stay)")
         while self._capping:
             if used <= low:
                 self._capping = False
@@ -283,8 +301,9 @@ class Retention:
             n = self._batch(conn, res, CAP, self._raw_sql("+sequence <= ?"), (limit,))
             if n == 0:
                 if used > self.cap_bytes:
-                    res.note = ("over the size cap, and no raw event is left that retention may remove "
-                                "(the usage tables and the newest rows stay)")
+                    self._cap_stuck = True  # tried again every pass, announced once
+                    log.warning("retention: the database is still over its cap, and no raw event is left "
+                                "that retention may remove")
                 self._capping = False
                 break
             used = pages(conn).used_bytes
@@ -302,14 +321,13 @@ class Retention:
     def _batch(self, conn: sqlite3.Connection, res: RunResult, rule: str, sql: str, args: tuple[Any, ...]) -> int:
         """One transaction: at most the pacer's rows, and the count. Returns rows removed."""
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        started = time.perf_counter()
         # few statements: each one between BEGIN and COMMIT may wait for the GIL
-        with immediate(conn):
+        with self._locked(conn) as held:
             before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             n = conn.execute(sql, (*args, self._rows.size)).rowcount
             if n > 0:
                 conn.execute(_COUNT_FREED_SQL, (rule, n, before, page_size, _now_iso()))
-        ms = (time.perf_counter() - started) * 1000
+        ms = held[0]
         self._took = ms
         self._rows.took(ms)
         res.max_txn_ms = max(res.max_txn_ms, ms)
@@ -323,19 +341,37 @@ class Retention:
             p = pages(conn)
             if p.auto_vacuum != 2 or p.freelist == 0:
                 return True
-            started = time.perf_counter()
-            with immediate(conn):
+            with self._locked(conn) as held:
                 conn.execute(f"PRAGMA incremental_vacuum({self._vac.size})").fetchall()
                 after = int(conn.execute("PRAGMA page_count").fetchone()[0])
                 gone = p.page_count - after
                 conn.execute(_COUNT_SQL, (VACUUM, gone, gone * p.page_size, _now_iso()))
-            ms = (time.perf_counter() - started) * 1000
+            ms = held[0]
             self._took = ms
             self._vac.took(ms)
             res.max_txn_ms = max(res.max_txn_ms, ms)
             res.returned_bytes += gone * p.page_size
             if gone == 0 or not self._pause(deadline):
                 return gone == 0
+
+    @staticmethod
+    @contextmanager
+    def _locked(conn: sqlite3.Connection) -> Iterator[list[float]]:
+        """``immediate`` that measures how long the write lock was held (ms, into
+        the list it yields): what the writer may have waited for, not the wait
+        for the lock itself."""
+        held = [0.0]
+        conn.execute("BEGIN IMMEDIATE")
+        started = time.perf_counter()
+        try:
+            yield held
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            held[0] = (time.perf_counter() - started) * 1000
 
     def _pause(self, deadline: float) -> bool:
         """Between two transactions: leave the writer the lock at least as long as
