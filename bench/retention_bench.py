@@ -82,15 +82,17 @@ def role(url: str, home: str, n: int, retain: bool) -> dict:
     lat, first = ingest_bench.time_commits(eng)
     tuning.apply()
     t0 = time.perf_counter()
+    c0 = ingest_bench._cpu_s()
     eng.start()
     while eng.consumer.totals["acked"] < n:
         time.sleep(0.005)
     elapsed = time.perf_counter() - (first[0] if first else t0)
+    cpu = ingest_bench._cpu_s() - c0  # the whole process: ingest, usage worker and retention
     with sqlite3.connect(f"file:{cfg.paths.database}?mode=ro", uri=True) as c:
         removed = retention.read_stats(c).get(retention.AGE, {}).get("rows", 0)
     max_txn = eng.maintenance._retention.peak_txn_ms
     eng.stop(10)
-    out = ingest_bench._result(n, elapsed, lat)
+    out = ingest_bench._result(n, elapsed, lat, cpu)
     out.update(removed_during=removed, retention_max_txn_ms=round(max_txn, 1))
     return out
 
@@ -143,7 +145,8 @@ def main() -> None:
                 res = run_role(srv.url, home, args.events, retain)
                 runs[retain].append(res)
                 print(f"round {r + 1} retention {'on ' if retain else 'off'} | {res['events_per_s']:>7,} events/s "
-                      f"p50 {res['batch_p50_ms']:>6} ms p95 {res['batch_p95_ms']:>6} ms | old rows removed "
+                      f"p50 {res['batch_p50_ms']:>6} ms p95 {res['batch_p95_ms']:>6} ms "
+                      f"cpu {res['cpu_us_per_event']:>5} us/ev | old rows removed "
                       f"meanwhile {res['removed_during']:>7,}, longest retention transaction "
                       f"{res['retention_max_txn_ms']} ms", flush=True)
         off = statistics.median(r["events_per_s"] for r in runs[False])

@@ -35,7 +35,8 @@ def ts(t: datetime) -> str:
 
 def fill(conn: sqlite3.Connection, times: list[datetime], size: int = 1000) -> None:
     """Synthetic compressed rows, one per time, in the order given."""
-    blob = zlib.compress(os.urandom(size // 2).hex().encode())  # incompressible: real bytes on disk
+    # an event the usage worker can read, its text incompressible: real bytes on disk
+    blob = zlib.compress(json.dumps({"payload": {"text": os.urandom(size // 2).hex()}}).encode())
     conn.execute("BEGIN")
     conn.executemany(INSERT, ((uuid.uuid4().hex, f"s{i % 7}", "tool_use", "cursor", "x", ts(t), "ws",
                                "cursor_hook", ts(t), blob) for i, t in enumerate(times)))
@@ -373,3 +374,23 @@ def test_health_carries_sizes_and_the_storage_warning(app_env, monkeypatch) -> N
     with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
         snap = wait_for(lambda: (s := eng.health()).db_file_bytes and s, timeout=15, what="sizes in health")
         assert snap.storage_state == "disk_low" and snap.storage_warning.startswith("Disk nearly full")
+
+
+def test_usage_worker_catch_up_starts_at_the_lowest_row_left(app_home: Path) -> None:
+    """Fresh usage tables (position 0) over a raw_traces whose lowest rows retention
+    removed: the worker reads what is there, and its backlog is what is left."""
+    from tray_app.usage.worker import UsageWorker
+
+    cfg = load_config()
+    conn = schema.open_database(cfg.paths.database)
+    fill(conn, [NOW - timedelta(minutes=i) for i in range(1000)])
+    with schema.immediate(conn):
+        conn.execute("DELETE FROM raw_traces WHERE sequence <= 900")
+    usage_schema.ensure(conn)
+    w = UsageWorker(cfg, endpoint_from_url("redis://127.0.0.1:1/0"))
+    assert w.catch_up(conn) == 100
+    h = w.health()
+    assert (h["position"], h["backlog"], h["rows_applied"]) == (1000, 0, 100)
+    assert usage_schema.position(conn) == 1000
+    assert conn.execute("SELECT COUNT(*), MIN(sequence) FROM usage_activity").fetchone() == (100, 901)
+    conn.close()

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from tray_app.config import RetentionSettings
+from tray_app.engine import schema
 from tray_app.engine.schema import immediate
 from tray_app.support.dbstats import human_bytes
 
@@ -75,6 +76,8 @@ _COUNT_FREED_SQL = ("INSERT INTO retention_stats (rule, rows, bytes, last_at) VA
                     "ON CONFLICT(rule) DO UPDATE SET rows=rows+excluded.rows, bytes=bytes+excluded.bytes, "
                     "last_at=excluded.last_at")
 
+#: the WAL is checkpointed between two transactions once it is this big (as maintenance.checkpoint)
+CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 #: the writer's lock wait is 250 ms; retention waits less and tries again later
 BUSY_TIMEOUT_S = 0.1
 #: while ingest is busy, retention works at most this share of the time
@@ -195,6 +198,7 @@ class Retention:
         self._vac = Pacer(settings.vacuum_pages, MIN_VACUUM_PAGES, settings.batch_ms)
         self._next_convert = 0.0
         self._took = 0.0  # ms, the last transaction
+        self._conn: sqlite3.Connection | None = None  # while a slice runs
         self.last_note = ""
         #: the longest transaction since start (ms)
         self.peak_txn_ms = 0.0
@@ -225,7 +229,11 @@ class Retention:
         deadline = self._clock() + budget_s
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            conn.execute("PRAGMA synchronous=NORMAL")  # as the writer: WAL, no fsync per commit
+            # as the writer: no fsync per commit, and no checkpoint inside a COMMIT
+            # (checkpoints run between transactions, in _pause, without the write lock)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._conn = conn
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name='retention_stats'").fetchone() is None:
                 conn.execute(STATS_SQL)
             res.more = not self._apply(conn, res, deadline)
@@ -235,6 +243,7 @@ class Retention:
             if res.returned_bytes or sum(res.removed.values()):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the file is truncated by the checkpoint
         finally:
+            self._conn = None
             conn.close()
         self._more = res.more
         if not res.more:
@@ -378,6 +387,10 @@ class Retention:
         the last one took (longer while ingest is busy). False: the slice is over."""
         took_s = self._took / 1000
         gap = took_s * (1 - BUSY_DUTY) / BUSY_DUTY if self._busy() else took_s
+        if self._conn is not None:
+            started = self._clock()
+            schema.checkpoint_if_large(self._conn, self.path, CHECKPOINT_WAL_BYTES)
+            gap = max(0.0, gap - (self._clock() - started))
         if self._clock() + gap >= deadline:
             return False
         return not self._wait(max(gap, 0.0005))
