@@ -272,10 +272,7 @@ class Maintenance(threading.Thread):
             return
         try:
             if ret.due():
-                res = ret.run(RETENTION_SLICE_S)
-                self._retention_note = res.note
-                if res.more:
-                    self._wake.set()  # go on after this tick's publish, not after a whole interval
+                self._retention_note = ret.run(RETENTION_SLICE_S).note  # work left: the next tick goes on
             quiet = snap.rate_1m == 0 and snap.backlog == 0 and snap.pending == 0
             converted = ret.convert_old(quiet)
             if converted:
@@ -421,7 +418,6 @@ class Maintenance(threading.Thread):
         finally:
             db.close()
 
-
     def _storage(self, db: sqlite3.Connection) -> dict[str, Any]:
         """Sizes, free disk, the tray's storage warning and retention's counts."""
         s = self.cfg.retention
@@ -433,8 +429,8 @@ class Maintenance(threading.Thread):
         state, warning = retention.storage_state(s, p.used_bytes, free, total) if total else (retention.OK, "")
         info = retention.status(db)
         info.update(max_txn_ms=round(self._retention.peak_txn_ms, 1), note=self._retention_note)
-        return {"db_used_bytes": p.used_bytes, "db_file_bytes": p.file_bytes, "db_cap_bytes": s.max_db_mb * 1_000_000,
-                "disk_free_bytes": free, "storage_state": state, "storage_warning": warning, "retention": info}
+        return {"db_used_bytes": p.used_bytes, "db_file_bytes": p.file_bytes,
+                "db_cap_bytes": s.max_db_mb * 1_000_000, "disk_free_bytes": free, "storage_state": state, "storage_warning": warning, "retention": info}
 
 
 def _monitor_health(m: Any) -> dict[str, Any]:

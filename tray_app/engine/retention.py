@@ -4,8 +4,8 @@ The maintenance thread runs ``Retention.run`` in slices of a bounded time.
 Each rule removes rows in short ``BEGIN IMMEDIATE`` transactions of at most
 ``batch_rows`` rows, fewer while one takes longer than ``batch_ms`` (the
 engine's writer waits for the lock up to 250 ms, so a few milliseconds of
-retention never fail a batch), and pauses between them at least as long as
-the last one took (longer while ingest is busy):
+retention never fail a batch), and rests between them as long as it worked,
+nineteen times as long while ingest is busy (``BUSY_DUTY``):
 
   age        raw rows whose event time is older than ``raw_days``
   usage_age  derived usage rows older than ``usage_days`` (tokens, costs and
@@ -81,7 +81,7 @@ CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
 #: the writer's lock wait is 250 ms; retention waits less and tries again later
 BUSY_TIMEOUT_S = 0.1
 #: while ingest is busy, retention works at most this share of the time
-BUSY_DUTY = 0.2
+BUSY_DUTY = 0.05
 MIN_BATCH_ROWS = 10
 MIN_VACUUM_PAGES = 8
 #: a failed or refused switch of an old database is tried again after this long
@@ -197,7 +197,8 @@ class Retention:
         self._rows.size = max(self._rows.lo, self._rows.hi // 4)  # a cold cache: start small, grow
         self._vac = Pacer(settings.vacuum_pages, MIN_VACUUM_PAGES, settings.batch_ms)
         self._next_convert = 0.0
-        self._took = 0.0  # ms, the last transaction
+        self._resumed = 0.0  # when the work since the last rest began
+        self._not_before = 0.0  # the rest a slice ended with is over
         self._conn: sqlite3.Connection | None = None  # while a slice runs
         self.last_note = ""
         #: the longest transaction since start (ms)
@@ -212,7 +213,8 @@ class Retention:
         return self.s.max_db_mb * 1_000_000
 
     def due(self) -> bool:
-        return self.enabled and (self._more or self._clock() >= self._next)
+        now = self._clock()
+        return self.enabled and (now >= self._not_before if self._more else now >= self._next)
 
     def postpone(self) -> None:
         """After a failure: the next pass in ``check_interval_s``, not at the next tick."""
@@ -226,7 +228,8 @@ class Retention:
         res = RunResult()
         if not self.enabled or not self.path.exists():
             return res
-        deadline = self._clock() + budget_s
+        deadline = self._resumed = self._clock()
+        deadline += budget_s
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             # as the writer: no fsync per commit, and no checkpoint inside a COMMIT
@@ -337,7 +340,6 @@ class Retention:
             if n > 0:
                 conn.execute(_COUNT_FREED_SQL, (rule, n, before, page_size, _now_iso()))
         ms = held[0]
-        self._took = ms
         self._rows.took(ms)
         res.max_txn_ms = max(res.max_txn_ms, ms)
         if n > 0:
@@ -356,7 +358,6 @@ class Retention:
                 gone = p.page_count - after
                 conn.execute(_COUNT_SQL, (VACUUM, gone, gone * p.page_size, _now_iso()))
             ms = held[0]
-            self._took = ms
             self._vac.took(ms)
             res.max_txn_ms = max(res.max_txn_ms, ms)
             res.returned_bytes += gone * p.page_size
@@ -383,17 +384,22 @@ class Retention:
             held[0] = (time.perf_counter() - started) * 1000
 
     def _pause(self, deadline: float) -> bool:
-        """Between two transactions: leave the writer the lock at least as long as
-        the last one took (longer while ingest is busy). False: the slice is over."""
-        took_s = self._took / 1000
-        gap = took_s * (1 - BUSY_DUTY) / BUSY_DUTY if self._busy() else took_s
+        """Between two transactions (and a checkpoint once the WAL has grown):
+        rest as long as the work since the last rest took, nineteen times as long
+        while ingest is busy (BUSY_DUTY), so that retention takes at most half of
+        a quiet engine's time and a twentieth of a busy one's. False: the slice
+        is over (the rest still due is kept: ``due`` waits for it)."""
         if self._conn is not None:
-            started = self._clock()
             schema.checkpoint_if_large(self._conn, self.path, CHECKPOINT_WAL_BYTES)
-            gap = max(0.0, gap - (self._clock() - started))
-        if self._clock() + gap >= deadline:
+        now = self._clock()
+        work = now - self._resumed
+        gap = work * (1 - BUSY_DUTY) / BUSY_DUTY if self._busy() else work
+        if now + gap >= deadline:
+            self._not_before = now + gap
             return False
-        return not self._wait(max(gap, 0.0005))
+        stopped = self._wait(max(gap, 0.0005))
+        self._resumed = self._clock()
+        return not stopped
 
     # -- databases made before incremental vacuum ------------------------------------------------
 

@@ -14,8 +14,6 @@ from typing import Any
 
 from tray_app.capture.norecord import describe_left
 from tray_app.config import TraySettings
-from tray_app.engine.retention import OK as STORAGE_OK
-from tray_app.support.dbstats import human_bytes
 from tray_app.engine.health import (
     DEGRADED,
     PAUSED,
@@ -24,6 +22,8 @@ from tray_app.engine.health import (
     STOPPED,
     HealthSnapshot,
 )
+from tray_app.engine.retention import OK as STORAGE_OK
+from tray_app.support.dbstats import human_bytes
 
 APP_TITLE = "Telemetry Tray"
 

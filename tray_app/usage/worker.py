@@ -282,4 +282,5 @@ class UsageWorker(MonitorThread):
         return done
 
 
-__all__ = ["UsageWorker", "UsageFailed", "process_chunk", "clear_derivable", "price_pending", "open_db", "NAME", "GROUP"]
+__all__ = ["UsageWorker", "UsageFailed", "process_chunk", "clear_derivable", "price_pending", "open_db", "NAME",
+           "GROUP"]
