@@ -11,8 +11,9 @@ Engine (no monitors; the usage worker on) ingests --events preloaded events:
   * with retention deleting the old rows while the events arrive (raw_days = 90).
 
 It prints events/s of each run, the median of each side, their ratio, how
-many old rows retention removed during the ingest window and its longest
-transaction. Events are a burst (the stream is full from the start): ingest
+many old rows retention removed during the ingest window, its longest
+transaction (the write lock held), and how fast it removes once the engine
+is idle. Events are a burst (the stream is full from the start): ingest
 is busy all the time, the case where retention yields most (BUSY_DUTY).
 """
 
@@ -30,6 +31,7 @@ import tempfile
 import time
 import uuid
 import zlib
+from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +41,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import ingest_bench  # noqa: E402  (the same events, preload and commit timing)
 
 OLD_DAY = "2025-01-01"
+#: after the ingest window (and 10 s more, while it still counts as busy), retention's
+#: pace on an idle engine is measured over this long
+IDLE_S = 10.0
 
 
 def make_old_db(path: Path, rows: int) -> None:
@@ -88,12 +93,23 @@ def role(url: str, home: str, n: int, retain: bool) -> dict:
         time.sleep(0.005)
     elapsed = time.perf_counter() - (first[0] if first else t0)
     cpu = ingest_bench._cpu_s() - c0  # the whole process: ingest, usage worker and retention
-    with sqlite3.connect(f"file:{cfg.paths.database}?mode=ro", uri=True) as c:
-        removed = retention.read_stats(c).get(retention.AGE, {}).get("rows", 0)
+
+    def removed() -> int:
+        with closing(sqlite3.connect(f"file:{cfg.paths.database}?mode=ro", uri=True)) as c:
+            return int(retention.read_stats(c).get(retention.AGE, {}).get("rows", 0))
+
+    during = removed()
     max_txn = eng.maintenance._retention.peak_txn_ms
+    idle_rate = 0.0
+    if retain:  # then the engine idles: retention at its quiet pace, once the 10-s rate is 0
+        time.sleep(10.5)
+        before, t1 = removed(), time.perf_counter()
+        time.sleep(IDLE_S)
+        idle_rate = (removed() - before) / (time.perf_counter() - t1)
     eng.stop(10)
     out = ingest_bench._result(n, elapsed, lat, cpu)
-    out.update(removed_during=removed, retention_max_txn_ms=round(max_txn, 1))
+    out.update(removed_during=during, retention_max_txn_ms=round(max_txn, 1),
+               idle_rows_per_s=round(idle_rate))
     return out
 
 
@@ -148,13 +164,15 @@ def main() -> None:
                       f"p50 {res['batch_p50_ms']:>6} ms p95 {res['batch_p95_ms']:>6} ms "
                       f"cpu {res['cpu_us_per_event']:>5} us/ev | old rows removed "
                       f"meanwhile {res['removed_during']:>7,}, longest retention transaction "
-                      f"{res['retention_max_txn_ms']} ms", flush=True)
+                      f"{res['retention_max_txn_ms']} ms; idle afterwards {res['idle_rows_per_s']:,} rows/s",
+                      flush=True)
         off = statistics.median(r["events_per_s"] for r in runs[False])
         on = statistics.median(r["events_per_s"] for r in runs[True])
         removed = statistics.median(r["removed_during"] for r in runs[True])
+        idle = statistics.median(r["idle_rows_per_s"] for r in runs[True])
         print(f"median: without retention {off:,.0f} events/s, with retention {on:,.0f} events/s "
               f"(ratio {on / off:.2f}, cost {100 * (1 - on / off):.1f}%); {removed:,.0f} old rows removed "
-              f"during each ingest window")
+              f"during each ingest window, {idle:,.0f} rows/s once ingest is idle")
         print(json.dumps({"off": runs[False], "on": runs[True], "ratio": round(on / off, 3)}))
     finally:
         srv.stop()

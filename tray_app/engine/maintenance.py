@@ -208,6 +208,7 @@ class Maintenance(threading.Thread):
         self._retention = retention.Retention(cfg.retention, cfg.paths.database, wait=self._stopping.wait,
                                               busy=lambda: self.consumer.rate.rate(10) > 0)
         self._retention_note = ""
+        self._retention_next_s = float("inf")  # when retention's next slice is due, after this tick
 
     def stop(self) -> None:
         self._stopping.set()
@@ -223,7 +224,8 @@ class Maintenance(threading.Thread):
             while not self._stopping.is_set():
                 self._wake.clear()
                 self.tick()
-                self._wake.wait(interval)
+                # retention with work left goes on when its rest is over, not a whole interval later
+                self._wake.wait(min(interval, self._retention_next_s))
             self.tick(final=True)
         finally:
             self._redis.drop()
@@ -268,11 +270,13 @@ class Maintenance(threading.Thread):
         A failure is retention's (logged, shown in health), never the thread's."""
         snap = self.health.snapshot()
         ret = self._retention
+        self._retention_next_s = float("inf")
         if not snap.sqlite_ok or not ret.enabled:
             return
         try:
             if ret.due():
-                self._retention_note = ret.run(RETENTION_SLICE_S).note  # work left: the next tick goes on
+                self._retention_note = ret.run(RETENTION_SLICE_S).note
+                self._retention_next_s = max(0.01, ret.wait_s())
             quiet = snap.rate_1m == 0 and snap.backlog == 0 and snap.pending == 0
             converted = ret.convert_old(quiet)
             if converted:

@@ -216,6 +216,12 @@ class Retention:
         now = self._clock()
         return self.enabled and (now >= self._not_before if self._more else now >= self._next)
 
+    def wait_s(self) -> float:
+        """Seconds until ``due``: the rest a slice ended with, or the next check."""
+        if not self.enabled:
+            return float("inf")
+        return max(0.0, (self._not_before if self._more else self._next) - self._clock())
+
     def postpone(self) -> None:
         """After a failure: the next pass in ``check_interval_s``, not at the next tick."""
         self._more = False
