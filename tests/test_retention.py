@@ -20,7 +20,7 @@ from pathlib import Path
 from conftest import run_cli, wait_for
 from engine_util import make_event, push, row_count, running_engine
 from tray_app.config import RetentionSettings, load_config
-from tray_app.engine import retention, schema
+from tray_app.engine import retention, schema, storage
 from tray_app.redis_conn import endpoint_from_url
 from tray_app.usage import schema as usage_schema
 
@@ -124,7 +124,7 @@ def test_raw_rows_wait_for_the_usage_tables(tmp_path: Path) -> None:
 
 def used_and_file(db: Path) -> tuple[int, int, int]:
     with closing(ro(db)) as c:
-        p = retention.pages(c)
+        p = storage.pages(c)
     return p.used_bytes, db.stat().st_size, p.page_count
 
 
@@ -226,14 +226,14 @@ def test_old_database_reuses_freed_pages_and_is_switched_when_quiet(tmp_path: Pa
 def test_storage_state_thresholds() -> None:
     s = RetentionSettings(max_db_mb=2000, cap_warn_pct=90, disk_warn_free_mb=1024, disk_warn_free_pct=5)
     gib = 1024 ** 3
-    assert retention.storage_state(s, 1_700_000_000, 50 * gib, 100 * gib) == (retention.OK, "")
-    state, text = retention.storage_state(s, 1_850_000_000, 50 * gib, 100 * gib)
-    assert state == retention.NEAR_CAP and text.startswith("Database at 92% of its 2.0 GB cap")
-    state, text = retention.storage_state(s, 10, gib // 2, 100 * gib)  # under 1 GiB free
-    assert state == retention.DISK_LOW and "536.9 MB free" in text
-    state, _ = retention.storage_state(s, 10, 4 * gib, 100 * gib)  # 4% free
-    assert state == retention.DISK_LOW
-    assert retention.storage_state(replace(s, max_db_mb=0), 10**12, 50 * gib, 100 * gib)[0] == retention.OK
+    assert storage.storage_state(s, 1_700_000_000, 50 * gib, 100 * gib) == (storage.OK, "")
+    state, text = storage.storage_state(s, 1_850_000_000, 50 * gib, 100 * gib)
+    assert state == storage.NEAR_CAP and text.startswith("Database at 92% of its 2.0 GB cap")
+    state, text = storage.storage_state(s, 10, gib // 2, 100 * gib)  # under 1 GiB free
+    assert state == storage.DISK_LOW and "536.9 MB free" in text
+    state, _ = storage.storage_state(s, 10, 4 * gib, 100 * gib)  # 4% free
+    assert state == storage.DISK_LOW
+    assert storage.storage_state(replace(s, max_db_mb=0), 10**12, 50 * gib, 100 * gib)[0] == storage.OK
 
 
 def test_config_rejects_out_of_range_retention(app_home: Path) -> None:
@@ -394,3 +394,18 @@ def test_usage_worker_catch_up_starts_at_the_lowest_row_left(app_home: Path) -> 
     assert usage_schema.position(conn) == 1000
     assert conn.execute("SELECT COUNT(*), MIN(sequence) FROM usage_activity").fetchone() == (100, 901)
     conn.close()
+
+
+def test_a_database_of_another_schema_is_never_written(tmp_path: Path) -> None:
+    """Newer than this app (or not made by the engine yet): retention leaves it byte for byte."""
+    db = tmp_path / "telemetry.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        conn.execute("INSERT INTO schema_version VALUES (99, 'future')")
+        conn.commit()
+    before = db.read_bytes()
+    r = retention.Retention(RetentionSettings(raw_days=1, max_db_mb=1), db, now=lambda: NOW)
+    res = r.run(1.0)
+    assert "schema" in res.note and not res.more and not r.due()
+    assert r.convert_old(quiet=True) == ""
+    assert db.read_bytes() == before and not Path(f"{db}-wal").exists()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from tray_app.config import Config
-from tray_app.engine import dlq, retention, schema, spool_drain, tuning
+from tray_app.engine import dlq, retention, schema, spool_drain, storage, tuning
 from tray_app.engine.health import Health
 from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
                                  LazyClient, stream_id_key)
@@ -425,12 +425,12 @@ class Maintenance(threading.Thread):
     def _storage(self, db: sqlite3.Connection) -> dict[str, Any]:
         """Sizes, free disk, the tray's storage warning and retention's counts."""
         s = self.cfg.retention
-        p = retention.pages(db)
+        p = storage.pages(db)
         try:
-            free, total = retention.disk_space(self.cfg.paths.database)
+            free, total = storage.disk_space(self.cfg.paths.database)
         except OSError:
             free = total = 0
-        state, warning = retention.storage_state(s, p.used_bytes, free, total) if total else (retention.OK, "")
+        state, warning = storage.storage_state(s, p.used_bytes, free, total) if total else (storage.OK, "")
         info = retention.status(db)
         info.update(max_txn_ms=round(self._retention.peak_txn_ms, 1), note=self._retention_note)
         return {"db_used_bytes": p.used_bytes, "db_file_bytes": p.file_bytes,

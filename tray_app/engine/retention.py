@@ -54,7 +54,7 @@ from typing import Any
 from tray_app.config import RetentionSettings
 from tray_app.engine import schema
 from tray_app.engine.schema import immediate
-from tray_app.support.dbstats import human_bytes
+from tray_app.engine.storage import disk_space, pages
 
 log = logging.getLogger(__name__)
 
@@ -99,33 +99,6 @@ def _iso(t: datetime) -> str:
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def disk_space(path: Path) -> tuple[int, int]:
-    """(free bytes for us, total bytes) of the file system holding ``path``."""
-    st = os.statvfs(path if path.exists() else path.parent)
-    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-
-
-@dataclass(frozen=True)
-class Pages:
-    page_size: int
-    page_count: int
-    freelist: int
-    auto_vacuum: int   # 0 none, 1 full, 2 incremental
-
-    @property
-    def used_bytes(self) -> int:
-        return (self.page_count - self.freelist) * self.page_size
-
-    @property
-    def file_bytes(self) -> int:
-        return self.page_count * self.page_size
-
-
-def pages(conn: sqlite3.Connection) -> Pages:
-    one = lambda p: int(conn.execute(f"PRAGMA {p}").fetchone()[0])  # noqa: E731
-    return Pages(one("page_size"), one("page_count"), one("freelist_count"), one("auto_vacuum"))
 
 
 class Pacer:
@@ -242,6 +215,11 @@ class Retention:
             # (checkpoints run between transactions, in _pause, without the write lock)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            if schema.current_version(conn) != schema.LATEST:
+                # not made (or migrated) by the engine yet, or newer than this app: not ours to write
+                res.note = "the database's schema is not this app's: nothing removed"
+                self.postpone()
+                return res
             self._conn = conn
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name='retention_stats'").fetchone() is None:
                 conn.execute(STATS_SQL)
@@ -420,6 +398,8 @@ class Retention:
         self._next_convert = self._clock() + CONVERT_RETRY_S
         conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
+            if schema.current_version(conn) != schema.LATEST:
+                return ""  # the engine has not opened (migrated) it, or it is newer: leave it alone
             p = pages(conn)
             if p.auto_vacuum != 0:
                 self._next_convert = float("inf")
@@ -455,26 +435,6 @@ class Retention:
         return msg
 
 
-OK = "ok"
-NEAR_CAP = "near_cap"
-DISK_LOW = "disk_low"
-
-
-def storage_state(s: RetentionSettings, used: int, free: int, total: int) -> tuple[str, str]:
-    """(state, one line) for the tray: the disk nearly full first, then the
-    database near (or past) its cap; (OK, "") otherwise."""
-    low_mb = free < s.disk_warn_free_mb * 1024 * 1024
-    low_pct = total > 0 and free * 100 < s.disk_warn_free_pct * total
-    if low_mb or low_pct:
-        return DISK_LOW, (f"Disk nearly full: {human_bytes(free)} free "
-                          f"({100 * free / total if total else 0:.0f}%) where the database is")
-    cap = s.max_db_mb * 1_000_000
-    if cap and used * 100 >= cap * s.cap_warn_pct:
-        return NEAR_CAP, (f"Database at {100 * used / cap:.0f}% of its {human_bytes(cap)} cap: "
-                          "the oldest raw events are being removed")
-    return OK, ""
-
-
 def status(conn: sqlite3.Connection) -> dict[str, Any]:
     """What health, ``db stats`` and diagnostics show: the counts per rule and
     the database's auto_vacuum mode."""
@@ -491,5 +451,5 @@ def status(conn: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
-__all__ = ["Retention", "RunResult", "status", "storage_state", "read_stats", "pages", "disk_space", "STATS_SQL",
+__all__ = ["Retention", "RunResult", "status", "read_stats", "STATS_SQL",
            "AGE", "USAGE_AGE", "CAP", "VACUUM"]

@@ -22,7 +22,7 @@ from tray_app.engine.health import (
     STOPPED,
     HealthSnapshot,
 )
-from tray_app.engine.retention import OK as STORAGE_OK
+from tray_app.engine.storage import OK as STORAGE_OK
 from tray_app.support.dbstats import human_bytes
 
 APP_TITLE = "Telemetry Tray"
