@@ -241,7 +241,8 @@ def test_config_rejects_out_of_range_retention(app_home: Path) -> None:
     assert r.returncode != 0 and "retention.raw_days" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     cfg = load_config(environ={**os.environ, "TELEMETRY_TRAY_RETENTION_MAX_DB_MB": "2048"})
-    assert cfg.retention.max_db_mb == 2048 and cfg.retention.raw_days == 90
+    assert cfg.retention.max_db_mb == 2048 and cfg.retention.raw_days == 0  # tests: off (conftest)
+    assert load_config(environ={}).retention.raw_days == 90  # the default
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ def test_ingest_goes_on_while_retention_deletes(app_env, monkeypatch) -> None:
     fill(conn, [NOW - timedelta(days=400, seconds=i) for i in range(40_000)], size=600)
     derived_upto(conn)
     conn.close()
+    monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_RAW_DAYS", "90")  # off by default in tests (conftest)
     monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_BATCH_ROWS", "50")
     monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_CHECK_INTERVAL_S", "0.2")
     client = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]).client()
