@@ -409,3 +409,18 @@ def test_open_folder_without_file_manager_says_so(app_factory: Any, desktop: Des
     log = app.log()
     assert f"opened {app.home / 'data'}" not in log and f"opened {app.home / 'logs'}" not in log
     assert f"cannot open {app.home / 'logs'}: xdg-open exited 3" in log
+
+
+def test_nearly_full_disk_is_shown_before_writes_fail(app_factory: Any, desktop: Desktop) -> None:  # noqa: F811
+    """The disk holding the database has less free space than asked for (a threshold
+    above any real disk): the icon warns, the status line and a notification say
+    so, and the size line shows the database against its cap."""
+    desktop.dunst_history()                                   # a clean slate
+    app = app_factory(TELEMETRY_TRAY_RETENTION_DISK_WARN_FREE_MB="100000000",
+                      TELEMETRY_TRAY_RETENTION_MAX_DB_MB="2000")
+    menu = app.wait_menu(lambda m: m["icon_state"] == "degraded" and m["status"].startswith("Disk nearly full"),
+                         "the storage warning", timeout=30)
+    assert re.search(r"^Database: [\d.]+ (KB|MB) of 2\.0 GB$", menu["text"], re.M), menu["text"]
+    hist = wait_for(lambda: [n for n in desktop.dunst_history() if n["summary"] == "Disk nearly full"],
+                    timeout=20, what="dunst to receive 'Disk nearly full'")
+    assert len(hist) == 1 and "Free some space" in hist[0]["body"]  # once per episode: test_tray_alerts
