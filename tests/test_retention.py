@@ -371,6 +371,10 @@ def test_health_carries_sizes_and_the_storage_warning(app_env, monkeypatch) -> N
         assert snap.disk_free_bytes > 0
         assert snap.storage_state == "near_cap" and snap.storage_warning.startswith("Database at ")
         assert snap.retention["auto_vacuum"] == "incremental" and snap.retention["removed"] == {}
+        # `status` prints it (from the health the engine publishes)
+        wait_for(lambda: "storage:" in run_cli("status").stdout, timeout=15, what="a storage line in status")
+        line = next(x for x in run_cli("status").stdout.splitlines() if x.startswith("storage:"))
+        assert "of its 10.0 MB cap" in line and "retention removed 0 rows; Database at " in line, line
     # a disk with less free space than asked for: "disk_low" (it outranks the cap)
     monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_DISK_WARN_FREE_MB", "100000000")
     with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
