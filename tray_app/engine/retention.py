@@ -53,7 +53,6 @@ from typing import Any
 
 from tray_app.config import RetentionSettings
 from tray_app.engine import schema
-from tray_app.engine.schema import immediate
 from tray_app.engine.storage import disk_space, pages
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,6 @@ USAGE_AGE = "usage_age"
 CAP = "size_cap"
 VACUUM = "vacuum"      # bytes returned to the file system (rows: pages)
 RUN = "run"            # rows: passes; last_at: the last completed pass
-RULES = (AGE, USAGE_AGE, CAP, VACUUM, RUN)
 
 STATS_SQL = ("CREATE TABLE IF NOT EXISTS retention_stats (rule TEXT PRIMARY KEY, "
              "rows INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0, last_at TEXT)")
@@ -135,6 +133,18 @@ def usage_position(conn: sqlite3.Connection) -> int | None:
     except sqlite3.OperationalError:
         return None
     return int(row[0]) if row else 0
+
+
+def sqlite_temp_dir() -> Path:
+    """Where SQLite writes a VACUUM's temporary copy: on unix the first usable
+    of SQLITE_TMPDIR, TMPDIR, /var/tmp, /usr/tmp, /tmp (its os_unix.c order,
+    not Python's); elsewhere the system's temporary directory."""
+    if os.name == "nt":
+        return Path(tempfile.gettempdir())
+    for d in (os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR"), "/var/tmp", "/usr/tmp", "/tmp"):
+        if d and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK):
+            return Path(d)
+    return Path.cwd()
 
 
 @dataclass
@@ -225,7 +235,7 @@ class Retention:
                 conn.execute(STATS_SQL)
             res.more = not self._apply(conn, res, deadline)
             if not res.more:
-                with immediate(conn):
+                with schema.immediate(conn):
                     conn.execute(_COUNT_SQL, (RUN, 1, 0, _now_iso()))
             if res.returned_bytes or sum(res.removed.values()):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the file is truncated by the checkpoint
@@ -407,7 +417,7 @@ class Retention:
             reserve = self.s.disk_warn_free_mb * 1024 * 1024
             need = int(p.used_bytes * CONVERT_SLACK)
             free, _total = disk_space(self.path)
-            tmp = Path(tempfile.gettempdir())
+            tmp = sqlite_temp_dir()
             tmp_free = shutil.disk_usage(tmp).free if tmp.exists() else 0
             same_fs = tmp.exists() and os.stat(tmp).st_dev == os.stat(self.path).st_dev
             # the VACUUM writes the copy into a temporary file, then the whole database into the WAL
