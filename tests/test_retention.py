@@ -240,6 +240,8 @@ def test_config_rejects_out_of_range_retention(app_home: Path) -> None:
     r = run_cli("config", "show", env={**os.environ, "TELEMETRY_TRAY_RETENTION_RAW_DAYS": "-1"})
     assert r.returncode != 0 and "retention.raw_days" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("config", "show", env={**os.environ, "TELEMETRY_TRAY_RETENTION_CAP_LOW_WATER_PCT": "95"})
+    assert r.returncode != 0 and "cap_low_water_pct: expected below cap_warn_pct (90), found 95" in r.stderr
     cfg = load_config(environ={**os.environ, "TELEMETRY_TRAY_RETENTION_MAX_DB_MB": "2048"})
     assert cfg.retention.max_db_mb == 2048 and cfg.retention.raw_days == 0  # tests: off (conftest)
     assert load_config(environ={}).retention.raw_days == 90  # the default

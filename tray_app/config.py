@@ -116,7 +116,8 @@ class RetentionSettings:
     #: events go first, down to cap_low_water_pct of it; 0 = no cap
     max_db_mb: int = 0
     cap_low_water_pct: int = 80
-    #: the tray warns when the database reaches this share of the cap
+    #: the tray warns when the database reaches this share of the cap (above the low
+    #: water: each time the cap removes, the warning ends)
     cap_warn_pct: int = 90
     #: the tray warns when the database's file system has less free space than
     #: disk_warn_free_mb or disk_warn_free_pct percent of its size
@@ -384,6 +385,10 @@ def load_config(config_file: str | os.PathLike[str] | None = None,
     if ing.batch_size_min > ing.batch_size_max:
         raise ConfigError(f"{where}: ingest.batch_size_min: expected at most batch_size_max "
                           f"({ing.batch_size_max}), found {ing.batch_size_min}")
+    ret: RetentionSettings = built["retention"]
+    if ret.cap_low_water_pct >= ret.cap_warn_pct:
+        raise ConfigError(f"{where}: retention.cap_low_water_pct: expected below cap_warn_pct "
+                          f"({ret.cap_warn_pct}), found {ret.cap_low_water_pct}")
     return Config(paths=paths, source=source, **built)
 
 
