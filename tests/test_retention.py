@@ -367,6 +367,7 @@ def test_health_carries_sizes_and_the_storage_warning(app_env, monkeypatch) -> N
     conn.close()
     monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_MAX_DB_MB", "10")  # under the cap: nothing removed
     monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_CAP_WARN_PCT", "50")
+    monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_CAP_LOW_WATER_PCT", "40")
     with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
         snap = wait_for(lambda: (s := eng.health()).db_file_bytes and s, timeout=15, what="sizes in health")
         assert snap.db_cap_bytes == 10_000_000 and 5_000_000 < snap.db_used_bytes <= snap.db_file_bytes
