@@ -127,6 +127,9 @@ def app_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("TELEMETRY_TRAY_HOME", str(home))
+    # the fixtures' events carry fixed dates, many older than retention's default 90 days:
+    # the engine would remove their raw rows mid-test. Tests of retention turn it on.
+    monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_RAW_DAYS", "0")
     # the user's own home (Cursor's and Claude's files, autostart entries) is never touched
     user = tmp_path / "isolated-user-home"
     user.mkdir()

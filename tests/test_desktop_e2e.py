@@ -428,3 +428,18 @@ def test_forget_the_last_hour_from_the_menu(app_factory: Any, desktop: Desktop, 
     assert stored_events(app.database) == {}
     app.wait_menu(lambda m: m["status"] == "Running" and any(i.get("text") == "Pause" for i in m["items"]),
                   "running again, not paused")
+
+
+def test_nearly_full_disk_is_shown_before_writes_fail(app_factory: Any, desktop: Desktop) -> None:  # noqa: F811
+    """The disk holding the database has less free space than asked for (a threshold
+    above any real disk): the icon warns, the status line and a notification say
+    so, and the size line shows the database against its cap."""
+    desktop.dunst_history()                                   # a clean slate
+    app = app_factory(TELEMETRY_TRAY_RETENTION_DISK_WARN_FREE_MB="100000000",
+                      TELEMETRY_TRAY_RETENTION_MAX_DB_MB="2000")
+    menu = app.wait_menu(lambda m: m["icon_state"] == "degraded" and m["status"].startswith("Disk nearly full"),
+                         "the storage warning", timeout=30)
+    assert re.search(r"^Database: [\d.]+ (KB|MB) of 2\.0 GB$", menu["text"], re.M), menu["text"]
+    hist = wait_for(lambda: [n for n in desktop.dunst_history() if n["summary"] == "Disk nearly full"],
+                    timeout=20, what="dunst to receive 'Disk nearly full'")
+    assert len(hist) == 1 and "Free some space" in hist[0]["body"]  # once per episode: test_tray_alerts

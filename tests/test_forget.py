@@ -403,3 +403,41 @@ def test_forget_with_redis_unreachable_does_the_rest_and_says_so(app_env: dict[s
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("telemetry-tray forget: warning: Redis:"), r.stderr
     assert rule.load(cfg.paths.state_dir).session("x")  # the queued entries are dropped when they are read
+
+
+def test_forgetting_the_newest_rows_does_not_hand_their_sequences_to_new_events(
+        app_env: dict[str, str], redis_server: RedisProc, tmp_path: Path, engine_procs: list) -> None:
+    """SQLite numbers a new row MAX(sequence)+1: with the newest session forgotten,
+    new events would reuse sequences the usage worker has passed and never count.
+    A content-free row keeps the top; new events count; export leaves it out."""
+    from engine_util import make_event, push
+    from test_status_states import headless
+
+    def prompt(i: int, sid: str) -> dict:
+        return make_event(i, session=sid, platform="claude_code", event_type="user_prompt",
+                          metadata={"source": "claude_hook"})
+
+    def prompts(sid: str) -> int:
+        r = run_cli("sessions", "--json", env=app_env)
+        assert r.returncode == 0, r.stderr
+        return next((s["prompts"] for s in json.loads(r.stdout) if s["session_id"] == sid), 0)
+
+    cfg = load_config()
+    client = redis_server.client()
+    engine_procs.append(headless(app_env, tmp_path / "engine.log"))
+    wait_for(lambda: status(app_env)[0] == 0, timeout=30, what="the engine to run")
+    push(client, [prompt(i, "stays") for i in range(10)])
+    wait_for(lambda: prompts("stays") == 10, timeout=30, what="the first prompts counted")
+    push(client, [prompt(i, "newest") for i in range(10, 20)])
+    wait_for(lambda: prompts("newest") == 10, timeout=30, what="the newest session counted")
+    top = _q(cfg.paths.database, "SELECT MAX(sequence) FROM raw_traces")[0][0]
+    r = run_cli("forget", "--session", "newest", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _q(cfg.paths.database, "SELECT MAX(sequence), session_id, event_type FROM raw_traces") == \
+        [(top, "", "forgotten")]
+    push(client, [prompt(i, "stays") for i in range(20, 25)])
+    wait_for(lambda: prompts("stays") == 15, timeout=30, what="the new prompts counted")
+    assert min(s for (s,) in _q(cfg.paths.database, "SELECT sequence FROM raw_traces WHERE session_id='stays'"
+                                                    " ORDER BY sequence DESC LIMIT 5")) > top
+    out = run_cli("export", "--format", "jsonl", env=app_env)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 15 and "forgotten" not in out.stdout

@@ -13,6 +13,7 @@ from tray_app.tray.alerts import (
     K_REDIS,
     K_SERVER,
     K_SPOOL,
+    K_STORAGE,
     K_THREADS,
     AlertPolicy,
 )
@@ -308,3 +309,45 @@ def test_a_dont_record_window_ending_by_itself_is_announced_once() -> None:
     p.recording((t0 + 3000, t0 + 4800), t0 + 3000)
     assert p.recording((t0 + 3100, None), t0 + 3100) == []
     assert p.recording(None, t0 + 9000) == []
+
+
+NEAR_CAP = replace(OK, storage_state="near_cap",
+                   storage_warning="Database at 92% of its 2.0 GB cap: the oldest raw events are being removed")
+DISK_LOW = replace(OK, storage_state="disk_low",
+                   storage_warning="Disk nearly full: 812.0 MB free (3%) where the database is")
+
+
+def test_storage_warning_is_announced_once_per_episode_then_its_end() -> None:
+    c = Clock()
+    p = policy(c, interval=0.0)  # no rate limit: only the episode rule keeps it to one notice
+    assert p.observe(NEAR_CAP) == []  # the grace
+    c.advance(2.5)
+    [n] = p.observe(NEAR_CAP)
+    assert (n.kind, n.title, n.urgency, n.icon_state) == (K_STORAGE, "Database at 92% of its 2.0 GB cap",
+                                                          "normal", "degraded")
+    assert "max_db_mb" in n.message and "92%" in n.message
+    for _ in range(5):
+        c.advance(60)
+        assert p.observe(NEAR_CAP) == []  # still the same episode
+    c.advance(1)
+    [r] = p.observe(OK)
+    assert r.recovery and r.kind == K_STORAGE and r.title == "Storage back to normal"
+    assert p.observe(OK) == []
+    # a new episode, of the other kind, is news again
+    p.observe(DISK_LOW)
+    c.advance(2.5)
+    [n] = p.observe(DISK_LOW)
+    assert n.title == "Disk nearly full" and "Free some space" in n.message
+
+
+def test_storage_change_of_cause_is_announced_and_a_blip_is_not() -> None:
+    c = Clock()
+    p = policy(c, interval=0.0)
+    p.observe(NEAR_CAP)
+    c.advance(1)
+    assert p.observe(OK) == []  # gone within the grace: never announced, no recovery either
+    p.observe(NEAR_CAP)
+    c.advance(2.5)
+    assert titles(p.observe(NEAR_CAP)) == ["Database at 92% of its 2.0 GB cap"]
+    c.advance(5)
+    assert titles(p.observe(DISK_LOW)) == ["Disk nearly full"]

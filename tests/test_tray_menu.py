@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,20 @@ def test_forget_the_last_hour_is_offered_recording_or_not() -> None:
                   build_menu(snap(), TRAY, not_recording=(0.0, None), now=10.0)):
         item = model.find(A_FORGET_HOUR)
         assert item is not None and item.text == "Forget the last hour" and item.enabled
+
+
+def test_database_size_line_and_storage_warning() -> None:
+    # no cap: no line, nothing to warn about
+    assert "Database:" not in build_menu(snap(db_used_bytes=5_000_000_000), TRAY).text()
+    capped = snap(db_used_bytes=1_800_000_000, db_cap_bytes=2_000_000_000)
+    model = build_menu(capped, TRAY)
+    assert model.text().splitlines()[4] == "Database: 1.8 GB of 2.0 GB"
+    assert model.entries[4].enabled is False and model.icon_state == I_RUNNING and model.status == "Running"
+    warn = "Database at 95% of its 2.0 GB cap: the oldest raw events are being removed"
+    near = build_menu(snap(db_used_bytes=1_900_000_000, db_cap_bytes=2_000_000_000, storage_state="near_cap",
+                           storage_warning=warn), TRAY)
+    assert near.icon_state == I_DEGRADED and near.status == warn
+    disk = snap(storage_state="disk_low", storage_warning="Disk nearly full: 812.0 MB free (3%) where the database is")
+    assert icon_state(disk, TRAY) == I_DEGRADED and status_line(disk, TRAY).startswith("Disk nearly full")
+    # a failing database outranks it
+    assert icon_state(replace(disk, sqlite_ok=False, sqlite_status="disk_full"), TRAY) == I_ERROR

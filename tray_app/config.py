@@ -106,6 +106,36 @@ class TraySettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    #: raw events (raw_traces, their content) older than this many days are removed
+    #: once the usage tables hold what they contribute; 0 = keep forever
+    raw_days: int = 90
+    #: derived usage rows (tokens, cost, activity: no content) older than this; 0 = forever
+    usage_days: int = 0
+    #: size cap of telemetry.db in MB (10^6 bytes of used pages); past it the oldest raw
+    #: events go first, down to cap_low_water_pct of it; 0 = no cap
+    max_db_mb: int = 0
+    cap_low_water_pct: int = 80
+    #: the tray warns when the database reaches this share of the cap (above the low
+    #: water: each time the cap removes, the warning ends)
+    cap_warn_pct: int = 90
+    #: the tray warns when the database's file system has less free space than
+    #: disk_warn_free_mb or disk_warn_free_pct percent of its size
+    disk_warn_free_mb: int = 1024
+    disk_warn_free_pct: float = 5.0
+    #: how often the rules are checked (work left over continues at once)
+    check_interval_s: float = 60.0
+    #: rows per delete transaction at most; fewer while transactions take longer than batch_ms
+    batch_rows: int = 500
+    batch_ms: float = 5.0
+    #: pages returned to the file system per incremental-vacuum step
+    vacuum_pages: int = 256
+    #: a database made before incremental vacuum (auto_vacuum off) is switched over by
+    #: one VACUUM at a quiet moment, when the disk has room for a second copy
+    convert_old_db: bool = True
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_bytes: int = 5 * 1024 * 1024
@@ -146,6 +176,7 @@ class Config:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     monitors: MonitorSettings = field(default_factory=MonitorSettings)
     tray: TraySettings = field(default_factory=TraySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
@@ -160,6 +191,7 @@ SECTIONS: dict[str, type] = {
     "capture": CaptureSettings,
     "monitors": MonitorSettings,
     "tray": TraySettings,
+    "retention": RetentionSettings,
     "logging": LoggingSettings,
     "export": ExportSettings,
     "otlp": OtlpSettings,
@@ -194,6 +226,17 @@ RANGES: dict[str, tuple[float, float]] = {
     "tray.notify_interval_s": (0, 86_400),
     "tray.dlq_warn_threshold": (1, 10_000_000),
     "tray.spool_warn_threshold": (1, 10_000_000),
+    "retention.raw_days": (0, 36_500),
+    "retention.usage_days": (0, 36_500),
+    "retention.max_db_mb": (0, 100_000_000),
+    "retention.cap_low_water_pct": (10, 99),
+    "retention.cap_warn_pct": (1, 100),
+    "retention.disk_warn_free_mb": (0, 100_000_000),
+    "retention.disk_warn_free_pct": (0, 100),
+    "retention.check_interval_s": (0.1, 86_400),
+    "retention.batch_rows": (1, 100_000),
+    "retention.batch_ms": (0.1, 10_000),
+    "retention.vacuum_pages": (1, 1_000_000),
     "logging.max_bytes": (10_000, 1024 * 1024 * 1024),
     "logging.backup_count": (0, 100),
     "export.interval_s": (0.1, 86_400),
@@ -437,6 +480,10 @@ def load_config(config_file: str | os.PathLike[str] | None = None,
     if ing.batch_size_min > ing.batch_size_max:
         raise ConfigError(f"{where}: ingest.batch_size_min: expected at most batch_size_max "
                           f"({ing.batch_size_max}), found {ing.batch_size_min}")
+    ret: RetentionSettings = built["retention"]
+    if ret.cap_low_water_pct >= ret.cap_warn_pct:
+        raise ConfigError(f"{where}: retention.cap_low_water_pct: expected below cap_warn_pct "
+                          f"({ret.cap_warn_pct}), found {ret.cap_low_water_pct}")
     return Config(paths=paths, source=source, **built)
 
 
@@ -491,6 +538,8 @@ COMMENTS = {
     "capture": 'What hooks keep of your content: "full", "hash" (sha256 only) or "none".',
     "monitors": "Readers of Cursor's state.vscdb and Claude Code's transcripts.",
     "tray": "Desktop notifications: at most one of each kind per notify_interval_s.",
+    "retention": "How long telemetry.db keeps raw events (days; 0 = forever), an optional size cap\n"
+                 "# (MB; 0 = none), and when the tray warns about the cap or a nearly full disk.",
     "logging": "Rotating log file in the log directory (telemetry-tray paths).",
     "export": "Opt-in: aggregated usage metrics (tokens, cost, requests, prompts, sessions, tool\n"
               "# calls per model, assistant and project hash; never content or paths) to a team's\n"

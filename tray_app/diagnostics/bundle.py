@@ -65,7 +65,8 @@ Every file here is plain text (JSON or log lines): read them before you share.
   dlq.json          dead letters: counts by reason, the oldest few with payload and
                     metadata replaced by their sizes
   database.json     telemetry.db: size, pages, schema version, rows by platform,
-                    event type and day, PRAGMA quick_check
+                    event type and day, PRAGMA quick_check, what retention removed
+                    (rows and bytes per rule, auto_vacuum mode, last run)
   monitors.json     monitors' state: paths found, offsets, last pass
   hooks.json        whether our hooks are installed in Cursor and Claude Code
   spool.json        events waiting in the offline spool

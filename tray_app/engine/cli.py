@@ -184,6 +184,19 @@ def _read_redis_health(cfg: Config) -> tuple[bytes | None, bool, Exception | Non
         return None, False, (None if ep.managed else translate(exc, ep))
 
 
+def storage_text(snap: HealthSnapshot) -> str:
+    """`status`'s storage line: the database's size against its cap, the free disk,
+    what retention removed, and the tray's storage warning."""
+    from tray_app.support.dbstats import human_bytes
+
+    cap = f" of its {human_bytes(snap.db_cap_bytes)} cap" if snap.db_cap_bytes else ""
+    removed = sum(int(v.get("rows", 0)) for v in snap.retention.get("removed", {}).values())
+    text = (f"{human_bytes(snap.db_used_bytes)} used{cap} (file {human_bytes(snap.db_file_bytes)}), "
+            f"{human_bytes(snap.disk_free_bytes)} free on its disk; retention removed {removed:,} rows")
+    note = snap.retention.get("note")
+    return text + (f" ({note})" if note else "") + (f"; {snap.storage_warning}" if snap.storage_warning else "")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = get_config(args)
     raw, reached, error = _read_redis_health(cfg)
@@ -289,6 +302,8 @@ def _print_status(snap: HealthSnapshot, redis_ok: bool, reached: bool, live: Hea
           f"{snap.total_duplicates:,} duplicates, {snap.total_dead_letters:,} dead letters")
     print(f"database:     {snap.db_rows:,} rows; today {snap.today_events:,} events, "
           f"{snap.today_sessions:,} sessions; sqlite {snap.sqlite_status}")
+    if snap.db_file_bytes:
+        print("storage:      " + storage_text(snap))
     cost = "" if snap.usage_today_cost_usd is None else f", ${snap.usage_today_cost_usd:,.2f}"
     print(f"usage today:  {snap.usage_today_tokens:,} tokens{cost}, {snap.usage_today_prompts:,} prompts "
           f"(telemetry-tray report daily)")

@@ -90,6 +90,18 @@ class HealthSnapshot:
     otlp_events_received: int = 0
     otlp_records_rejected: int = 0
     otlp_last_rejection: str = ""
+    #: telemetry.db's pages in use and its file (bytes), its size cap (0: none), and
+    #: the free space of its file system (engine/retention.py)
+    db_used_bytes: int = 0
+    db_file_bytes: int = 0
+    db_cap_bytes: int = 0
+    disk_free_bytes: int = 0
+    #: "ok", "near_cap" or "disk_low", with one line for the tray ("" when ok)
+    storage_state: str = "ok"
+    storage_warning: str = ""
+    #: what retention removed ({"auto_vacuum", "removed": {rule: {"rows", "bytes",
+    #: "last_at"}}, "returned_bytes", "passes", "last_run_at", "max_txn_ms", "note"})
+    retention: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,8 +1,10 @@
 """The engine's housekeeping thread: keeps the health snapshot current and
-published, drains the hook spool, trims the stream.
+published, drains the hook spool, trims the stream, applies retention.
 
-It never writes to SQLite and never touches the batch in hand, so it cannot
-slow the consumer down; all its Redis work uses its own connection.
+It never touches the batch in hand; all its Redis work uses its own
+connection. Its only SQLite writes are retention's (engine/retention.py):
+transactions of a few milliseconds, in a slice of at most RETENTION_SLICE_S
+per tick, after the snapshot is published.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from tray_app.config import Config
-from tray_app.engine import dlq, schema, spool_drain, tuning
+from tray_app.engine import dlq, retention, schema, spool_drain, storage, tuning
 from tray_app.engine.health import Health
 from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
                                  LazyClient, stream_id_key)
@@ -47,6 +49,8 @@ FOREIGN_CHECK_INTERVAL_S = 2.0
 INSTALLATION_TTL_S = 7 * 86_400
 #: checkpoint the WAL into the database once it is this big
 CHECKPOINT_WAL_BYTES = 4 * 1024 * 1024
+#: retention works at most this long per tick (its transactions and the pauses between them)
+RETENTION_SLICE_S = 0.5
 
 
 def checkpoint(path: Path, min_wal_bytes: int = CHECKPOINT_WAL_BYTES) -> bool:
@@ -201,6 +205,10 @@ class Maintenance(threading.Thread):
         self._spool_state = spool_drain.DrainState()
         self._was_busy = False
         self._dlq_cap_failed = False
+        self._retention = retention.Retention(cfg.retention, cfg.paths.database, wait=self._stopping.wait,
+                                              busy=lambda: self.consumer.rate.rate(10) > 0)
+        self._retention_note = ""
+        self._retention_next_s = float("inf")  # when retention's next slice is due, after this tick
 
     def stop(self) -> None:
         self._stopping.set()
@@ -216,7 +224,8 @@ class Maintenance(threading.Thread):
             while not self._stopping.is_set():
                 self._wake.clear()
                 self.tick()
-                self._wake.wait(interval)
+                # retention with work left goes on when its rest is over, not a whole interval later
+                self._wake.wait(min(interval, self._retention_next_s))
             self.tick(final=True)
         finally:
             self._redis.drop()
@@ -252,6 +261,33 @@ class Maintenance(threading.Thread):
         except (redis.RedisError, OSError) as exc:
             log.debug("maintenance: redis: %s", exc)
             self._drop()
+        if not final:
+            self._apply_retention()
+
+    def _apply_retention(self) -> None:
+        """A slice of retention, when due and the database works; a database
+        made before incremental vacuum is switched over when ingest is quiet.
+        A failure is retention's (logged, shown in health), never the thread's."""
+        snap = self.health.snapshot()
+        ret = self._retention
+        self._retention_next_s = float("inf")
+        if not snap.sqlite_ok or not ret.enabled:
+            return
+        try:
+            if ret.due():
+                self._retention_note = ret.run(RETENTION_SLICE_S).note
+                self._retention_next_s = max(0.01, ret.wait_s())
+            quiet = snap.rate_1m == 0 and snap.backlog == 0 and snap.pending == 0
+            converted = ret.convert_old(quiet)
+            if converted:
+                self._retention_note = converted
+        except sqlite3.Error as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                log.debug("retention: %s (tried again next tick)", exc)  # the writer had the lock: normal
+                return
+            ret.postpone()
+            log.warning("retention: %s (tried again in %.0f s)", exc, self.cfg.retention.check_interval_s)
+            self._retention_note = f"failed: {exc}"
 
     def _trim_after_burst(self) -> None:
         """Once ingest has been quiet for 10 s after a burst, return the memory
@@ -378,12 +414,27 @@ class Maintenance(threading.Thread):
             out: dict[str, Any] = {"db_rows": int(rows), "today_events": int(today),
                                    "today_sessions": int(sessions)}
             out.update(self._usage_today(db))
+            out.update(self._storage(db))
             return out
         except sqlite3.Error as exc:
             log.debug("db stats: %s", exc)
             return {}
         finally:
             db.close()
+
+    def _storage(self, db: sqlite3.Connection) -> dict[str, Any]:
+        """Sizes, free disk, the tray's storage warning and retention's counts."""
+        s = self.cfg.retention
+        p = storage.pages(db)
+        try:
+            free, total = storage.disk_space(self.cfg.paths.database)
+        except OSError:
+            free = total = 0
+        state, warning = storage.storage_state(s, p.used_bytes, free, total) if total else (storage.OK, "")
+        info = retention.status(db)
+        info.update(max_txn_ms=round(self._retention.peak_txn_ms, 1), note=self._retention_note)
+        return {"db_used_bytes": p.used_bytes, "db_file_bytes": p.file_bytes,
+                "db_cap_bytes": s.max_db_mb * 1_000_000, "disk_free_bytes": free, "storage_state": state, "storage_warning": warning, "retention": info}
 
 
 def _monitor_health(m: Any) -> dict[str, Any]:

@@ -196,6 +196,7 @@ def _create_private(path: Path) -> None:
 def open_database(path: Path, timeout_s: float = 0.0) -> sqlite3.Connection:
     """Open (creating if needed, 0600) and migrate telemetry.db. A database of a
     newer schema is refused before anything (not even the journal mode) changes.
+    A new database gets ``auto_vacuum=INCREMENTAL``.
 
     The writer calls this on every reopen after a failure, so the file-mode
     repair (repair_modes) runs each time it retries: a database whose mode was
@@ -209,6 +210,10 @@ def open_database(path: Path, timeout_s: float = 0.0) -> sqlite3.Connection:
         version = current_version(conn)
         if version > LATEST:
             migrate(conn, str(path))  # raises SchemaTooNew
+        if version == 0 and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # only an empty file can take it without a VACUUM: retention returns the
+            # pages it frees to the file system (engine/retention.py)
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         _write_pragmas(conn)
         migrate(conn, str(path))
     except BaseException:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import zlib
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterable
 from contextlib import closing
 from pathlib import Path
@@ -97,7 +99,8 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
             "AND stream_id IS NOT NULL")}
         derived = [(t, key, c) for t, key, c in (
             ("usage_requests", "request_key", "source_sequence"),
-            ("usage_activity", "sequence", "sequence")) if t in present]
+            ("usage_activity", "sequence", "sequence"),
+            ("usage_reported_costs", "sequence", "sequence")) if t in present]
         if out.dry_run:
             out.add("raw_traces", len(seqs))
             for t, _key, seq_col in derived:
@@ -113,8 +116,10 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
             if "ingest_attempts" in present and ids:
                 out.add("ingest_attempts", _count_in(conn, "ingest_attempts", "stream_id", ids))
             return seqs
+        top = int(conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0])
         out.add("raw_traces", _chunked_delete(conn, "raw_traces", "sequence",
                                               "sequence IN (SELECT sequence FROM forget_seq)", []))
+        _keep_top(conn, top)
         for t, key, seq_col in derived:
             c, p = _where(sel)
             out.add(t, _chunked_delete(conn, t, key, f"({c}) OR {seq_col} IN (SELECT sequence FROM forget_seq)", p))
@@ -133,6 +138,25 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
                 conn.execute("COMMIT")
             out.add("ingest_attempts", n)
         return seqs
+
+
+#: the event_type of the content-free row that keeps a forgotten newest sequence taken
+TOMBSTONE = "forgotten"
+
+
+def _keep_top(conn: sqlite3.Connection, top: int) -> None:
+    """SQLite gives a new row MAX(sequence)+1: with the newest rows forgotten, the
+    next events would get sequences the usage worker and the sessions monitor
+    have already passed, and never be counted. A content-free row at the old top
+    keeps sequences going forward (every reader skips its event_type)."""
+    if not top or conn.execute("SELECT 1 FROM raw_traces WHERE sequence >= ?", (top,)).fetchone():
+        return
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT OR IGNORE INTO raw_traces (sequence, event_id, session_id, event_type, platform, "
+                 "timestamp, source, ingested_at, event_data) VALUES (?, ?, '', ?, '', ?, 'forget', ?, ?)",
+                 (top, f"{TOMBSTONE}:{top}", TOMBSTONE, now, now, zlib.compress(b"{}")))
+    conn.execute("COMMIT")
 
 
 def _count_in(conn: sqlite3.Connection, table: str, col: str, values: set[str]) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tray_app.errors import DatabaseError, UsageError
+from tray_app.lifecycle.db_sweep import TOMBSTONE
 from tray_app.lifecycle.rule import Forgotten, utc_second
 
 PAGE_ROWS = 500
@@ -50,7 +51,7 @@ def rows(db: Path, *, since: float | None = None, until: float | None = None,
         raise DatabaseError(f"no database at {db} yet (the app creates it when it first starts)", kind="io")
     span = Forgotten(ranges=((since, until if until is not None else float("inf")),)) \
         if since is not None or until is not None else None
-    conds = ["sequence > ?", "sequence <= ?"]
+    conds = ["sequence > ?", "sequence <= ?", f"event_type != '{TOMBSTONE}'"]
     params: list[Any] = []
     if platform:
         conds.append("platform = ?")

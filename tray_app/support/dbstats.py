@@ -127,6 +127,9 @@ def collect(path: Path, *, days: int = 14, check: bool = True,
             out["note"] = "no raw_traces table yet (the engine creates it on first start)"
         if _table_exists(conn, "sessions"):
             out["sessions"] = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+        from tray_app.engine import retention
+
+        out["retention"] = retention.status(conn)
         if check:
             problems = [r[0] for r in conn.execute("PRAGMA quick_check(20)").fetchall()]
             out["quick_check"] = "ok" if problems == ["ok"] else problems
@@ -158,6 +161,15 @@ def format_text(stats: dict[str, Any]) -> str:
         lines.append(f"sessions       {stats['sessions']:,}")
     if stats.get("oldest_event"):
         lines.append(f"events from    {stats['oldest_event']} to {stats['newest_event']}")
+    ret = stats.get("retention")
+    if ret:
+        lines.append(f"auto_vacuum    {ret['auto_vacuum']}")
+        removed = ret["removed"]
+        text = ", ".join(f"{v['rows']:,} rows by {rule.replace('_', ' ')} ({human_bytes(v['bytes'])} freed)"
+                         for rule, v in removed.items()) or "nothing yet"
+        lines.append(f"retention      removed {text}; {human_bytes(ret['returned_bytes'])} returned to the disk")
+        if ret["last_run_at"]:
+            lines.append(f"  last run     {ret['last_run_at']} ({ret['passes']:,} passes)")
     if "quick_check" in stats:
         qc = stats["quick_check"]
         lines.append(f"quick_check    {qc if isinstance(qc, str) else '; '.join(qc)}")

@@ -23,6 +23,9 @@ unit-tested with a fake clock:
   ``thread_errors``) is announced once, at most once per interval;
 * the private server's recovery message (corrupt append-only files set
   aside, passed in as ``server_recovery``) is announced once per message;
+* the database near its size cap, or its disk nearly full (``storage_state``,
+  kept by the engine: engine/retention.py) is announced once per episode,
+  after the grace, and its end once (a change from one to the other again);
 * a timed "don't record" window that ends by itself is announced once
   ("Recording again"; ``recording()``, with wall-clock times). One the user
   ends early, or replaces, is not: they know.
@@ -45,7 +48,8 @@ K_SPOOL = "spool"
 K_SERVER = "redis_server"
 K_THREADS = "threads"
 K_RECOVERY = "redis_recovery"
-KINDS = (K_REDIS, K_DATABASE, K_DLQ, K_SPOOL, K_SERVER, K_THREADS, K_RECOVERY)
+K_STORAGE = "storage"
+KINDS = (K_REDIS, K_DATABASE, K_DLQ, K_SPOOL, K_SERVER, K_THREADS, K_RECOVERY, K_STORAGE)
 K_RECORDING = "recording"  # "don't record" ended by itself (not rate limited: once per window)
 _K_RESTART = "redis_server_restart"  # rate limit of restart notices (not a notice kind of its own)
 
@@ -85,6 +89,16 @@ class _KindState:
     detail: str = ""                  # what was announced (cause, or a count)
     last_sent: float | None = None    # last notification of this kind (not recoveries)
     level: int = 0                    # last announced count (growth kinds)
+
+
+def _storage_advice(snap: HealthSnapshot) -> str:
+    """The storage notice's text: what is wrong, and what the user can do before
+    the database can no longer be written."""
+    if snap.storage_state == "near_cap":
+        return (f"{snap.storage_warning}. Raise [retention] max_db_mb or lower raw_days to keep more "
+                "history; the usage report keeps every day.")
+    return (f"{snap.storage_warning}. Once the disk is full, events wait in Redis and are not stored. "
+            "Free some space, or set [retention] raw_days / max_db_mb.")
 
 
 class AlertPolicy:
@@ -166,6 +180,13 @@ class AlertPolicy:
                                              "Events are being written to the local spool because "
                                              "they cannot reach Redis; nothing is lost."))
         out += self._threads(snap, now)
+        out += self._failure(
+            K_STORAGE, snap.storage_state not in ("", "ok") and not stopped, now, detail=snap.storage_state,
+            notice=lambda: Notice(K_STORAGE, snap.storage_warning.split(":", 1)[0] or "Storage running out",
+                                  _storage_advice(snap)),
+            recovery=lambda: Notice(K_STORAGE, "Storage back to normal",
+                                    "The database is under its size warning and the disk has room again.",
+                                    "low", recovery=True))
         return out
 
     def _server(self, snap: HealthSnapshot, now: float, stopped: bool) -> list[Notice]:

@@ -22,6 +22,8 @@ from tray_app.engine.health import (
     STOPPED,
     HealthSnapshot,
 )
+from tray_app.engine.storage import OK as STORAGE_OK
+from tray_app.support.dbstats import human_bytes
 
 APP_TITLE = "Telemetry Tray"
 
@@ -187,7 +189,8 @@ def icon_state(snap: HealthSnapshot, tray: TraySettings, paused: bool | None = N
     if _is_paused(snap, paused):
         return I_PAUSED
     if (snap.dlq_length >= tray.dlq_warn_threshold
-            or snap.spool_files >= tray.spool_warn_threshold):
+            or snap.spool_files >= tray.spool_warn_threshold
+            or snap.storage_state not in ("", STORAGE_OK)):
         return I_DEGRADED
     return I_RUNNING
 
@@ -231,6 +234,8 @@ def _engine_status(snap: HealthSnapshot, tray: TraySettings, paused: bool | None
         return f"Running, {plural(snap.dlq_length, 'dead letter')}"
     if snap.spool_files >= tray.spool_warn_threshold:
         return f"Running, {plural(snap.spool_files, 'event')} spooled"
+    if snap.storage_warning:
+        return snap.storage_warning  # the database near its cap, or its disk nearly full
     return "Running"
 
 
@@ -250,6 +255,13 @@ def usage_line(snap: HealthSnapshot) -> str:
         parts.append(f"${snap.usage_today_cost_usd:,.2f}")
     parts.append(plural(snap.usage_today_prompts, "prompt"))
     return "Usage today: " + " · ".join(parts)
+
+
+def database_line(snap: HealthSnapshot) -> str:
+    """ "Database: 1.8 GB of 2.0 GB" while a size cap is set ([retention] max_db_mb), else ""."""
+    if not snap.db_cap_bytes:
+        return ""
+    return f"Database: {human_bytes(snap.db_used_bytes)} of {human_bytes(snap.db_cap_bytes)}"
 
 
 def import_progress(snap: HealthSnapshot) -> float | None:
@@ -300,6 +312,8 @@ def build_menu(snap: HealthSnapshot, tray: TraySettings, *, paused: bool | None 
         MenuEntry(usage_line(snap), enabled=False),
         MenuEntry(backlog, enabled=False),
     ]
+    if database_line(snap):
+        entries.insert(4, MenuEntry(database_line(snap), enabled=False))
     if snap.dlq_length > 0:
         retry = MenuEntry(f"Retry {plural(snap.dlq_length, 'dead letter')}", A_RETRY_DLQ,
                           enabled=snap.redis_ok)

@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     u = sub.add_parser("usage", help="the derived usage tables (rebuild, status)",
                        description="The usage tables are derived from raw_traces by a worker of the engine.")
     g = u.add_subparsers(dest="usage_command", metavar="SUBCOMMAND")
-    rb = g.add_parser("rebuild", help="rebuild the usage tables from raw_traces (idempotent)")
+    rb = g.add_parser("rebuild", help="rebuild the usage tables from raw_traces (idempotent); rows whose raw "
+                                      "events retention removed are kept")
     rb.set_defaults(func=cmd_rebuild)
     st = g.add_parser("status", help="how far the usage tables are")
     add_json_flag(st)
@@ -185,13 +186,15 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    from tray_app.usage.worker import clear_derivable
+
     cfg = get_config(args)
     if not cfg.paths.database.exists():
         raise DatabaseError(f"{cfg.paths.database}: no database yet (start Telemetry Tray first)")
     conn = schema.open_db(cfg.paths.database)
     try:
         with immediate(conn):
-            schema.clear(conn)
+            clear_derivable(conn)  # what retention removed cannot be derived again: it is kept
         done = catch_up(conn, _progress("Rebuilding usage tables") if sys.stderr.isatty() else None, start=0)
         n = conn.execute("SELECT COUNT(*) FROM usage_requests").fetchone()[0]
     finally:

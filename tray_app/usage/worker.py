@@ -117,6 +117,20 @@ def process_chunk(conn: sqlite3.Connection, after: int, limit: int = CHUNK_ROWS,
     return len(rows), last
 
 
+def clear_derivable(conn: sqlite3.Connection) -> None:
+    """Inside the caller's transaction: the derived rows ``raw_traces`` can give
+    again (their source row is still there) and the position go; the rest,
+    kept after retention removed their raw rows (engine/retention.py), stays.
+    Re-applying every raw row then gives the same tables as before: a record
+    kept had the best source line of its request, so it is the best of the
+    lines left, and a record whose source line is gone beats every line left."""
+    conn.execute("DELETE FROM usage_activity WHERE sequence IN (SELECT sequence FROM raw_traces)")
+    conn.execute("DELETE FROM usage_requests WHERE source_sequence IN (SELECT sequence FROM raw_traces)")
+    conn.execute("DELETE FROM usage_cursor_composers WHERE session_id IN (SELECT session_id FROM raw_traces "
+                 "WHERE event_type='database_trace' AND hook_type='composerData')")
+    conn.execute("DELETE FROM usage_state WHERE worker=?", (schema.WORKER,))
+
+
 def price_pending(conn: sqlite3.Connection, limit: int = CHUNK_ROWS) -> int:
     """Price records whose cost is unknown for this library version: read and
     priced outside the transaction, written in a short one."""
@@ -236,8 +250,10 @@ class UsageWorker(MonitorThread):
 
     def catch_up(self, conn: sqlite3.Connection) -> int:
         """Rows above the position, up to PASS_ROWS, in chunks."""
-        pos = schema.position(conn)
-        top = int(conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0])
+        # retention may have removed the lowest rows: start at the lowest one left
+        low, top = conn.execute("SELECT COALESCE(MIN(sequence), 1) - 1, COALESCE(MAX(sequence), 0) "
+                                "FROM raw_traces").fetchone()
+        pos, top = max(schema.position(conn), int(low)), int(top)
         done = 0
         while pos < top and done < PASS_ROWS and not self.stopping and not self.paused:
             started = time.monotonic()
@@ -262,4 +278,5 @@ class UsageWorker(MonitorThread):
         return done
 
 
-__all__ = ["UsageWorker", "UsageFailed", "process_chunk", "price_pending", "open_db", "NAME", "GROUP"]
+__all__ = ["UsageWorker", "UsageFailed", "process_chunk", "clear_derivable", "price_pending", "open_db", "NAME",
+           "GROUP"]
