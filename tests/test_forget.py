@@ -291,7 +291,9 @@ def test_forget_all_asks_and_dry_run_changes_nothing(app_env: dict[str, str], re
     assert row_count(cfg.paths.database) == 6 and not rule.path_in(cfg.paths.state_dir).exists()
     r = run_cli("forget", "--all", "--yes", env=app_env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert row_count(cfg.paths.database) == 0
+    # only the content-free row that keeps the newest sequence taken
+    assert _q(cfg.paths.database, "SELECT session_id, event_type, platform FROM raw_traces") == \
+        [("", "forgotten", "")]
     assert redis_server.client().xlen(CDC_STREAM) == 0
 
 
