@@ -60,9 +60,11 @@ def row_count(path: Path) -> int:
 
 
 def stored_events(path: Path) -> dict[str, dict[str, Any]]:
+    """The events in raw_traces (not forget's content-free row that keeps the top sequence)."""
     with closing(db(path)) as c:
         return {eid: json.loads(zlib.decompress(blob))
-                for eid, blob in c.execute("SELECT event_id, event_data FROM raw_traces")}
+                for eid, blob in c.execute("SELECT event_id, event_data FROM raw_traces "
+                                           "WHERE event_type != 'forgotten'")}
 
 
 def pending_count(client: redis.Redis) -> int:
