@@ -473,3 +473,22 @@ def test_doctor_says_whether_anything_leaves(app_env: dict[str, str]) -> None:
                                "TELEMETRY_TRAY_EXPORT_HEADERS": f"Authorization=Bearer%20{TOKEN}"})
     assert "OK   export: usage metrics every 60 s to https://c.example:4318/v1/metrics" in r.stdout, r.stdout
     assert TOKEN not in r.stdout + r.stderr
+
+
+def test_the_environment_s_otlp_headers_never_reach_the_collector(app_env: dict[str, str],
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  collector: Collector) -> None:
+    """A developer's own OpenTelemetry setup (OTEL_EXPORTER_OTLP_HEADERS with
+    another backend's key) in the app's environment: the team's collector gets
+    the [export] headers only."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-honeycomb-team=other-vendor-key,x-api-key=other-vendor-key")
+    export_env(monkeypatch, collector.port, interval=0.2)
+    with running_engine(app_env["TELEMETRY_TRAY_REDIS_URL"]) as eng:
+        client = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"]).client()
+        push(client, hook_events(0, 8))
+        client.close()
+        wait_for(lambda: eng.health().export_status == "ok", timeout=20, what="an export")
+    headers = collector.requests()[0][0]
+    assert headers["authorization"] == f"Bearer {TOKEN}" and headers["x-team"] == "platform"
+    assert "x-honeycomb-team" not in headers
+    assert not any("other-vendor-key" in v for h, _ in collector.requests() for v in h.values())

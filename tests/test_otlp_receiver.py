@@ -353,14 +353,14 @@ def test_bad_requests_are_refused_and_the_receiver_goes_on(receiver: Receiver) -
     assert len(bomb) < 100_000
     cases.append((post(f"{url}/v1/logs", bomb, headers={"Content-Encoding": "gzip"})[0], 413))
     # 50 MB announced: refused after the headers and one MB, never read whole
-    head = (b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    head = (b"POST /v1/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
             b"Content-Length: %d\r\n\r\n" % (50 * 1024 * 1024))
     started = time.monotonic()
     status, body = raw_request(url, head, b"\x00" * (1024 * 1024))
     cases.append((status, 413))
     assert b"over the limit of 8388608 bytes" in body and time.monotonic() - started < 5
     # chunked, no Content-Length
-    chunked = (b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    chunked = (b"POST /v1/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Transfer-Encoding: chunked\r\n\r\n")
     cases.append((raw_request(url, chunked, b"2\r\n{}\r\n0\r\n\r\n")[0], 411))
     # a body that ends early (the client gives up)
@@ -567,3 +567,23 @@ def test_receiver_disabled_binds_nothing(app_home: Path, redis_server: RedisProc
         assert eng.otlp is None and eng.health().otlp_receiver == ""
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0      # nobody listens
+
+
+def test_a_request_for_another_host_name_is_refused(receiver: Receiver) -> None:
+    """DNS rebinding: a web page at evil.example whose name its DNS turned into
+    127.0.0.1 sends its (same-origin) POST with Host: evil.example. Refused, and
+    nothing is stored; Claude Code's exporter (Host: 127.0.0.1:port) gets through."""
+    body = logs_json(log_records([claude_event("user_prompt", 1, prompt="from a web page")]))
+    port = receiver.url.rsplit(":", 1)[1]
+    for host in (b"evil.example:" + port.encode(), b"127.0.0.1.evil.example"):
+        head = (b"POST /v1/logs HTTP/1.1\r\nHost: " + host + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        status, reply = raw_request(receiver.url, head, body)
+        assert status == 403 and b"is not this machine" in reply, reply
+    for host in (b"localhost:" + port.encode(), b"[::1]:" + port.encode(), b"127.0.0.1"):
+        head = (b"POST /v1/logs HTTP/1.1\r\nHost: " + host + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        assert raw_request(receiver.url, head, body)[0] == 200
+    rows = receiver.rows(1)   # the three good ones are one record: stored once
+    assert rows[0]["payload"]["prompt"] == "from a web page"
+    assert receiver.health().otlp_requests_rejected == 2

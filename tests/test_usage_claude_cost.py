@@ -112,3 +112,49 @@ def test_the_html_report_shows_the_comparison(with_claude_costs, tmp_path):
     assert '<tr data-date="2026-03-02">' in page
     assert "$0.0407</td><td>$0.0370</td><td>-9.1% ⚠" in page  # R4: Claude's 10% more than ours
 
+
+
+def test_an_absurd_reported_number_does_not_stop_the_usage_tables(app_home):
+    """An api_request any local program can send the receiver, with a token count
+    and a cost beyond SQLite's 64-bit integers: the report still runs (no
+    traceback), counts the transcript's request after it, and keeps the absurd
+    numbers out of the sums."""
+    import sqlite3
+    import zlib
+
+    import orjson
+
+    from tray_app import jsonutil
+    from tray_app.config import load_config
+    from tray_app.engine.schema import open_database
+
+    db = load_config().paths.database
+    conn = open_database(db)
+    absurd = {"payload": {"model": "claude-sonnet-4-5", "cost_usd": 1e8, "input_tokens": 10**20,
+                          "output_tokens": 5}, "metadata": {"source": "otlp"}}
+    usage = {"input_tokens": 3, "output_tokens": 7, "cache_creation_input_tokens": 0,
+             "cache_read_input_tokens": 0}
+    assistant = {"payload": {"type": "assistant", "message": {"content": [{"type": "text", "text": "hi"}]}},
+                 "metadata": {"message_id": "msg_1", "request_id": "req_1", "model": "claude-sonnet-4-5-20250929",
+                              "usage": usage}}
+    insert = ("INSERT INTO raw_traces (event_id, session_id, event_type, platform, hook_type, timestamp, "
+              "source, ingested_at, event_data) VALUES (?,?,?,?,?,?,?,?,?)")
+    with conn:
+        conn.execute(insert, ("e1", "s1", "api_request", "claude_code", "claude_code.api_request",
+                              "2026-03-02T09:00:00.000000Z", "otlp", "2026-03-02T09:00:00.000000Z",
+                              zlib.compress(jsonutil.dumps(absurd))))
+        conn.execute(insert, ("e2", "s1", "transcript_trace", "claude_code", "assistant",
+                              "2026-03-02T09:00:01.000000Z", "transcript_monitor", "2026-03-02T09:00:01.000000Z",
+                              zlib.compress(orjson.dumps(assistant))))
+    conn.close()
+    out = run_cli("report", "daily", "--json", "--timezone", "UTC")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    day = json.loads(out.stdout)["days"][0]
+    assert (day["requests"], day["input_tokens"], day["output_tokens"]) == (1, 3, 7)
+    assert day["claude_reported"]["requests"] == 1 and day["claude_reported"]["cost_usd"] is None
+    ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert ro.execute("SELECT input_tokens, cost_pusd FROM usage_reported_costs").fetchall() == [(0, None)]
+    finally:
+        ro.close()

@@ -237,8 +237,16 @@ def _session(owner: "UsageExporter") -> Any:
     retries and reports only success or failure)."""
     import requests
 
+    # the SDK adds OTEL_EXPORTER_OTLP_(METRICS_)HEADERS of the app's environment to
+    # ours: another backend's credentials (a developer's own OpenTelemetry setup),
+    # never sent to this collector. Only [export] headers and the protocol's go out.
+    allowed = {"content-type", "content-encoding", "user-agent", *(k.lower() for k in owner._headers)}
+
     class Session(requests.Session):
         def request(self, *args: Any, **kwargs: Any) -> Any:
+            headers = kwargs.get("headers")
+            if headers is not None:
+                kwargs["headers"] = {k: v for k, v in headers.items() if k.lower() in allowed}
             try:
                 response = super().request(*args, **kwargs)
             except Exception as exc:

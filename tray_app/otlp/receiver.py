@@ -6,7 +6,7 @@ One thread of the engine (``otlp-receiver``, watched by the Supervisor) owns a
 (which only signals: the loop looks at the flag between requests, every
 ``POLL_S``). Each request runs on a thread of its own.
 
-A request: loopback peer (else 403) -> path (404) / method (405) -> content
+A request: loopback peer and Host header (else 403) -> path (404) / method (405) -> content
 type (415) -> Content-Length against ``receiver_max_body_bytes`` (413, body
 not read) -> gzip (413 past the cap once decompressed) -> decode (400) ->
 events (mapping.py) -> XADD through the monitors' Emitter, or, when Redis
@@ -63,6 +63,21 @@ def is_loopback(host: str) -> bool:
         return False
     mapped = getattr(addr, "ipv4_mapped", None)
     return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def is_loopback_name(host_header: str | None) -> bool:
+    """The request's ``Host`` names this machine (localhost or a loopback address),
+    or is absent. A web page whose own name an attacker's DNS turned into
+    127.0.0.1 (DNS rebinding) reaches a loopback socket with its own name here:
+    refused, so no web site can write events into the record."""
+    if host_header is None:
+        return True
+    host = host_header.strip()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.lower() == "localhost" or is_loopback(host)
 
 
 def bind_host(host: str) -> str:
@@ -258,6 +273,9 @@ class Handler(BaseHTTPRequestHandler):
         """The checks before the body, then the body (at most the cap, or refused unread)."""
         if not is_loopback(self.client_address[0]):
             raise wire.Refused(403, "only loopback clients may send telemetry")
+        if not is_loopback_name(self.headers.get("Host")):
+            raise wire.Refused(403, f"Host {str(self.headers.get('Host'))[:60]!r} is not this machine "
+                                    "(localhost or a loopback address)")
         path = self._path()
         if path not in wire.SIGNALS:
             raise wire.Refused(404, f"no such path {path[:100]!r} (/v1/logs, /v1/metrics)")

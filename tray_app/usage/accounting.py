@@ -130,12 +130,19 @@ def parse_ts(value: str) -> datetime:
     return events.parse_timestamp(value)
 
 
+#: a token count above this is not one (no request has a trillion tokens): taken as not
+#: given, so no sum of the usage tables (SQLite's 64-bit integers) can overflow
+MAX_TOKENS = 10**12
+#: the same for a cost Claude Code reports: a million dollars a request, in pico-USD
+MAX_REPORTED_PUSD = 10**18
+
+
 def _int(v: Any) -> int:
-    return v if type(v) is int and v >= 0 else 0
+    return v if type(v) is int and 0 <= v <= MAX_TOKENS else 0
 
 
 def _opt_int(v: Any) -> int | None:
-    return v if type(v) is int and v >= 0 else None
+    return v if type(v) is int and 0 <= v <= MAX_TOKENS else None
 
 
 def _dict(v: Any) -> dict[str, Any]:
@@ -198,6 +205,8 @@ def _reported(base: tuple[Any, ...], p: dict[str, Any]) -> Reported:
             pico = pricing.to_pico(Decimal(str(cost)))
         except ArithmeticError:
             pico = None
+        if pico is not None and abs(pico) > MAX_REPORTED_PUSD:
+            pico = None  # would overflow the table's integer (and every sum of it)
     model = p.get("model") if isinstance(p.get("model"), str) else None
     return Reported(seq, platform, sid, ws, model, ts, pico,
                     Tokens(input=_int(p.get("input_tokens")), output=_int(p.get("output_tokens")),
