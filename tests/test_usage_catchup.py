@@ -173,3 +173,47 @@ def test_a_failing_usage_table_is_shown_and_ingest_goes_on(app_env, redis_server
         wait_for(lambda: top_and_position(db) == (220, 220), timeout=60, what="the restarted worker caught up")
     finally:
         assert eng.stop(10)
+
+
+def test_a_raw_row_the_tables_cannot_take_is_skipped_not_a_stuck_worker(app_home):
+    """Raw rows are whatever producers sent: a lone surrogate in a name, a
+    timestamp whose UTC time is before year 1. Each is that row's problem: the
+    rows after it are counted, the report runs, the tables catch up."""
+    import zlib
+
+    import orjson
+
+    from tray_app.engine.schema import open_database
+
+    db = load_config().paths.database
+    conn = open_database(db)
+
+    def assistant(msg: str, tokens: int) -> bytes:
+        usage = {"input_tokens": tokens, "output_tokens": 7, "cache_creation_input_tokens": 0,
+                 "cache_read_input_tokens": 0}
+        return zlib.compress(orjson.dumps({
+            "payload": {"type": "assistant", "message": {"content": [{"type": "text", "text": "hi"}]}},
+            "metadata": {"message_id": msg, "request_id": "req", "model": "claude-sonnet-4-5-20250929",
+                         "usage": usage}}))
+
+    insert = ("INSERT INTO raw_traces (event_id, session_id, event_type, platform, hook_type, timestamp, "
+              "source, ingested_at, event_data) VALUES (?,?,?,?,?,?,?,?,?)")
+    ts = "2026-03-02T09:00:0{}.000000Z"
+    with conn:
+        # a lone surrogate in the model name: no text SQLite could store (the JSON reader refuses it)
+        conn.execute(insert, ("e1", "s1", "transcript_trace", "claude_code", "assistant", ts.format(1),
+                              "transcript_monitor", ts.format(1),
+                              zlib.compress(zlib.decompress(assistant("bad", 5)).replace(
+                                  b'"claude-sonnet-4-5-20250929"', b'"claude-\\ud800"'))))
+        conn.execute(insert, ("e2", "s1", "user_prompt", "claude_code", "UserPromptSubmit",
+                              "0001-01-01T00:00:00+05:00", "claude_hook", ts.format(2),
+                              zlib.compress(b'{"payload": {}, "metadata": {"source": "claude_hook"}}')))
+        conn.execute(insert, ("e3", "s1", "transcript_trace", "claude_code", "assistant", ts.format(3),
+                              "transcript_monitor", ts.format(3), assistant("fine", 3)))
+    conn.close()
+    out = run_cli("report", "daily", "--json", "--timezone", "UTC")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    days = json.loads(out.stdout)["days"]
+    assert [(d["date"], d["requests"], d["input_tokens"]) for d in days] == [("2026-03-02", 1, 3)]
+    status = json.loads(run_cli("usage", "status", "--json").stdout)
+    assert status["behind"] == 0 and status["position"] == 3

@@ -108,13 +108,44 @@ def process_chunk(conn: sqlite3.Connection, after: int, limit: int = CHUNK_ROWS,
                         f"ORDER BY sequence LIMIT ?", args).fetchall()
     if not rows:
         return 0, after
-    derived = [accounting.derive(r) for r in rows]
+    derived = [_derive(r) for r in rows]
     requests = best_requests(conn, derived)
     last = int(rows[-1][0])
-    with immediate(conn):
-        accounting.apply(conn, derived, requests)
-        schema.set_position(conn, last)
+    try:
+        with immediate(conn):
+            accounting.apply(conn, derived, requests)
+            schema.set_position(conn, last)
+    except ROW_ERRORS as exc:
+        # a value the tables cannot hold: that row's problem, found by applying
+        # the chunk one row at a time
+        log.warning("usage: a raw row between %s and %s cannot be applied (%s): applying them one by one",
+                    rows[0][0], last, exc)
+        with immediate(conn):
+            for row, d in zip(rows, derived):
+                keys = {r.key for r in d.requests}
+                conn.execute("SAVEPOINT usage_row")
+                try:
+                    accounting.apply(conn, [d], [r for r in requests if r.key in keys])
+                except ROW_ERRORS as err:
+                    conn.execute("ROLLBACK TO usage_row")
+                    log.warning("usage: raw row %s skipped: %s", row[0], err)
+                conn.execute("RELEASE usage_row")
+            schema.set_position(conn, last)
     return len(rows), last
+
+
+#: errors that belong to one row's values, never to the database (those propagate:
+#: the worker retries with backoff and health shows them)
+ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.IntegrityError, sqlite3.InterfaceError)
+
+
+def _derive(row: tuple[Any, ...]) -> Derived:
+    """accounting.derive, where any exception is that row's problem: it derives nothing."""
+    try:
+        return accounting.derive(row)
+    except Exception as exc:  # noqa: BLE001 - producers send anything; one row never stops the tables
+        log.warning("usage: raw row %s skipped: %s: %s", row[0], type(exc).__name__, exc)
+        return Derived()
 
 
 def clear_derivable(conn: sqlite3.Connection) -> None:
