@@ -134,9 +134,10 @@ def process_chunk(conn: sqlite3.Connection, after: int, limit: int = CHUNK_ROWS,
     return len(rows), last
 
 
-#: errors that belong to one row's values, never to the database (those propagate:
-#: the worker retries with backoff and health shows them)
-ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.IntegrityError, sqlite3.InterfaceError)
+#: errors that belong to one row's values (a number or text the tables cannot hold),
+#: never to the database: those (a constraint, a lock, a full disk) propagate, the
+#: worker retries with backoff and health shows them
+ROW_ERRORS = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError)
 
 
 def _derive(row: tuple[Any, ...]) -> Derived:
