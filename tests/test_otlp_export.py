@@ -460,7 +460,10 @@ def test_the_change_key_moves_with_every_derived_write(tmp_path: Path) -> None:
     third = ex.change_key(conn)
     assert third != second
     conn.execute("UPDATE usage_requests SET pricing_version=NULL WHERE request_key='k1'")  # to price again
-    assert ex.change_key(conn) != third
+    fourth = ex.change_key(conn)
+    assert fourth != third
+    conn.execute("DELETE FROM usage_requests WHERE request_key='k2'")  # forget / usage_days: no position moves
+    assert ex.change_key(conn) != fourth
     import sqlite3
 
     assert ex.change_key(sqlite3.connect(tmp_path / "empty.db")) is None

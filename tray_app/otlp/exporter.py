@@ -129,7 +129,11 @@ def change_key(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
         return None
     state = conn.execute("SELECT worker, last_sequence, updated_at FROM usage_state ORDER BY worker").fetchall()
     unpriced = conn.execute("SELECT COUNT(*) FROM usage_requests WHERE pricing_version IS NULL").fetchone()[0]
-    return (tuple(state), unpriced)
+    # deletions (forget, retention's usage_days) move no position: the rollups' sums
+    # (small tables) see them
+    sums = conn.execute("SELECT (SELECT TOTAL(requests) FROM usage_rollup_models), "
+                        "(SELECT TOTAL(row_count) FROM usage_rollup_sessions)").fetchone()
+    return (tuple(state), unpriced, tuple(sums))
 
 
 def read_totals(conn: sqlite3.Connection, budget_s: float,
