@@ -178,3 +178,9 @@ def test_otel_is_for_claude_only(home: dict[str, str]) -> None:
     r = cli(home, "install", "--cursor", "--otel")
     assert r.returncode == 64 and "--otel" in r.stderr
     assert not cursor_file(home).exists()
+
+
+def test_otel_is_refused_while_the_receiver_is_off(home: dict[str, str]) -> None:
+    r = cli(with_port(home, TELEMETRY_TRAY_OTLP_RECEIVER_ENABLED="false"), "install", "--claude", "--otel")
+    assert r.returncode == 64 and "receiver is off" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not claude_file(home).exists()

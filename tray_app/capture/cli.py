@@ -72,7 +72,12 @@ def _run(args: argparse.Namespace, install: bool) -> int:
         if "claude" not in chosen:
             raise UsageError("--otel: Claude Code's OpenTelemetry export; use it with --claude (or neither)")
         if install:
-            otel = claude_otel.wanted(get_config(args))
+            cfg = get_config(args)
+            if not cfg.otlp.receiver_enabled:
+                raise UsageError("--otel: the local OTLP receiver is off ([otlp] receiver_enabled = false): "
+                                 "turn it on first, or Claude Code would send its telemetry to nothing "
+                                 "(or to whatever else listens on its port)")
+            otel = claude_otel.wanted(cfg)
     changes = [installers.plan(a, install, config_file=config, otel=otel if a == "claude" else None,
                                otel_only=bool(args.otel and not install))
                for a in chosen if not (args.otel and not install and a != "claude")]
