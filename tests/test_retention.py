@@ -418,3 +418,20 @@ def test_a_database_of_another_schema_is_never_written(tmp_path: Path) -> None:
     assert "schema" in res.note and not res.more and not r.due()
     assert r.convert_old(quiet=True) == ""
     assert db.read_bytes() == before and not Path(f"{db}-wal").exists()
+
+
+def test_usage_age_removes_old_reported_costs_too(tmp_path: Path) -> None:
+    """usage_days bounds every derived per-request table: Claude Code's own
+    reported costs (tokens, cost, session) go with our computed ones."""
+    db = tmp_path / "telemetry.db"
+    conn = schema.open_database(db)
+    derived_upto(conn, 0)
+    with schema.immediate(conn):
+        for i, days in enumerate((400, 5)):
+            conn.execute("INSERT INTO usage_reported_costs (sequence, platform, session_id, timestamp, cost_pusd) "
+                         "VALUES (?, 'claude_code', 's', ?, 1000)", (i + 1, ts(NOW - timedelta(days=days))))
+    conn.close()
+    s = RetentionSettings(raw_days=0, usage_days=365)
+    assert run_all(retention.Retention(s, db, now=lambda: NOW)) == {"usage_age": 1}
+    with closing(ro(db)) as c:
+        assert c.execute("SELECT COUNT(*) FROM usage_reported_costs").fetchone()[0] == 1

@@ -88,7 +88,7 @@ CONVERT_RETRY_S = 3600.0
 CONVERT_SLACK = 1.1
 
 #: (table, its row key): the derived rows usage_days removes, by their ``timestamp``
-_USAGE_TABLES = (("usage_activity", "sequence"), ("usage_requests", "rowid"))
+_USAGE_TABLES = (("usage_activity", "sequence"), ("usage_requests", "rowid"), ("usage_reported_costs", "sequence"))
 
 
 def _iso(t: datetime) -> str:
