@@ -443,3 +443,24 @@ def test_forgetting_the_newest_rows_does_not_hand_their_sequences_to_new_events(
                                                     " ORDER BY sequence DESC LIMIT 5")) > top
     out = run_cli("export", "--format", "jsonl", env=app_env)
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 15 and "forgotten" not in out.stdout
+
+
+def test_after_forgetting_all_of_today_the_tray_counts_no_event_today(
+        app_env: dict[str, str], redis_server: RedisProc, tmp_path: Path, engine_procs: list) -> None:
+    """The content-free row that keeps the newest sequence is no event: today's
+    counts (the tray's "today" line, status) do not show it as one, nor its
+    empty session id as a session."""
+    from engine_util import make_event, push, row_count
+    from test_status_states import headless
+
+    cfg = load_config()
+    engine_procs.append(headless(app_env, tmp_path / "engine.log"))
+    wait_for(lambda: status(app_env)[0] == 0, timeout=30, what="the engine to run")
+    push(redis_server.client(), [make_event(i, session="today") for i in range(5)])
+    wait_for(lambda: row_count(cfg.paths.database) == 5, timeout=20, what="rows")
+    wait_for(lambda: status(app_env)[1].get("today_events") == 5, timeout=20, what="today's count")
+    r = run_cli("forget", "--session", "today", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _q(cfg.paths.database, "SELECT event_type FROM raw_traces") == [("forgotten",)]
+    wait_for(lambda: (status(app_env)[1].get("today_events"), status(app_env)[1].get("today_sessions")) == (0, 0),
+             timeout=20, what="today's counts without the forgotten row")
