@@ -464,3 +464,33 @@ def test_after_forgetting_all_of_today_the_tray_counts_no_event_today(
     assert _q(cfg.paths.database, "SELECT event_type FROM raw_traces") == [("forgotten",)]
     wait_for(lambda: (status(app_env)[1].get("today_events"), status(app_env)[1].get("today_sessions")) == (0, 0),
              timeout=20, what="today's counts without the forgotten row")
+
+
+def test_forgetting_a_sessions_end_leaves_no_end_time_in_the_range(app_env: dict[str, str],
+                                                                  redis_server: RedisProc) -> None:
+    """A time range that holds a session's end: the session row (kept, it has
+    older events) no longer says it ended then, nor why."""
+    import zlib
+
+    from tray_app.engine import schema
+
+    cfg = load_config()
+    now = datetime.now(timezone.utc)
+
+    def iso(t: datetime) -> str:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    conn = schema.open_database(cfg.paths.database)
+    with schema.immediate(conn):
+        for i, (et, t) in enumerate((("user_prompt", now - timedelta(hours=3)),
+                                     ("session_end", now - timedelta(minutes=90)))):
+            conn.execute("INSERT INTO raw_traces (event_id, session_id, event_type, platform, timestamp, "
+                         "ingested_at, event_data) VALUES (?, 's1', ?, 'claude_code', ?, ?, ?)",
+                         (f"e{i}", et, iso(t), iso(t), zlib.compress(b'{"payload":{"reason":"logout"}}')))
+        conn.execute("INSERT INTO sessions (platform, session_id, started_at, last_activity_at, ended_at, "
+                     "end_reason, event_count) VALUES ('claude_code', 's1', ?, ?, ?, 'logout', 2)",
+                     (iso(now - timedelta(hours=3)), iso(now - timedelta(hours=3)), iso(now - timedelta(minutes=90))))
+    conn.close()
+    r = run_cli("forget", "--since", "2h", "--until", "1h", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _q(cfg.paths.database, "SELECT event_count, ended_at, end_reason FROM sessions") == [(1, None, None)]

@@ -191,7 +191,10 @@ def _sessions(conn: sqlite3.Connection, sel: Selector) -> int:
             started_at = (SELECT MIN(timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id
                           AND r.platform = sessions.platform),
             last_activity_at = (SELECT MAX(timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id
-                                AND r.platform = sessions.platform)
+                                AND r.platform = sessions.platform),
+            -- an end in a forgotten range went with its event (the monitor ends the session again when idle)
+            end_reason = CASE WHEN forget_in_range(ended_at) THEN NULL ELSE end_reason END,
+            ended_at = CASE WHEN forget_in_range(ended_at) THEN NULL ELSE ended_at END
             WHERE {touched}""")
         conn.execute("COMMIT")
     except BaseException:
