@@ -494,3 +494,23 @@ def test_forgetting_a_sessions_end_leaves_no_end_time_in_the_range(app_env: dict
     r = run_cli("forget", "--since", "2h", "--until", "1h", env=app_env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert _q(cfg.paths.database, "SELECT event_count, ended_at, end_reason FROM sessions") == [(1, None, None)]
+
+
+def test_forget_a_project_with_a_non_ascii_path_finds_its_transcript_directory(app_env: dict[str, str],
+                                                                                 redis_server: RedisProc) -> None:
+    """Claude Code names a project's directory with every character that is not an
+    ASCII letter or digit as '-' ("/home/dev/café" -> "-home-dev-caf-"): the
+    monitor's offsets of that directory's transcripts go, and the rule names it."""
+    from tray_app.monitors.claude_transcripts import FILE_SCOPE, NAME
+    from tray_app.monitors.state_store import StateStore, state_file
+
+    cfg = load_config()
+    proj = "/home/dev/café"
+    transcript = f"/home/dev/.claude/projects/-home-dev-caf-/{uuid.uuid4()}.jsonl"
+    store = StateStore(state_file(cfg.paths.state_dir, NAME))
+    store.put(FILE_SCOPE, transcript, {"offset": 10})
+    store.close()
+    r = run_cli("forget", "--project", proj, env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert files_with(cfg.paths.state_dir, [b"-home-dev-caf-"]) == []
+    assert rule.load(cfg.paths.state_dir).transcript_dir("-home-dev-caf-")

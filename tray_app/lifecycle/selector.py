@@ -97,8 +97,9 @@ class Selector:
 
     @property
     def transcript_dir(self) -> str | None:
-        """Claude Code's directory name for the project (every non-alphanumeric a '-')."""
-        return "".join(ch if ch.isalnum() else "-" for ch in self.project) if self.project else None
+        """Claude Code's directory name for the project (every character but an ASCII
+        letter or digit a '-': its ``[^a-zA-Z0-9]``; str.isalnum alone keeps 'é')."""
+        return "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in self.project) if self.project else None
 
     @property
     def kind(self) -> str:
