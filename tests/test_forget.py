@@ -514,3 +514,25 @@ def test_forget_a_project_with_a_non_ascii_path_finds_its_transcript_directory(a
     assert r.returncode == 0, r.stderr
     assert files_with(cfg.paths.state_dir, [b"-home-dev-caf-"]) == []
     assert rule.load(cfg.paths.state_dir).transcript_dir("-home-dev-caf-")
+
+
+def test_forget_a_session_keeps_another_sessions_queued_event_that_mentions_it(
+        app_env: dict[str, str], redis_server: RedisProc) -> None:
+    """Another session's event still in Redis whose prompt quotes the forgotten
+    session id is that other session's: it is kept (and stored), as the same
+    event in telemetry.db would be. Only an entry that cannot be decoded is
+    matched by the id in its bytes."""
+    from engine_util import make_event, push, running_engine
+
+    cfg = load_config()
+    gone = str(uuid.uuid4())
+    client = redis_server.client()
+    push(client, [make_event(0, session=gone),
+                  make_event(1, session="other", payload={"prompt": f"why did session {gone} fail?"})])
+    client.xadd(EVENTS_STREAM, {"session_id": "x", "payload": f"{{broken {gone}"})  # undecodable, names it
+    r = run_cli("forget", "--session", gone, env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    left = [f.get(b"session_id") for _id, f in client.xrange(EVENTS_STREAM)]
+    assert left == [b"other"]
+    with running_engine(redis_server.url):
+        wait_for(lambda: _rows(cfg.paths.database, "other") == 1, timeout=20, what="the other session's event")
