@@ -536,3 +536,21 @@ def test_forget_a_session_keeps_another_sessions_queued_event_that_mentions_it(
     assert left == [b"other"]
     with running_engine(redis_server.url):
         wait_for(lambda: _rows(cfg.paths.database, "other") == 1, timeout=20, what="the other session's event")
+
+
+def test_a_damaged_database_is_one_warning_and_the_rest_is_done(app_env: dict[str, str],
+                                                                redis_server: RedisProc) -> None:
+    """telemetry.db that is not a database: forget still writes the rule and sweeps
+    Redis, says in one line what it could not do, exit 1, no traceback."""
+    from engine_util import make_event, push
+
+    cfg = load_config()
+    cfg.paths.database.parent.mkdir(parents=True, exist_ok=True)
+    cfg.paths.database.write_bytes(os.urandom(8192))
+    push(redis_server.client(), [make_event(0, session="gone")])
+    r = run_cli("forget", "--session", "gone", env=app_env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "file is not a database" in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if "telemetry.db" in ln][0].startswith("telemetry-tray forget: warning:")
+    assert rule.load(cfg.paths.state_dir).session("gone")
+    assert redis_server.client().xlen(EVENTS_STREAM) == 0
