@@ -554,3 +554,14 @@ def test_a_damaged_database_is_one_warning_and_the_rest_is_done(app_env: dict[st
     assert [ln for ln in r.stderr.splitlines() if "telemetry.db" in ln][0].startswith("telemetry-tray forget: warning:")
     assert rule.load(cfg.paths.state_dir).session("gone")
     assert redis_server.client().xlen(EVENTS_STREAM) == 0
+
+
+def test_a_damaged_monitor_state_file_is_one_warning(app_env: dict[str, str], redis_server: RedisProc) -> None:
+    cfg = load_config()
+    state = cfg.paths.state_dir / "monitors" / "claude_transcripts.sqlite3"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_bytes(os.urandom(8192))
+    r = run_cli("forget", "--session", "gone", env=app_env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "monitors' state" in r.stderr and "not a database" in r.stderr
+    assert rule.load(cfg.paths.state_dir).session("gone")

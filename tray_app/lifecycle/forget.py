@@ -91,7 +91,11 @@ def forget(cfg: Config, sel: Selector, *, dry_run: bool = False, client: redis.R
                         pass
                     return sel.matches_fields(f, r)
                 out.add(CDC_STREAM, len(sweep_stream(client, CDC_STREAM, cdc_match, dry_run)))
-        out.add("monitor state", sweep_monitor_state(paths.state_dir, sel, dry_run, out))
+        try:
+            out.add("monitor state", sweep_monitor_state(paths.state_dir, sel, dry_run, out))
+        except sqlite3.Error as exc:  # a damaged state file: reported, the rest goes on
+            out.problems.append(f"the monitors' state ({paths.state_dir / 'monitors'}): {exc}; "
+                                "it was not checked")
         out.add("log lines", sweep_logs(paths.log_dir, sel, dry_run))
         if db_ok:
             out.add("usage report", refresh_report(cfg, dry_run))
