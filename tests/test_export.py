@@ -110,3 +110,25 @@ def test_export_streams_a_big_database_in_flat_memory(app_env: dict[str, str], r
     assert lines == n and total > 60_000_000
     peak_kb = int(err.decode().strip().splitlines()[-1])
     assert peak_kb < 80_000, f"peak RSS {peak_kb} kB for a {total / 1e6:.0f} MB export"
+
+
+def test_a_nested_sequence_field_leaves_the_line_exact(app_env: dict[str, str]) -> None:
+    """A payload with a "sequence" key of its own (a tool's input, say) is not the
+    row's sequence: the line is still the stored text, number spellings and all."""
+    import zlib
+
+    from tray_app.engine import schema
+
+    cfg = load_config()
+    text = (b'{"event_id":"e1","session_id":"s","event_type":"tool_use","platform":"claude_code",'
+            b'"timestamp":"2026-12-01T10:00:00.000Z","payload":{"tool_input":{"sequence":3,"ratio":1.10,'
+            b'"tiny":1E-7}},"metadata":{}}')
+    conn = schema.open_database(cfg.paths.database)
+    with schema.immediate(conn):
+        conn.execute("INSERT INTO raw_traces (event_id, session_id, event_type, platform, timestamp, ingested_at, "
+                     "event_data) VALUES ('e1', 's', 'tool_use', 'claude_code', '2026-12-01T10:00:00.000Z', "
+                     "'2026-12-01T10:00:00.000Z', ?)", (zlib.compress(text),))
+    conn.close()
+    r = run_cli("export", "--format", "jsonl", env=app_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == '{"sequence":1,' + text[1:].decode() + "\n"

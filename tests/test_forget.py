@@ -443,3 +443,125 @@ def test_forgetting_the_newest_rows_does_not_hand_their_sequences_to_new_events(
                                                     " ORDER BY sequence DESC LIMIT 5")) > top
     out = run_cli("export", "--format", "jsonl", env=app_env)
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 15 and "forgotten" not in out.stdout
+
+
+def test_after_forgetting_all_of_today_the_tray_counts_no_event_today(
+        app_env: dict[str, str], redis_server: RedisProc, tmp_path: Path, engine_procs: list) -> None:
+    """The content-free row that keeps the newest sequence is no event: today's
+    counts (the tray's "today" line, status) do not show it as one, nor its
+    empty session id as a session."""
+    from engine_util import make_event, push, row_count
+    from test_status_states import headless
+
+    cfg = load_config()
+    engine_procs.append(headless(app_env, tmp_path / "engine.log"))
+    wait_for(lambda: status(app_env)[0] == 0, timeout=30, what="the engine to run")
+    push(redis_server.client(), [make_event(i, session="today") for i in range(5)])
+    wait_for(lambda: row_count(cfg.paths.database) == 5, timeout=20, what="rows")
+    wait_for(lambda: status(app_env)[1].get("today_events") == 5, timeout=20, what="today's count")
+    r = run_cli("forget", "--session", "today", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _q(cfg.paths.database, "SELECT event_type FROM raw_traces") == [("forgotten",)]
+    wait_for(lambda: (status(app_env)[1].get("today_events"), status(app_env)[1].get("today_sessions")) == (0, 0),
+             timeout=20, what="today's counts without the forgotten row")
+
+
+def test_forgetting_a_sessions_end_leaves_no_end_time_in_the_range(app_env: dict[str, str],
+                                                                  redis_server: RedisProc) -> None:
+    """A time range that holds a session's end: the session row (kept, it has
+    older events) no longer says it ended then, nor why."""
+    import zlib
+
+    from tray_app.engine import schema
+
+    cfg = load_config()
+    now = datetime.now(timezone.utc)
+
+    def iso(t: datetime) -> str:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    conn = schema.open_database(cfg.paths.database)
+    with schema.immediate(conn):
+        for i, (et, t) in enumerate((("user_prompt", now - timedelta(hours=3)),
+                                     ("session_end", now - timedelta(minutes=90)))):
+            conn.execute("INSERT INTO raw_traces (event_id, session_id, event_type, platform, timestamp, "
+                         "ingested_at, event_data) VALUES (?, 's1', ?, 'claude_code', ?, ?, ?)",
+                         (f"e{i}", et, iso(t), iso(t), zlib.compress(b'{"payload":{"reason":"logout"}}')))
+        conn.execute("INSERT INTO sessions (platform, session_id, started_at, last_activity_at, ended_at, "
+                     "end_reason, event_count) VALUES ('claude_code', 's1', ?, ?, ?, 'logout', 2)",
+                     (iso(now - timedelta(hours=3)), iso(now - timedelta(hours=3)), iso(now - timedelta(minutes=90))))
+    conn.close()
+    r = run_cli("forget", "--since", "2h", "--until", "1h", env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _q(cfg.paths.database, "SELECT event_count, ended_at, end_reason FROM sessions") == [(1, None, None)]
+
+
+def test_forget_a_project_with_a_non_ascii_path_finds_its_transcript_directory(app_env: dict[str, str],
+                                                                                 redis_server: RedisProc) -> None:
+    """Claude Code names a project's directory with every character that is not an
+    ASCII letter or digit as '-' ("/home/dev/café" -> "-home-dev-caf-"): the
+    monitor's offsets of that directory's transcripts go, and the rule names it."""
+    from tray_app.monitors.claude_transcripts import FILE_SCOPE, NAME
+    from tray_app.monitors.state_store import StateStore, state_file
+
+    cfg = load_config()
+    proj = "/home/dev/café"
+    transcript = f"/home/dev/.claude/projects/-home-dev-caf-/{uuid.uuid4()}.jsonl"
+    store = StateStore(state_file(cfg.paths.state_dir, NAME))
+    store.put(FILE_SCOPE, transcript, {"offset": 10})
+    store.close()
+    r = run_cli("forget", "--project", proj, env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert files_with(cfg.paths.state_dir, [b"-home-dev-caf-"]) == []
+    assert rule.load(cfg.paths.state_dir).transcript_dir("-home-dev-caf-")
+
+
+def test_forget_a_session_keeps_another_sessions_queued_event_that_mentions_it(
+        app_env: dict[str, str], redis_server: RedisProc) -> None:
+    """Another session's event still in Redis whose prompt quotes the forgotten
+    session id is that other session's: it is kept (and stored), as the same
+    event in telemetry.db would be. Only an entry that cannot be decoded is
+    matched by the id in its bytes."""
+    from engine_util import make_event, push, running_engine
+
+    cfg = load_config()
+    gone = str(uuid.uuid4())
+    client = redis_server.client()
+    push(client, [make_event(0, session=gone),
+                  make_event(1, session="other", payload={"prompt": f"why did session {gone} fail?"})])
+    client.xadd(EVENTS_STREAM, {"session_id": "x", "payload": f"{{broken {gone}"})  # undecodable, names it
+    r = run_cli("forget", "--session", gone, env=app_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    left = [f.get(b"session_id") for _id, f in client.xrange(EVENTS_STREAM)]
+    assert left == [b"other"]
+    with running_engine(redis_server.url):
+        wait_for(lambda: _rows(cfg.paths.database, "other") == 1, timeout=20, what="the other session's event")
+
+
+def test_a_damaged_database_is_one_warning_and_the_rest_is_done(app_env: dict[str, str],
+                                                                redis_server: RedisProc) -> None:
+    """telemetry.db that is not a database: forget still writes the rule and sweeps
+    Redis, says in one line what it could not do, exit 1, no traceback."""
+    from engine_util import make_event, push
+
+    cfg = load_config()
+    cfg.paths.database.parent.mkdir(parents=True, exist_ok=True)
+    cfg.paths.database.write_bytes(os.urandom(8192))
+    push(redis_server.client(), [make_event(0, session="gone")])
+    r = run_cli("forget", "--session", "gone", env=app_env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "file is not a database" in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if "telemetry.db" in ln][0].startswith("telemetry-tray forget: warning:")
+    assert rule.load(cfg.paths.state_dir).session("gone")
+    assert redis_server.client().xlen(EVENTS_STREAM) == 0
+
+
+def test_a_damaged_monitor_state_file_is_one_warning(app_env: dict[str, str], redis_server: RedisProc) -> None:
+    cfg = load_config()
+    state = cfg.paths.state_dir / "monitors" / "claude_transcripts.sqlite3"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_bytes(os.urandom(8192))
+    r = run_cli("forget", "--session", "gone", env=app_env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "monitors' state" in r.stderr and "not a database" in r.stderr
+    assert rule.load(cfg.paths.state_dir).session("gone")

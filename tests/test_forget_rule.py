@@ -88,3 +88,43 @@ def test_range_edges_are_exact_with_the_quick_text_check() -> None:
 def test_an_open_ended_range_works_with_the_quick_check() -> None:
     r = rule.Forgotten(ranges=((1000.0, float("inf")),))  # what `export --since` asks
     assert r.matches({"timestamp": "2026-01-01T00:00:00Z"}) and not r.matches({"timestamp": "1970-01-01T00:00:00Z"})
+
+
+def test_forgetting_many_rows_costs_work_in_proportion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine is paused while forget deletes: twice the rows must cost about
+    twice the work (SQLite's VM steps), not four times (each 1,000-row chunk
+    scanning the whole list of sequences again)."""
+    import sqlite3
+    import uuid
+    import zlib
+
+    from tray_app.engine import schema
+    from tray_app.lifecycle import db_sweep
+    from tray_app.lifecycle.selector import Outcome
+
+    def steps(n: int) -> int:
+        db = tmp_path / f"t{n}.db"
+        conn = schema.open_database(db)
+        with schema.immediate(conn):
+            conn.executemany("INSERT INTO raw_traces (event_id, session_id, event_type, platform, timestamp, "
+                             "ingested_at, event_data) VALUES (?, 's', 'tool_use', 'cursor', "
+                             "'2026-12-01T10:00:00.000Z', 'x', ?)",
+                             ((uuid.uuid4().hex, zlib.compress(b"{}")) for _ in range(n)))
+        conn.close()
+        count = [0]
+        real = db_sweep.connect
+
+        def counted(path: Path) -> sqlite3.Connection:
+            c = real(path)
+            c.set_progress_handler(lambda: count.__setitem__(0, count[0] + 1) or 0, 1000)
+            return c
+
+        monkeypatch.setattr(db_sweep, "connect", counted)
+        sel = Selector(session_id="s")
+        out = Outcome(sel, False)
+        db_sweep.sweep_database(db, sel, out)
+        assert out.counts["raw_traces"] == n
+        return count[0]
+
+    small, big = steps(20_000), steps(60_000)
+    assert big < 4 * small, (small, big)  # 3x the rows: 5.4x the steps when it was quadratic

@@ -418,3 +418,48 @@ def test_a_database_of_another_schema_is_never_written(tmp_path: Path) -> None:
     assert "schema" in res.note and not res.more and not r.due()
     assert r.convert_old(quiet=True) == ""
     assert db.read_bytes() == before and not Path(f"{db}-wal").exists()
+
+
+def test_usage_age_removes_old_reported_costs_too(tmp_path: Path) -> None:
+    """usage_days bounds every derived per-request table: Claude Code's own
+    reported costs (tokens, cost, session) go with our computed ones."""
+    db = tmp_path / "telemetry.db"
+    conn = schema.open_database(db)
+    derived_upto(conn, 0)
+    with schema.immediate(conn):
+        for i, days in enumerate((400, 5)):
+            conn.execute("INSERT INTO usage_reported_costs (sequence, platform, session_id, timestamp, cost_pusd) "
+                         "VALUES (?, 'claude_code', 's', ?, 1000)", (i + 1, ts(NOW - timedelta(days=days))))
+    conn.close()
+    s = RetentionSettings(raw_days=0, usage_days=365)
+    assert run_all(retention.Retention(s, db, now=lambda: NOW)) == {"usage_age": 1}
+    with closing(ro(db)) as c:
+        assert c.execute("SELECT COUNT(*) FROM usage_reported_costs").fetchone()[0] == 1
+
+
+def test_a_usage_rebuild_between_two_batches_stops_the_removal(tmp_path: Path) -> None:
+    """`usage rebuild` clears the derived rows of the raw rows still there and the
+    worker's position: from then on those raw rows are the only source of their
+    usage, and retention's next batch (same slice) must not remove them."""
+    from tray_app.usage.worker import clear_derivable
+
+    db = tmp_path / "telemetry.db"
+    conn = schema.open_database(db)
+    fill(conn, [NOW - timedelta(days=200, minutes=i) for i in range(100)], size=100)
+    derived_upto(conn)
+    conn.close()
+    calls = []
+
+    def rebuild_meanwhile(_s: float) -> bool:
+        if not calls:
+            with closing(sqlite3.connect(db, isolation_level=None)) as other, schema.immediate(other):
+                clear_derivable(other)
+        calls.append(1)
+        return False
+
+    s = RetentionSettings(raw_days=90, batch_rows=10)
+    r = retention.Retention(s, db, wait=rebuild_meanwhile, now=lambda: NOW)
+    removed = run_all(r)
+    assert removed == {"age": 10}  # the batch before the rebuild, and none after it
+    with closing(ro(db)) as c:
+        assert c.execute("SELECT COUNT(*) FROM raw_traces").fetchone()[0] == 90

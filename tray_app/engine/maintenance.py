@@ -25,6 +25,7 @@ import redis
 from tray_app.config import Config
 from tray_app.engine import dlq, retention, schema, spool_drain, storage, tuning
 from tray_app.engine.health import Health
+from tray_app.lifecycle.db_sweep import TOMBSTONE
 from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
                                  LazyClient, stream_id_key)
 from tray_app.redis_conn import text as _s
@@ -408,9 +409,10 @@ class Maintenance(threading.Thread):
             rows = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
             midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
             since = midnight.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            # forget's content-free row that keeps the newest sequence is no event, its '' no session
             today, sessions = db.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT session_id) FROM raw_traces WHERE timestamp >= ?",
-                (since,)).fetchone()
+                "SELECT COUNT(*), COUNT(DISTINCT session_id) FROM raw_traces WHERE timestamp >= ? "
+                "AND event_type != ?", (since, TOMBSTONE)).fetchone()
             out: dict[str, Any] = {"db_rows": int(rows), "today_events": int(today),
                                    "today_sessions": int(sessions)}
             out.update(self._usage_today(db))

@@ -88,7 +88,7 @@ CONVERT_RETRY_S = 3600.0
 CONVERT_SLACK = 1.1
 
 #: (table, its row key): the derived rows usage_days removes, by their ``timestamp``
-_USAGE_TABLES = (("usage_activity", "sequence"), ("usage_requests", "rowid"))
+_USAGE_TABLES = (("usage_activity", "sequence"), ("usage_requests", "rowid"), ("usage_reported_costs", "sequence"))
 
 
 def _iso(t: datetime) -> str:
@@ -262,11 +262,14 @@ class Retention:
         pos = usage_position(conn)
         top = int(conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0])
         limit = min(pos, top - 1) if pos is not None else 0
+        # the position is read again in each delete: `usage rebuild` may set it back meanwhile
+        keep = "+sequence <= MIN(?, (SELECT last_sequence FROM usage_state WHERE worker='usage'))" \
+            if pos is not None else "+sequence <= ?"
         if pos is None and (self.s.raw_days or self.s.max_db_mb):
             res.note = "raw events are kept until the usage tables exist (the usage worker makes them)"
         if self.s.raw_days:
             cutoff = _iso(self._now() - timedelta(days=self.s.raw_days))
-            if not self._drain(conn, res, deadline, AGE, self._raw_sql("timestamp < ? AND +sequence <= ?"),
+            if not self._drain(conn, res, deadline, AGE, self._raw_sql(f"timestamp < ? AND {keep}"),
                                (cutoff, limit)):
                 return False
         if self.s.usage_days:
@@ -277,7 +280,7 @@ class Retention:
                 if not self._drain(conn, res, deadline, USAGE_AGE, sql, (cutoff,)):
                     return False
         if self.s.max_db_mb:
-            if not self._cap(conn, res, deadline, limit):
+            if not self._cap(conn, res, deadline, limit, keep):
                 return False
         return self._vacuum(conn, res, deadline)
 
@@ -287,7 +290,7 @@ class Retention:
         return (f"DELETE FROM raw_traces WHERE sequence IN (SELECT sequence FROM raw_traces "
                 f"INDEXED BY idx_raw_traces_timestamp WHERE {where} ORDER BY timestamp LIMIT ?)")
 
-    def _cap(self, conn: sqlite3.Connection, res: RunResult, deadline: float, limit: int) -> bool:
+    def _cap(self, conn: sqlite3.Connection, res: RunResult, deadline: float, limit: int, keep: str) -> bool:
         """Oldest raw rows first while the used pages are over the cap, down to the low water."""
         low = self.cap_bytes * self.s.cap_low_water_pct // 100
         used = pages(conn).used_bytes
@@ -304,7 +307,7 @@ class Retention:
             if used <= low:
                 self._capping = False
                 break
-            n = self._batch(conn, res, CAP, self._raw_sql("+sequence <= ?"), (limit,))
+            n = self._batch(conn, res, CAP, self._raw_sql(keep), (limit,))
             if n == 0:
                 if used > self.cap_bytes:
                     self._cap_stuck = True  # tried again every pass, announced once

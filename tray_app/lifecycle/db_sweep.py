@@ -72,6 +72,27 @@ def _chunked_delete(conn: sqlite3.Connection, table: str, key: str, cond: str, p
             return total
 
 
+def _delete_forget_seq(conn: sqlite3.Connection) -> int:
+    """Delete the raw rows listed in forget_seq, CHUNK_ROWS per short transaction,
+    walking the list by sequence (each chunk starts where the last ended: the
+    list is not scanned from its start again, which made this quadratic)."""
+    total, after = 0, -1
+    while True:
+        hi = conn.execute("SELECT MAX(sequence) FROM (SELECT sequence FROM forget_seq WHERE sequence > ? "
+                          "ORDER BY sequence LIMIT ?)", (after, CHUNK_ROWS)).fetchone()[0]
+        if hi is None:
+            return total
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            total += conn.execute("DELETE FROM raw_traces WHERE sequence IN (SELECT sequence FROM forget_seq "
+                                  "WHERE sequence > ? AND sequence <= ?)", (after, hi)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        after = int(hi)
+
+
 def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable[str] = ()) -> set[int]:
     """Delete (or count) the selector's rows in every table of telemetry.db.
     Returns the raw_traces sequences concerned (for cdc:events)."""
@@ -117,8 +138,7 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
                 out.add("ingest_attempts", _count_in(conn, "ingest_attempts", "stream_id", ids))
             return seqs
         top = int(conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0])
-        out.add("raw_traces", _chunked_delete(conn, "raw_traces", "sequence",
-                                              "sequence IN (SELECT sequence FROM forget_seq)", []))
+        out.add("raw_traces", _delete_forget_seq(conn))
         _keep_top(conn, top)
         for t, key, seq_col in derived:
             c, p = _where(sel)
@@ -191,7 +211,10 @@ def _sessions(conn: sqlite3.Connection, sel: Selector) -> int:
             started_at = (SELECT MIN(timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id
                           AND r.platform = sessions.platform),
             last_activity_at = (SELECT MAX(timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id
-                                AND r.platform = sessions.platform)
+                                AND r.platform = sessions.platform),
+            -- an end in a forgotten range went with its event (the monitor ends the session again when idle)
+            end_reason = CASE WHEN forget_in_range(ended_at) THEN NULL ELSE end_reason END,
+            ended_at = CASE WHEN forget_in_range(ended_at) THEN NULL ELSE ended_at END
             WHERE {touched}""")
         conn.execute("COMMIT")
     except BaseException:

@@ -34,10 +34,11 @@ PLATFORMS = ("cursor", "claude_code")
 def line(sequence: int, event_data: bytes) -> bytes:
     """One output line (with its newline) from a row."""
     text = zlib.decompress(event_data).strip()
-    if b'"sequence"' in text:
-        # the event has a field of that name (kept from its entry): parse (exactly:
-        # Python's json keeps big integers) and let the row's sequence win
-        obj = json.loads(text)
+    obj = json.loads(text) if b'"sequence"' in text else None
+    if isinstance(obj, dict) and "sequence" in obj:
+        # the event has a top-level field of that name (kept from its entry): let the
+        # row's sequence win (Python's json keeps big integers); a nested one (a tool's
+        # input, say) is no reason to re-serialise the line
         obj = {"sequence": sequence, **{k: v for k, v in obj.items() if k != "sequence"}}
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
     head = b'{"sequence":' + str(sequence).encode()

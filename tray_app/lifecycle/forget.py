@@ -26,6 +26,7 @@ monitor state, logs, report).
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -71,8 +72,15 @@ def forget(cfg: Config, sel: Selector, *, dry_run: bool = False, client: redis.R
             out.problems.append(f"Redis: {why}; queued events, dead letters and the change feed were not "
                                 "checked (the rule drops them when they are read)")
         seqs: set[int] = set()
+        db_ok = True
         for _sweep in range(1 if dry_run else 2):  # the second catches a batch committed meanwhile
-            seqs |= sweep_database(paths.database, sel, out, stream_ids)
+            try:
+                seqs |= sweep_database(paths.database, sel, out, stream_ids)
+            except sqlite3.Error as exc:  # damaged, locked for long: that place's problem, the rest goes on
+                db_ok = False
+                out.problems.append(f"{paths.database}: {exc}; its rows were not forgotten "
+                                    "(run forget again once it opens)")
+                break
             if client is not None:
                 def cdc_match(f: dict[Any, Any]) -> bool:
                     seq = f.get(b"sequence", f.get("sequence"))
@@ -83,11 +91,21 @@ def forget(cfg: Config, sel: Selector, *, dry_run: bool = False, client: redis.R
                         pass
                     return sel.matches_fields(f, r)
                 out.add(CDC_STREAM, len(sweep_stream(client, CDC_STREAM, cdc_match, dry_run)))
-        out.add("monitor state", sweep_monitor_state(paths.state_dir, sel, dry_run, out))
+        try:
+            out.add("monitor state", sweep_monitor_state(paths.state_dir, sel, dry_run, out))
+        except sqlite3.Error as exc:  # a damaged state file: reported, the rest goes on
+            out.problems.append(f"the monitors' state ({paths.state_dir / 'monitors'}): {exc}; "
+                                "it was not checked")
         out.add("log lines", sweep_logs(paths.log_dir, sel, dry_run))
-        out.add("usage report", refresh_report(cfg, dry_run))
+        if db_ok:
+            out.add("usage report", refresh_report(cfg, dry_run))
         if not dry_run:
-            compact_sqlite(paths.database, out)
+            try:
+                if db_ok:
+                    compact_sqlite(paths.database, out)
+            except sqlite3.Error as exc:
+                out.problems.append(f"{paths.database}: not compacted ({exc}); deleted rows may stay in its free "
+                                    "pages and WAL until forget runs again")
             if client is not None:
                 try:
                     out.compacted.append(rewrite_aof(client))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tray_app.errors import UsageError
-from tray_app.events import workspace_hash
+from tray_app.events import InvalidEntry, decode, workspace_hash
 from tray_app.lifecycle import rule
 
 #: a workspace hash (events.workspace_hash): 16 hex
@@ -97,8 +97,9 @@ class Selector:
 
     @property
     def transcript_dir(self) -> str | None:
-        """Claude Code's directory name for the project (every non-alphanumeric a '-')."""
-        return "".join(ch if ch.isalnum() else "-" for ch in self.project) if self.project else None
+        """Claude Code's directory name for the project (every character but an ASCII
+        letter or digit a '-': its ``[^a-zA-Z0-9]``; str.isalnum alone keeps 'é')."""
+        return "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in self.project) if self.project else None
 
     @property
     def kind(self) -> str:
@@ -138,6 +139,11 @@ class Selector:
         needles = self.raw_needles()
         if not needles:
             return False
+        try:
+            decode(fields)
+            return False  # decoded: its fields said whose it is (its payload may quote any id or path)
+        except InvalidEntry:
+            pass
         for k, v in fields.items():
             for raw in (k, v):
                 b = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogatepass")
