@@ -128,3 +128,18 @@ def test_forgetting_many_rows_costs_work_in_proportion(tmp_path: Path, monkeypat
 
     small, big = steps(20_000), steps(60_000)
     assert big < 4 * small, (small, big)  # 3x the rows: 5.4x the steps when it was quadratic
+
+
+def test_forgets_at_the_same_time_each_keep_what_the_other_added(tmp_path: Path) -> None:
+    """The tray's "Forget the last hour" and a CLI forget at once: neither rewrite
+    of the rule loses the other's sessions."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from tray_app.lifecycle import rule\n"
+            "for i in range(40): rule.add(Path(sys.argv[1]), sessions=(f'{sys.argv[2]}-{i}',))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), name]) for name in ("tray", "cli")]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    got = rule.load(tmp_path)
+    assert all(got.session(f"{name}-{i}") for name in ("tray", "cli") for i in range(40))
+    assert oct(rule.path_in(tmp_path).stat().st_mode & 0o777) == "0o600"

@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from tray_app.capture.norecord import iso_to_unix
 from tray_app.fileutil import atomic_write
 
@@ -143,7 +145,15 @@ def load(state_dir: Path) -> Forgotten:
 def add(state_dir: Path, *, sessions: tuple[str, ...] = (), workspaces: tuple[str, ...] = (),
         dirs: tuple[str, ...] = (), span: tuple[float | None, float] | None = None) -> None:
     """Add to the rule: session ids and directory names in clear (stored as
-    digests), workspace hashes as they are, one time range."""
+    digests), workspace hashes as they are, one time range. Under a lock: the
+    tray and the CLI forgetting at once each keep what the other added."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    with FileLock(str(path_in(state_dir)) + ".lock", mode=0o600):
+        _add(state_dir, sessions, workspaces, dirs, span)
+
+
+def _add(state_dir: Path, sessions: tuple[str, ...], workspaces: tuple[str, ...], dirs: tuple[str, ...],
+         span: tuple[float | None, float] | None) -> None:
     try:
         doc = json.loads(path_in(state_dir).read_bytes())
     except (OSError, ValueError):
@@ -160,7 +170,6 @@ def add(state_dir: Path, *, sessions: tuple[str, ...] = (), workspaces: tuple[st
            "workspaces": merged("workspaces", list(workspaces)),
            "dirs": merged("dirs", [digest(d) for d in dirs]),
            "ranges": _merge_ranges(doc.get("ranges", []) + ([] if span is None else [list(span)]))}
-    Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write(path_in(state_dir), json.dumps(out))
 
 
