@@ -282,7 +282,7 @@ class Maintenance(threading.Thread):
             converted = ret.convert_old(quiet)
             if converted:
                 self._retention_note = converted
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the file system, around the old database's switch
             if "locked" in str(exc) or "busy" in str(exc):
                 log.debug("retention: %s (tried again next tick)", exc)  # the writer had the lock: normal
                 return

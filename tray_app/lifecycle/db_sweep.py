@@ -85,7 +85,8 @@ def _delete_forget_seq(conn: sqlite3.Connection) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
             total += conn.execute("DELETE FROM raw_traces WHERE sequence IN (SELECT sequence FROM forget_seq "
-                                  "WHERE sequence > ? AND sequence <= ?)", (after, hi)).rowcount
+                                  "WHERE sequence > ? AND sequence <= ?) AND event_type != ?",
+                                  (after, hi, TOMBSTONE)).rowcount
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -137,9 +138,8 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
             if "ingest_attempts" in present and ids:
                 out.add("ingest_attempts", _count_in(conn, "ingest_attempts", "stream_id", ids))
             return seqs
-        top = int(conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0])
-        out.add("raw_traces", _delete_forget_seq(conn))
-        _keep_top(conn, top)
+        hollowed = _hollow_top(conn)
+        out.add("raw_traces", _delete_forget_seq(conn) + hollowed)
         for t, key, seq_col in derived:
             c, p = _where(sel)
             out.add(t, _chunked_delete(conn, t, key, f"({c}) OR {seq_col} IN (SELECT sequence FROM forget_seq)", p))
@@ -164,19 +164,31 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
 TOMBSTONE = "forgotten"
 
 
-def _keep_top(conn: sqlite3.Connection, top: int) -> None:
-    """SQLite gives a new row MAX(sequence)+1: with the newest rows forgotten, the
+def _hollow_top(conn: sqlite3.Connection) -> int:
+    """SQLite gives a new row MAX(sequence)+1: with the newest row forgotten, the
     next events would get sequences the usage worker and the sessions monitor
-    have already passed, and never be counted. A content-free row at the old top
-    keeps sequences going forward (every reader skips its event_type)."""
-    if not top or conn.execute("SELECT 1 FROM raw_traces WHERE sequence >= ?", (top,)).fetchone():
-        return
+    have already passed, and never be counted. So the newest row, when it is to
+    go, is emptied in place instead (one transaction: a live writer never sees
+    the top free): no content, event_type ``forgotten``, which every reader
+    skips. Returns 1 when it did (a row forgotten), else 0."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT OR IGNORE INTO raw_traces (sequence, event_id, session_id, event_type, platform, "
-                 "timestamp, source, ingested_at, event_data) VALUES (?, ?, '', ?, '', ?, 'forget', ?, ?)",
-                 (top, f"{TOMBSTONE}:{top}", TOMBSTONE, now, now, zlib.compress(b"{}")))
-    conn.execute("COMMIT")
+    try:
+        row = conn.execute("SELECT sequence FROM raw_traces WHERE sequence = (SELECT MAX(sequence) FROM raw_traces) "
+                           "AND sequence IN (SELECT sequence FROM forget_seq)").fetchone()
+        if row is None:
+            conn.execute("COMMIT")
+            return 0
+        top = int(row[0])
+        conn.execute("UPDATE raw_traces SET event_id=?, session_id='', external_session_id=NULL, event_type=?, "
+                     "platform='', hook_type=NULL, timestamp=?, workspace_hash=NULL, source='forget', "
+                     "stream_id=NULL, ingested_at=?, event_data=? WHERE sequence=?",
+                     (f"{TOMBSTONE}:{top}", TOMBSTONE, now, now, zlib.compress(b"{}"), top))
+        conn.execute("COMMIT")
+        return 1
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _count_in(conn: sqlite3.Connection, table: str, col: str, values: set[str]) -> int:
