@@ -100,3 +100,10 @@ def test_the_pricing_version_is_the_installed_library_s():
     from importlib import metadata
 
     assert pricing.VERSION == metadata.version("genai-prices") == pricing.pricing_info()["version"]
+
+
+def test_the_reports_platforms_are_the_contracts():
+    from tray_app import events
+    from tray_app.usage import query
+
+    assert set(query.PLATFORMS) == events.PLATFORMS

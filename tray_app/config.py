@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -446,6 +445,8 @@ def load_config(config_file: str | os.PathLike[str] | None = None,
     data: dict[str, Any] = {}
     explicit = bool(config_file or env.get("TELEMETRY_TRAY_CONFIG"))
     if path.exists() or explicit:
+        import tomllib  # only when there is a file: most commands run on the defaults
+
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)

@@ -22,7 +22,6 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tray_app import events
 from tray_app.errors import UsageError
 from tray_app.usage import pricing
 
@@ -35,6 +34,8 @@ UNKNOWN_MODEL = "unknown"
 PREFERRED = ("(a.origin='store' OR NOT EXISTS (SELECT 1 FROM usage_activity b WHERE "
              "b.platform=a.platform AND b.session_id=a.session_id AND b.origin='store'))")
 TOOL_KINDS = ("tool", "shell", "edit", "subagent")
+#: events.PLATFORMS (not imported: a report's start-up is most of its time; a test keeps them equal)
+PLATFORMS = ("claude_code", "cursor")
 
 
 def zone(tz: str | tzinfo | None) -> tzinfo | None:
@@ -74,7 +75,9 @@ def project_hash(project: str | None) -> str | None:
     p = project.strip()
     if len(p) == 16 and all(c in "0123456789abcdef" for c in p.lower()):
         return p.lower()
-    return events.workspace_hash(p.rstrip("/\\") or p)
+    from tray_app.events import workspace_hash
+
+    return workspace_hash(p.rstrip("/\\") or p)
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ class Filter:
 def make_filter(since: str | date | None, until: str | date | None, tz: tzinfo | None,
                 platform: str | None, project: str | None) -> Filter:
     s, u = _parse_day(since, "--since"), _parse_day(until, "--until")
-    if platform is not None and platform not in events.PLATFORMS:
+    if platform is not None and platform not in PLATFORMS:
         raise UsageError(f"--platform: expected cursor or claude_code, found {platform!r}")
     return Filter(_midnight_utc(s, tz) if s else None, _midnight_utc(u + timedelta(days=1), tz) if u else None,
                   platform, project_hash(project))
@@ -380,6 +383,8 @@ def sessions(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, 
     """One dict per session, latest start first: assistant, session_id, project, start,
     end, duration_s, prompts, tool_calls, requests, token fields, total_tokens, cost_usd, models,
     cursor_reported_cost_usd (a Cursor conversation's cost as Cursor reports it, composer usageData)."""
+    from tray_app.events import parse_timestamp
+
     flt = make_filter(since, until, zone(tz), platform, project)
     where, args = flt.where()
     awhere, aargs = flt.where("a")
@@ -417,7 +422,7 @@ def sessions(conn: sqlite3.Connection, *, since: Any = None, until: Any = None, 
         sums: Sums = e.pop("sums")
         cents = reported.get(e["session_id"]) if e["assistant"] == "cursor" else None
         start, end = e["start"], e["end"]
-        dur = (events.parse_timestamp(end) - events.parse_timestamp(start)).total_seconds() if start and end else 0.0
+        dur = (parse_timestamp(end) - parse_timestamp(start)).total_seconds() if start and end else 0.0
         out.append({**{k: e[k] for k in ("assistant", "session_id", "project", "start", "end")},
                     "duration_s": round(dur, 3), "prompts": e["prompts"], "tool_calls": e["tool_calls"],
                     "requests": sums.requests, **sums.fields(), "models": sorted(e["models"]),
