@@ -334,7 +334,10 @@ def isolated_env(work: Path) -> dict[str, str]:
                XDG_CONFIG_HOME=str(work / "xdg/config"), XDG_DATA_HOME=str(work / "xdg/data"),
                XDG_STATE_HOME=str(work / "xdg/state"), XDG_CACHE_HOME=str(work / "xdg/cache"),
                XDG_RUNTIME_DIR=str(work / "xdg/run"), TZ="UTC", PYTHONPATH=str(ROOT),
-               TELEMETRY_TRAY_MONITORS_CURSOR_USER_DIR=str(work / "cursor" / "User"))
+               TELEMETRY_TRAY_MONITORS_CURSOR_USER_DIR=str(work / "cursor" / "User"),
+               # the generated history is months old: retention (90 days) would remove raw rows as
+               # they arrive, and "every line a row" would never be true (usage is kept either way)
+               TELEMETRY_TRAY_RETENTION_RAW_DAYS="0")
     return env
 
 
