@@ -11,6 +11,7 @@ guessed.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,14 +34,14 @@ def _library_version() -> str:
     longer than a whole report query) nor scanning every installed distribution
     (importlib.metadata): the ``genai_prices-X.dist-info`` folder beside the
     package names it. Falls back to the metadata, then to the library itself."""
-    from importlib.util import find_spec
+    import sys
 
-    spec = find_spec("genai_prices")
-    if spec is not None and spec.origin:
-        site = Path(spec.origin).parent.parent
-        found = sorted(site.glob("genai_prices-*.dist-info"))
-        if len(found) == 1:
-            return found[0].name[len("genai_prices-"):-len(".dist-info")]
+    for entry in sys.path:  # where the package is, its dist-info is too
+        if entry and os.path.isdir(os.path.join(entry, "genai_prices")):
+            found = sorted(Path(entry).glob("genai_prices-*.dist-info"))
+            if len(found) == 1:
+                return found[0].name[len("genai_prices-"):-len(".dist-info")]
+            break
     from importlib import metadata
 
     try:
