@@ -29,6 +29,21 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
         raise
 
 
+def kept_token(path: Path, nbytes: int) -> str:
+    """A random hex token stored in ``path`` (0600): the same one on every call,
+    across restarts, until the file goes."""
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        token = ""
+    if not token:
+        import secrets
+
+        token = secrets.token_hex(nbytes)
+        atomic_write(path, token + "\n")
+    return token
+
+
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is a running process. Never signals it: on Windows
     ``os.kill(pid, 0)`` would send it Ctrl-C (or terminate it), so the process

@@ -21,7 +21,6 @@ Threads it owns, joined against one shared deadline on stop():
 from __future__ import annotations
 
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from tray_app.engine.health import STOPPED, Health, HealthSnapshot
 from tray_app.engine.maintenance import Maintenance
 from tray_app.engine.supervisor import Supervisor
 from tray_app.monitors import MonitorThread, build_monitors
-from tray_app.fileutil import atomic_write
+from tray_app.fileutil import kept_token
 from tray_app.redis_conn import Endpoint
 
 log = logging.getLogger(__name__)
@@ -42,14 +41,7 @@ log = logging.getLogger(__name__)
 def consumer_name(cfg: Config) -> str:
     """Stable across restarts of this installation (not the pid), so a restarted
     engine picks up its own pending entries first."""
-    path = cfg.paths.state_dir / "consumer-id"
-    try:
-        ident = path.read_text().strip()
-    except OSError:
-        ident = ""
-    if not ident:
-        ident = secrets.token_hex(4)
-        atomic_write(path, ident + "\n")
+    ident = kept_token(cfg.paths.state_dir / "consumer-id", 4)
     host = socket.gethostname().split(".")[0] or "host"
     return f"{host}-{ident}"
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import sqlite3
 import threading
 import time
@@ -55,7 +54,7 @@ from urllib.parse import urlsplit, urlunsplit
 from tray_app import __version__
 from tray_app.config import Config, parse_headers
 from tray_app.engine.health import Health
-from tray_app.fileutil import atomic_write
+from tray_app.fileutil import kept_token
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +93,7 @@ def metrics_url(endpoint: str) -> str:
 def instance_id(state_dir: Path) -> str:
     """A random id for this installation, kept across restarts: tells one
     laptop's series from another's without naming the host or the user."""
-    path = state_dir / INSTANCE_FILE
-    try:
-        ident = path.read_text().strip()
-    except OSError:
-        ident = ""
-    if not ident:
-        ident = secrets.token_hex(8)
-        atomic_write(path, ident + "\n")
-    return ident
+    return kept_token(state_dir / INSTANCE_FILE, 8)
 
 
 # ----------------------------------------------------------------------------- reading
