@@ -27,13 +27,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (Export
 
 from conftest import free_port, run_cli, wait_for
 from engine_util import make_event, push, row_count, running_engine
-from test_usage_report import report, settled
+from test_usage_report import report
 from tray_app import events
 from tray_app.config import load_config
 from tray_app.engine.engine import Engine
 from tray_app.otlp import exporter as ex
-from tray_app.redis_conn import endpoint_from_url, ensure_streams
-from usage_fixtures import write_claude, write_cursor
+from tray_app.redis_conn import endpoint_from_url
+from usage_fixtures import recording_engine
 
 TOKEN = "s3cret-collector-token-8841"
 ALLOWED = {"assistant", "project", "model", "type", "kind"}
@@ -156,22 +156,9 @@ def collector() -> Iterator[Collector]:
 def exported(tmp_path: Path, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
              collector: Collector) -> Iterator[tuple[Engine, dict[str, str]]]:
     """A running engine that recorded the usage fixtures and exports to ``collector``."""
-    cursor = write_cursor(tmp_path / "Cursor" / "User")
-    write_claude(tmp_path / "claude-projects")
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_CURSOR_USER_DIR", str(cursor.user_dir))
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_CLAUDE_PROJECTS_DIRS", str(tmp_path / "claude-projects"))
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_POLL_INTERVAL_S", "0.1")
     export_env(monkeypatch, collector.port)
-    ep = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"])
-    ensure_streams(ep.client())
-    eng = Engine(load_config(), ep)
-    eng.start()
-    try:
-        wait_for(lambda: settled(eng), timeout=60, what="rows stored and the usage tables caught up")
+    with recording_engine(tmp_path, app_env["TELEMETRY_TRAY_REDIS_URL"], monkeypatch) as (eng, _times):
         yield eng, dict(__import__("os").environ)
-    finally:
-        assert eng.stop(10)
-        cursor.close()
 
 
 def latest(c: Collector) -> ExportMetricsServiceRequest:

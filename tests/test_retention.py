@@ -295,28 +295,13 @@ def report(env: dict, *args: str) -> dict:
 def test_report_is_unchanged_by_retention_and_by_a_rebuild_after_it(tmp_path: Path, app_env, monkeypatch) -> None:
     """Real transcripts and a Cursor database (March 2026: older than raw_days) read by
     the real monitors and engine; then an engine with raw_days=90 removes their raw rows."""
-    from test_usage_report import settled
-    from tray_app.engine.engine import Engine
-    from tray_app.redis_conn import ensure_streams
-    from usage_fixtures import write_claude, write_cursor
+    from usage_fixtures import recording_engine
 
-    cursor = write_cursor(tmp_path / "Cursor" / "User")
-    write_claude(tmp_path / "claude-projects")
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_CURSOR_USER_DIR", str(cursor.user_dir))
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_CLAUDE_PROJECTS_DIRS", str(tmp_path / "claude-projects"))
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_POLL_INTERVAL_S", "0.1")
-    monkeypatch.setenv("TELEMETRY_TRAY_RETENTION_RAW_DAYS", "0")
-    ep = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"])
-    ensure_streams(ep.client())
-    eng = Engine(load_config(), ep)
-    eng.start()
-    try:
-        wait_for(lambda: settled(eng), timeout=60, what="rows stored and the usage tables caught up")
+    with recording_engine(tmp_path, app_env["TELEMETRY_TRAY_REDIS_URL"], monkeypatch,
+                          TELEMETRY_TRAY_RETENTION_RAW_DAYS="0") as (eng, _times):
+        ep = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"])
         push(ep.client(), [make_event(i) for i in range(8)])  # today's events: they stay
         wait_for(lambda: row_count(eng.cfg.paths.database) >= 8 + 22, timeout=20, what="new events")
-    finally:
-        assert eng.stop(10)
-        cursor.close()
     env = {**app_env, "TELEMETRY_TRAY_RETENTION_RAW_DAYS": "0"}
     before = {kind: report(env, kind) for kind in ("daily", "sessions", "models")}
     assert [d["date"] for d in before["daily"]["days"]][:3] == ["2026-03-02", "2026-03-03", "2026-03-04"]

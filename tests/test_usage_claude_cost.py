@@ -14,9 +14,9 @@ import pytest
 
 from conftest import run_cli, wait_for
 from otlp_util import log_records
-from test_usage_report import recorded, settled  # noqa: F401  (the fixture, and its wait)
+from test_usage_report import recorded  # noqa: F401  (the fixture)
 from tray_app.usage import html as usage_html
-from usage_fixtures import REQUESTS, SESSIONS, library_cost
+from usage_fixtures import REQUESTS, SESSIONS, library_cost, settled
 
 
 def api_request(session: str, name: str, at, cost: Decimal) -> dict:

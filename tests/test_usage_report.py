@@ -13,11 +13,8 @@ from pathlib import Path
 import genai_prices
 import pytest
 
-from conftest import run_cli, wait_for
-from tray_app.config import load_config
-from tray_app.engine.engine import Engine
-from tray_app.redis_conn import endpoint_from_url, ensure_streams
-from usage_fixtures import CURSOR_TOKENS, MYSTERY, REQUESTS, expected_claude, write_claude, write_cursor
+from conftest import run_cli
+from usage_fixtures import CURSOR_TOKENS, MYSTERY, REQUESTS, expected_claude, recording_engine
 
 FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
 
@@ -25,41 +22,8 @@ FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_
 @pytest.fixture()
 def recorded(tmp_path: Path, app_env, monkeypatch):
     """Everything read and stored by a running engine; yields (engine, request times)."""
-    cursor = write_cursor(tmp_path / "Cursor" / "User")
-    times = write_claude(tmp_path / "claude-projects")
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_CURSOR_USER_DIR", str(cursor.user_dir))
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_CLAUDE_PROJECTS_DIRS", str(tmp_path / "claude-projects"))
-    monkeypatch.setenv("TELEMETRY_TRAY_MONITORS_POLL_INTERVAL_S", "0.1")
-    ep = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"])
-    ensure_streams(ep.client())
-    eng = Engine(load_config(), ep)
-    eng.start()
-    try:
-        wait_for(lambda: settled(eng), timeout=60, what="rows stored and the usage tables caught up")
-        yield eng, times
-    finally:
-        assert eng.stop(10)
-        cursor.close()
-
-
-def settled(eng: Engine) -> bool:
-    db = eng.cfg.paths.database
-    if not db.exists() or eng.usage is None:
-        return False
-    h = {m.name: m.health() for m in eng.monitors}
-    # every transcript line (22) sent, and each monitor has passed again since
-    if h["claude_transcripts"]["items_emitted"] != 22 or any(v["passes"] < 3 for v in h.values()):
-        return False
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        top = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
-        pos = conn.execute("SELECT last_sequence FROM usage_state WHERE worker='usage'").fetchone()
-        # every monitor event stored (the consumer caught up) and applied by the worker
-        return bool(pos) and pos[0] == top and eng.health().backlog == 0 and eng.health().pending == 0
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
+    with recording_engine(tmp_path, app_env["TELEMETRY_TRAY_REDIS_URL"], monkeypatch) as got:
+        yield got
 
 
 def report(env, *args: str) -> dict:

@@ -17,7 +17,10 @@ Cursor: one conversation of two turns (assistant bubbles tokenCount 1834/212),
 from __future__ import annotations
 
 import copy
+import sqlite3
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -181,5 +184,55 @@ def expected_claude(times: dict[str, datetime]) -> dict[str, Any]:
     return days
 
 
-__all__ = ["write_claude", "write_cursor", "expected_claude", "library_cost", "REQUESTS", "CURSOR_TOKENS",
+@contextmanager
+def recording_engine(tmp_path: Path, redis_url: str, monkeypatch: Any, **env: str
+                     ) -> Iterator[tuple[Any, dict[str, datetime]]]:
+    """The fixtures written, read by the real monitors and stored by a real engine
+    whose usage tables caught up; yields (engine, request times); stops it after.
+    ``env``: more TELEMETRY_TRAY_* settings for that engine."""
+    from conftest import wait_for
+    from tray_app.config import load_config
+    from tray_app.engine.engine import Engine
+    from tray_app.redis_conn import endpoint_from_url, ensure_streams
+
+    cursor = write_cursor(tmp_path / "Cursor" / "User")
+    times = write_claude(tmp_path / "claude-projects")
+    for key, value in {"TELEMETRY_TRAY_MONITORS_CURSOR_USER_DIR": str(cursor.user_dir),
+                       "TELEMETRY_TRAY_MONITORS_CLAUDE_PROJECTS_DIRS": str(tmp_path / "claude-projects"),
+                       "TELEMETRY_TRAY_MONITORS_POLL_INTERVAL_S": "0.1", **env}.items():
+        monkeypatch.setenv(key, value)
+    ep = endpoint_from_url(redis_url)
+    ensure_streams(ep.client())
+    eng = Engine(load_config(), ep)
+    eng.start()
+    try:
+        wait_for(lambda: settled(eng), timeout=60, what="rows stored and the usage tables caught up")
+        yield eng, times
+    finally:
+        assert eng.stop(10)
+        cursor.close()
+
+
+def settled(eng: Any) -> bool:
+    """Every fixture line stored, each monitor passed again since, and applied by the worker."""
+    db = eng.cfg.paths.database
+    if not db.exists() or eng.usage is None:
+        return False
+    h = {m.name: m.health() for m in eng.monitors}
+    # every transcript line (22) sent, and each monitor has passed again since
+    if h["claude_transcripts"]["items_emitted"] != 22 or any(v["passes"] < 3 for v in h.values()):
+        return False
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        top = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+        pos = conn.execute("SELECT last_sequence FROM usage_state WHERE worker='usage'").fetchone()
+        # every monitor event stored (the consumer caught up) and applied by the worker
+        return bool(pos) and pos[0] == top and eng.health().backlog == 0 and eng.health().pending == 0
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+__all__ = ["recording_engine", "settled", "write_claude", "write_cursor", "expected_claude", "library_cost", "REQUESTS", "CURSOR_TOKENS",
            "MYSTERY", "SONNET", "HAIKU", "OPUS", "iso", "DAY1", "DAY2", "DAY3", "timedelta"]
