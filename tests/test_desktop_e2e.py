@@ -298,8 +298,16 @@ def test_xorg_backend_click_gives_status_and_pause(app_factory: Any, desktop: De
 
     win = app.icon()
     assert "SystemTrayIcon" in win["class"]  # pystray's own xorg window, not GTK's
-    desktop.click(win["x"] + win["w"] // 2, win["y"] + win["h"] // 2, button=1)
-    wait_for(lambda: desktop.dunst_displayed() >= 1, timeout=20, what="the status notification")
+    # a click that reaches the icon before pystray's xorg loop listens is lost (seen once
+    # in a loaded full run): clicked again, as a person would, up to three times
+    for attempt in range(3):
+        desktop.click(win["x"] + win["w"] // 2, win["y"] + win["h"] // 2, button=1)
+        try:
+            wait_for(lambda: desktop.dunst_displayed() >= 1, timeout=8, what="the status notification")
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     desktop.screenshot("05-xorg-status.png")
     # choose "Pause" from the notification's actions (dunst's context menu -> our dmenu)
     (desktop.dir / "dmenu.pick").write_text("Pause")
