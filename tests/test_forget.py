@@ -38,11 +38,18 @@ def _q(db: Path, sql: str, *params: object) -> list[tuple]:
         return c.execute(sql, params).fetchall()
 
 
-def _rows(db: Path, sid: str) -> int:
+def _count(db: Path, table: str, sid: str) -> int:
+    """Rows of ``sid`` in ``table``; 0 while the engine has not created that table yet."""
     try:
-        return int(_q(db, "SELECT COUNT(*) FROM raw_traces WHERE session_id=?", sid)[0][0])
-    except sqlite3.OperationalError:
+        return int(_q(db, f"SELECT COUNT(*) FROM {table} WHERE session_id=?", sid)[0][0])
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
         return 0
+
+
+def _rows(db: Path, sid: str) -> int:
+    return _count(db, "raw_traces", sid)
 
 
 def files_with(root: Path, needles: list[bytes]) -> list[str]:
@@ -115,8 +122,7 @@ def test_forget_a_session_leaves_no_trace_and_it_never_comes_back(
     wait_for(lambda: _rows(db, bad_sid) >= 5 and _rows(db, keep_sid) >= 5, timeout=60,
              what="both sessions stored (hooks and transcripts)")
     wait_for(lambda: stream_has(client, DLQ_STREAM, canary.encode()), timeout=20, what="the dead letter")
-    wait_for(lambda: _q(db, "SELECT COUNT(*) FROM usage_requests WHERE session_id=?", bad_sid)[0][0] > 0
-             and _q(db, "SELECT COUNT(*) FROM sessions WHERE session_id=?", bad_sid)[0][0] > 0,
+    wait_for(lambda: _count(db, "usage_requests", bad_sid) > 0 and _count(db, "sessions", bad_sid) > 0,
              timeout=30, what="derived rows and the session row")
 
     # paused: a canary event waits in the stream; Redis unreachable: one waits in the spool
