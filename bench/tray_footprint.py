@@ -155,18 +155,13 @@ def make_history(db: Path, rows: int) -> None:
     conn.execute("COMMIT")
     usage_schema.set_position(conn, rows)
     # the sessions table and the session monitor's position, as the running app
-    # would have left them (else its first pass recounts every session once)
+    # would have left them (else its first pass reads every row back once)
     conn.execute("INSERT INTO sessions (platform, session_id, workspace_hash, started_at, last_activity_at, "
                  "ended_at, end_reason, event_count) SELECT platform, session_id, MAX(workspace_hash), "
                  "MIN(timestamp), MAX(timestamp), MAX(timestamp), 'timeout', COUNT(*) FROM raw_traces "
                  "GROUP BY platform, session_id")
+    conn.execute("INSERT INTO reader_positions (reader, applied_sequence) VALUES ('sessions', ?)", (rows,))
     conn.close()
-    from tray_app.monitors import sessions as sessions_mod
-    from tray_app.monitors.state_store import StateStore, state_file
-
-    store = StateStore(state_file(db.parent.parent / "state", sessions_mod.NAME))
-    store.put(sessions_mod.SCOPE, "applied_sequence", rows)
-    store.close()
 
 
 def main() -> int:
@@ -210,8 +205,8 @@ def main() -> int:
         proc = psutil.Process(app.pid)
         time.sleep(args.settle_s)  # a benchmark phase, not a condition: let start-up work finish
         if args.existing_rows:
-            # a first start on a history built outside the app: the session monitor
-            # recounts every session once; measure idle only after that work is done
+            # a first start on a history built outside the app: the usage worker and
+            # monitors have start-up work; measure idle only after that work is done
             t_quiet = time.monotonic()
             while time.monotonic() - t_quiet < 600:
                 a0, b0 = cpu_s(proc), time.monotonic()

@@ -23,7 +23,7 @@ import pytest
 from conftest import RedisProc, run_cli
 from tray_app.config import load_config
 from tray_app.engine.health import HealthSnapshot
-from tray_app.engine.schema import open_database
+from tray_app.engine.schema import LATEST, open_database
 from tray_app.redis_conn import DLQ_STREAM, EVENTS_STREAM, HEALTH_KEY, ensure_streams
 from tray_app.diagnostics.bundle import bundle_name, default_out_dir, export_bundle
 from tray_app.diagnostics.redact import Redactor
@@ -271,7 +271,7 @@ def test_bundle_contains_no_canary_and_no_home_path(planted, user_home: Path, tm
 
     db = json.loads(part(files, "database.json"))
     assert db["rows"] == 4 and db["by_platform"] == {"claude_code": 2, "cursor": 2}
-    assert db["quick_check"] == "ok" and db["schema_version"] == 1
+    assert db["quick_check"] == "ok" and db["schema_version"] == LATEST
     assert db["last_days"]["by_event_type"]["shell_execution"] == 1
     assert len(db["last_days"]["by_day"]) == 14
 

@@ -470,6 +470,12 @@ def test_after_forgetting_all_of_today_the_tray_counts_no_event_today(
     assert _q(cfg.paths.database, "SELECT event_type FROM raw_traces") == [("forgotten",)]
     wait_for(lambda: (status(app_env)[1].get("today_events"), status(app_env)[1].get("today_sessions")) == (0, 0),
              timeout=20, what="today's counts without the forgotten row")
+    # nor does `db stats`
+    r = run_cli("db", "stats", "--json", env=app_env)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)
+    assert (stats["rows"], stats["by_platform"], stats["last_days"]["rows"]) == (0, {}, 0), stats
+    assert stats["newest_event"] is None and stats["last_days"]["by_event_type"] == {}
 
 
 def test_forgetting_a_sessions_end_leaves_no_end_time_in_the_range(app_env: dict[str, str],

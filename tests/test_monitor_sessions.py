@@ -7,6 +7,7 @@ and the monitor is fed exactly what the consumer hands its commit listeners.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -156,17 +157,65 @@ def test_redeliveries_are_not_counted_twice(h):
     assert h.rows()["s1"]["event_count"] == 3
 
 
-def test_a_restart_catches_up_from_raw_traces_exactly(h, tmp_path):
+def _forget_position(h: Harness, legacy: int) -> None:
+    """Make telemetry.db look as it did before positions were kept in it: the
+    position only in the state file, saved after the sessions commit."""
+    with closing(sqlite3.connect(h.cfg.paths.database)) as conn, conn:
+        conn.execute("DELETE FROM reader_positions")
+    store = StateStore(state_file(h.cfg.paths.state_dir, "sessions"))
+    store.put("sessions", "applied_sequence", legacy)
+    store.close()
+
+
+def test_a_restart_adds_what_was_stored_meanwhile(h):
     mon = h.monitor()
     mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(minutes=1))]))
     mon.apply_pending()
     mon.close()
     # events stored while the monitor was not running (no on_commit)
     h.store([ev("s1", T0 + timedelta(minutes=2)), ev("s3", T0 + timedelta(minutes=3))])
-    # and a crash after the sessions commit, before the position was saved
-    store = StateStore(state_file(h.cfg.paths.state_dir, "sessions"))
-    store.put("sessions", "applied_sequence", 1)
-    store.close()
+    again = h.monitor()
+    again.run_once()
+    rows = h.rows()
+    assert rows["s1"]["event_count"] == 3 and rows["s1"]["started_at"] == iso(T0)
+    assert rows["s1"]["last_activity_at"] == iso(T0 + timedelta(minutes=2))
+    assert rows["s3"]["event_count"] == 1 and rows["s3"]["started_at"] == iso(T0 + timedelta(minutes=3))
+    assert again.health()["applied_sequence"] == 4
+    assert again.health()["recounts"] == 0 and again.health()["catch_ups"] == 1
+    again.close()
+    third = h.monitor()  # nothing new: nothing changes
+    third.run_once()
+    assert h.rows() == rows and third.health()["catch_ups"] == 0
+
+
+def test_a_restart_after_retention_keeps_a_long_sessions_count_and_start(h):
+    """Retention deletes a long session's oldest raw rows; the session row keeps
+    what it counted, and a restart adds the new rows to it (a recount from what
+    is left would shrink it)."""
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("long", T0 - timedelta(days=100)), ev("long", T0 - timedelta(days=99)),
+                           ev("long", T0)]))
+    mon.apply_pending()
+    mon.close()
+    with closing(sqlite3.connect(h.cfg.paths.database)) as conn, conn:  # what retention does
+        assert conn.execute("DELETE FROM raw_traces WHERE julianday(timestamp) < julianday(?)",
+                            (iso(T0 - timedelta(days=90)),)).rowcount == 2
+    h.store([ev("long", T0 + timedelta(minutes=5))])   # stored while the monitor was not running
+    again = h.monitor()
+    again.run_once()
+    row = h.rows()["long"]
+    assert row["event_count"] == 4 and row["started_at"] == iso(T0 - timedelta(days=100))
+    assert row["last_activity_at"] == iso(T0 + timedelta(minutes=5))
+
+
+def test_a_database_from_before_positions_is_recounted_once_exactly(h):
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(minutes=1))]))
+    mon.apply_pending()
+    mon.close()
+    h.store([ev("s1", T0 + timedelta(minutes=2)), ev("s3", T0 + timedelta(minutes=3))])
+    # the old way could crash after the sessions commit, before the position was saved
+    _forget_position(h, 1)
     again = h.monitor()
     again.run_once()
     rows = h.rows()
@@ -174,6 +223,10 @@ def test_a_restart_catches_up_from_raw_traces_exactly(h, tmp_path):
     assert rows["s1"]["last_activity_at"] == iso(T0 + timedelta(minutes=2))
     assert rows["s3"]["event_count"] == 1 and rows["s3"]["started_at"] == iso(T0 + timedelta(minutes=3))
     assert again.health()["applied_sequence"] == 4 and again.health()["recounts"] == 1
+    again.close()
+    third = h.monitor()  # from then on the position is in telemetry.db
+    third.run_once()
+    assert h.rows() == rows and third.health()["recounts"] == 0
 
 
 def test_hook_session_end_records_its_reason_and_late_events_do_not_undo_it(h):
@@ -214,9 +267,7 @@ def test_claude_metric_points_after_the_end_do_not_reopen_the_session(h, tmp_pat
     assert row["ended_at"] == iso(T0 + timedelta(minutes=3)) and row["end_reason"] == "logout"
     assert row["last_activity_at"] == iso(T0) and row["event_count"] == 3
     mon.close()
-    store = StateStore(state_file(h.cfg.paths.state_dir, "sessions"))   # the recount agrees
-    store.put("sessions", "applied_sequence", 0)
-    store.close()
+    _forget_position(h, 0)  # the recount agrees
     again = h.monitor()
     again.run_once()
     assert h.rows()["s1"] == row and again.health()["recounts"] == 1
@@ -263,3 +314,59 @@ def test_a_recount_reads_one_sessions_rows_through_the_session_index(tmp_path: P
     finally:
         conn.close()
     assert "idx_raw_traces_session_time" in plan and "platform_time" not in plan, plan
+
+
+def test_forgetting_an_hour_of_a_pruned_long_session_takes_only_that_hour(h):
+    """`forget --since/--until` on a session whose oldest rows retention pruned:
+    the session loses the events of that hour, not the pruned ones too; its
+    last activity moves back to the latest event left."""
+    from tray_app.lifecycle.db_sweep import sweep_database
+    from tray_app.lifecycle.selector import Outcome, Selector
+
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("long", T0 - timedelta(days=100)), ev("long", T0 - timedelta(days=99)),
+                           ev("long", T0 - timedelta(hours=3)), ev("long", T0 - timedelta(minutes=30)),
+                           ev("long", T0 - timedelta(minutes=10), "error"), ev("other", T0 - timedelta(minutes=20))]))
+    mon.apply_pending()
+    with closing(sqlite3.connect(h.cfg.paths.database)) as conn, conn:  # what retention does
+        conn.execute("DELETE FROM raw_traces WHERE julianday(timestamp) < julianday(?)",
+                     (iso(T0 - timedelta(days=90)),))
+    sel = Selector.build(since=iso(T0 - timedelta(hours=1)), until=iso(T0), now=T0.timestamp())
+    dry = Outcome(sel, True)
+    sweep_database(h.cfg.paths.database, sel, dry)
+    assert dry.counts["raw_traces"] == 3 and dry.counts["sessions"] == 1   # "other" goes whole
+    assert h.rows()["long"]["event_count"] == 5   # a dry run changes nothing
+    sweep_database(h.cfg.paths.database, sel, Outcome(sel, False))
+    rows = h.rows()
+    assert set(rows) == {"long"}
+    assert rows["long"]["event_count"] == 3 and rows["long"]["started_at"] == iso(T0 - timedelta(days=100))
+    assert rows["long"]["last_activity_at"] == iso(T0 - timedelta(hours=3))
+    # and what comes next is added to what is left
+    mon.on_commit(h.store([ev("long", T0 + timedelta(minutes=5))]))
+    mon.apply_pending()
+    assert h.rows()["long"]["event_count"] == 4
+
+
+def test_forget_meeting_events_in_flight_leaves_the_exact_count(h):
+    """`forget` writes its rule first, then sweeps. Events of the forgotten hour
+    the monitor applies in between (their rows still stored) count, and the
+    sweep takes them off; those it applies after the sweep (rows gone) never
+    count: either way the session ends with exactly what is left."""
+    from tray_app.lifecycle.db_sweep import sweep_database
+    from tray_app.lifecycle.selector import Outcome, Selector
+
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("s1", T0 - timedelta(hours=3)), ev("s1", T0 - timedelta(hours=2))]))
+    mon.apply_pending()
+    sel = Selector.build(since=iso(T0 - timedelta(hours=1)), until=iso(T0), now=T0.timestamp())
+    in_flight = h.store([ev("s1", T0 - timedelta(minutes=50)), ev("s1", T0 - timedelta(minutes=40))])
+    late = h.store([ev("s1", T0 - timedelta(minutes=30))])
+    sel.persist(h.cfg.paths.state_dir)           # forget: the rule first
+    mon.on_commit(in_flight)                      # applied before the sweep: rows still there
+    mon.apply_pending()
+    assert h.rows()["s1"]["event_count"] == 4
+    sweep_database(h.cfg.paths.database, sel, Outcome(sel, False))
+    mon.on_commit(late)                           # applied after the sweep: its row is gone
+    mon.apply_pending()
+    row = h.rows()["s1"]
+    assert row["event_count"] == 2 and row["last_activity_at"] == iso(T0 - timedelta(hours=2))

@@ -292,6 +292,16 @@ def report(env: dict, *args: str) -> dict:
     return json.loads(r.stdout)
 
 
+def _idle_ends_stored(db: Path) -> bool:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+        still_open = conn.execute("SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL "
+                                  "AND last_activity_at < '2026-11'").fetchone()[0]
+        ended = conn.execute("SELECT COUNT(*) FROM sessions WHERE end_reason='timeout'").fetchone()[0]
+        stored = conn.execute("SELECT COUNT(*) FROM raw_traces WHERE event_type='session_end' "
+                              "AND source='session_monitor'").fetchone()[0]
+    return still_open == 0 and ended > 0 and stored == ended
+
+
 def test_report_is_unchanged_by_retention_and_by_a_rebuild_after_it(tmp_path: Path, app_env, monkeypatch) -> None:
     """Real transcripts and a Cursor database (March 2026: older than raw_days) read by
     the real monitors and engine; then an engine with raw_days=90 removes their raw rows."""
@@ -302,6 +312,9 @@ def test_report_is_unchanged_by_retention_and_by_a_rebuild_after_it(tmp_path: Pa
         ep = endpoint_from_url(app_env["TELEMETRY_TRAY_REDIS_URL"])
         push(ep.client(), [make_event(i) for i in range(8)])  # today's events: they stay
         wait_for(lambda: row_count(eng.cfg.paths.database) >= 8 + 22, timeout=20, what="new events")
+        # March's sessions ended by the idle check, and those ends stored: else the next
+        # engine would add them (as March rows, which retention then counts as removed)
+        wait_for(lambda: _idle_ends_stored(eng.cfg.paths.database), timeout=30, what="the idle ends stored")
     env = {**app_env, "TELEMETRY_TRAY_RETENTION_RAW_DAYS": "0"}
     before = {kind: report(env, kind) for kind in ("daily", "sessions", "models")}
     assert [d["date"] for d in before["daily"]["days"]][:3] == ["2026-03-02", "2026-03-03", "2026-03-04"]

@@ -25,7 +25,7 @@ import redis
 from tray_app.config import Config
 from tray_app.engine import dlq, retention, schema, spool_drain, storage, tuning
 from tray_app.engine.health import Health
-from tray_app.lifecycle.db_sweep import TOMBSTONE
+from tray_app.engine.schema import TOMBSTONE
 from tray_app.redis_conn import (DLQ_DROPPED_KEY, DLQ_STREAM, EVENTS_STREAM, GROUP, HEALTH_KEY, Endpoint,
                                  LazyClient, stream_id_key)
 from tray_app.redis_conn import text as _s

@@ -61,9 +61,22 @@ MIGRATIONS: list[tuple[int, str]] = [
     );
     CREATE INDEX idx_sessions_last_activity ON sessions (last_activity_at);
     """),
+    # how far a reader of raw_traces has applied, written in the same transaction
+    # as what it applied (the sessions monitor: a restart adds what is new to its
+    # rows instead of recounting them from raw rows that retention may have pruned)
+    (2, """
+    CREATE TABLE reader_positions (
+        reader            TEXT PRIMARY KEY,
+        applied_sequence  INTEGER NOT NULL
+    );
+    """),
 ]
 
 LATEST = MIGRATIONS[-1][0]
+
+#: the event_type of the content-free row ``forget`` leaves in place of a
+#: forgotten newest row (so its sequence is never given again); no reader counts it
+TOMBSTONE = "forgotten"
 
 
 def connect(path: Path | str, *, readonly: bool = False, timeout_s: float = 0.0) -> sqlite3.Connection:

@@ -21,7 +21,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from tray_app.engine.schema import DB_FILE_MODE
+from tray_app.engine.schema import COMPANION_SUFFIXES, DB_FILE_MODE
 from tray_app.errors import DatabaseError, UsageError
 
 #: pages per backup step (4 MiB with the default page size)
@@ -111,7 +111,8 @@ def backup(db: Path, dest: Path, *, force: bool = False, step_pages: int = STEP_
         raise _space_error(exc, dest) or DatabaseError(
             f"cannot write the backup {dest}: {exc.strerror or exc}", kind="io") from None
     finally:
-        for leftover in (tmp, Path(f"{tmp}-journal")):
+        # the copy is in WAL mode until the switch to one file: a failed switch leaves -wal/-shm
+        for leftover in (tmp, *(Path(f"{tmp}{suffix}") for suffix in COMPANION_SUFFIXES)):
             try:
                 leftover.unlink()
             except FileNotFoundError:

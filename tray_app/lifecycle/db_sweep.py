@@ -13,9 +13,11 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from tray_app.engine.schema import TOMBSTONE
 from tray_app.errors import DatabaseError
 from tray_app.lifecycle.rule import utc_second
 from tray_app.lifecycle.selector import Outcome, Selector
+from tray_app.monitors.session_rows import NOT_ACTIVITY, canonical, parse
 
 #: rows per delete transaction (the engine's writer waits at most this long)
 CHUNK_ROWS = 1000
@@ -107,12 +109,15 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
         cond, params = _where(sel)
         if sel.session_id:
             cond, params = "session_id = ? OR external_session_id = ?", [sel.session_id, sel.session_id]
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS forget_seq (sequence INTEGER PRIMARY KEY)")
+        # the rows to go, with what the sessions table counted of them
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS forget_seq (sequence INTEGER PRIMARY KEY, platform TEXT, "
+                     "session_id TEXT, jd REAL, activity INTEGER)")
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS forget_sessions (platform TEXT, session_id TEXT, "
                      "PRIMARY KEY (platform, session_id))")
         conn.execute("DELETE FROM forget_seq")
         conn.execute("DELETE FROM forget_sessions")
-        conn.execute(f"INSERT INTO forget_seq SELECT sequence FROM raw_traces WHERE {cond}", params)
+        conn.execute(f"INSERT INTO forget_seq SELECT sequence, platform, session_id, julianday(timestamp), "
+                     f"event_type NOT IN ({_NOT_ACTIVITY}) FROM raw_traces WHERE {cond}", params)
         conn.execute("INSERT OR IGNORE INTO forget_sessions SELECT DISTINCT platform, session_id FROM raw_traces "
                      "WHERE sequence IN (SELECT sequence FROM forget_seq)")
         seqs = {int(r[0]) for r in conn.execute("SELECT sequence FROM forget_seq")}
@@ -133,6 +138,7 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
                 out.add("usage_cursor_composers", conn.execute(
                     f"SELECT COUNT(*) FROM usage_cursor_composers WHERE {_COMPOSER_GOES}",
                     (sel.session_id,)).fetchone()[0])
+            _counted(conn)
             out.add("sessions", conn.execute(
                 f"SELECT COUNT(*) FROM sessions WHERE {_SESSION_GOES}", (sel.session_id,)).fetchone()[0])
             if "ingest_attempts" in present and ids:
@@ -158,10 +164,6 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
                 conn.execute("COMMIT")
             out.add("ingest_attempts", n)
         return seqs
-
-
-#: the event_type of the content-free row that keeps a forgotten newest sequence taken
-TOMBSTONE = "forgotten"
 
 
 def _hollow_top(conn: sqlite3.Connection) -> int:
@@ -204,35 +206,65 @@ def _count_in(conn: sqlite3.Connection, table: str, col: str, values: set[str]) 
 _COMPOSER_GOES = ("session_id = ? OR (session_id IN (SELECT session_id FROM forget_sessions) AND NOT EXISTS "
                   "(SELECT 1 FROM raw_traces r WHERE r.session_id = usage_cursor_composers.session_id "
                   "AND r.sequence NOT IN (SELECT sequence FROM forget_seq)))")
-#: a session row goes when its session was forgotten, or none of its rows is left
-_SESSION_GOES = ("session_id = ? OR ((platform, session_id) IN (SELECT platform, session_id FROM forget_sessions) "
-                 "AND NOT EXISTS (SELECT 1 FROM raw_traces r WHERE r.session_id = sessions.session_id "
-                 "AND r.platform = sessions.platform AND r.sequence NOT IN (SELECT sequence FROM forget_seq)))")
+#: a session row goes when its session was forgotten, or with the last event it counted
+_SESSION_GOES = ("session_id = ? OR EXISTS (SELECT 1 FROM forget_counted f WHERE f.platform = sessions.platform "
+                 "AND f.session_id = sessions.session_id AND f.n >= sessions.event_count)")
+_NOT_ACTIVITY = ", ".join(f"'{t}'" for t in sorted(NOT_ACTIVITY))
+#: a session's earliest event, or its latest activity, among the raw rows left
+_EDGE = ("(SELECT canonical_ts(r.timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id "
+         "AND +r.platform = sessions.platform {extra} ORDER BY julianday(r.timestamp) {order} LIMIT 1)")
+
+
+def _counted(conn: sqlite3.Connection) -> None:
+    """``forget_counted``: per session, the rows to go that its ``sessions`` row
+    has counted: those at or below the sessions monitor's position (read in
+    the caller's transaction; the monitor counts a row the rule selects only
+    while the row is still stored, so this is exact)."""
+    try:
+        row = conn.execute("SELECT applied_sequence FROM reader_positions WHERE reader='sessions'").fetchone()
+    except sqlite3.OperationalError:  # a database from before positions were kept in it
+        row = None
+    position = int(row[0]) if row else 2 ** 62
+    conn.execute("DROP TABLE IF EXISTS temp.forget_counted")
+    conn.execute("CREATE TEMP TABLE forget_counted AS SELECT platform, session_id, COUNT(*) AS n, "
+                 "MIN(jd) AS first_jd, MAX(CASE WHEN activity THEN jd END) AS last_jd FROM forget_seq "
+                 "WHERE sequence <= ? GROUP BY platform, session_id", (position,))
 
 
 def _sessions(conn: sqlite3.Connection, sel: Selector) -> int:
-    """Sessions the deleted rows belonged to: recounted from what is left, and
-    deleted when nothing is (or when the session itself was forgotten)."""
+    """The sessions the deleted rows belonged to lose what they counted of them
+    (not recounted from the rows left: retention may have pruned a long
+    session's oldest rows, which still count). A start or a last activity that
+    went is taken from the rows left; a row goes when its session was
+    forgotten or nothing it counted is left."""
     touched = "(platform, session_id) IN (SELECT platform, session_id FROM forget_sessions)"
+    conn.create_function("canonical_ts", 1, _canonical_ts, deterministic=True)
     conn.execute("BEGIN IMMEDIATE")
     try:
+        _counted(conn)
         n = conn.execute(f"DELETE FROM sessions WHERE {_SESSION_GOES}", (sel.session_id,)).rowcount
+        first = _EDGE.format(extra="", order="ASC")
+        last = _EDGE.format(extra=f"AND r.event_type NOT IN ({_NOT_ACTIVITY})", order="DESC")
         conn.execute(f"""UPDATE sessions SET
-            event_count = (SELECT COUNT(*) FROM raw_traces r WHERE r.session_id = sessions.session_id
-                           AND r.platform = sessions.platform),
-            started_at = (SELECT MIN(timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id
-                          AND r.platform = sessions.platform),
-            last_activity_at = (SELECT MAX(timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id
-                                AND r.platform = sessions.platform),
-            -- an end in a forgotten range went with its event (the monitor ends the session again when idle)
-            end_reason = CASE WHEN forget_in_range(ended_at) THEN NULL ELSE end_reason END,
-            ended_at = CASE WHEN forget_in_range(ended_at) THEN NULL ELSE ended_at END
-            WHERE {touched}""")
+            event_count = event_count - f.n,
+            started_at = CASE WHEN f.first_jd <= julianday(started_at) THEN COALESCE({first}, started_at)
+                              ELSE started_at END,
+            last_activity_at = CASE WHEN f.last_jd >= julianday(last_activity_at)
+                                    THEN COALESCE({last}, last_activity_at) ELSE last_activity_at END
+            FROM forget_counted f WHERE f.platform = sessions.platform AND f.session_id = sessions.session_id""")
+        # an end in a forgotten range went with its event (the monitor ends the session again when idle)
+        conn.execute(f"""UPDATE sessions SET end_reason = NULL, ended_at = NULL
+            WHERE {touched} AND forget_in_range(ended_at)""")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return int(n)
+
+
+def _canonical_ts(value: Any) -> str | None:
+    dt = parse(value)
+    return canonical(dt) if dt else None
 
 
 def compact_sqlite(path: Path, out: Outcome) -> None:

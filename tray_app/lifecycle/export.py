@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tray_app.errors import DatabaseError, UsageError
-from tray_app.lifecycle.db_sweep import TOMBSTONE
+from tray_app.engine.schema import TOMBSTONE
 from tray_app.lifecycle.rule import Forgotten, utc_second
 
 PAGE_ROWS = 500

@@ -9,12 +9,17 @@ it XADDs a ``session_end`` (reason ``timeout``, deterministic id) and then
 records the end in the row.
 
 Never double-counting: every stored event carries its ``raw_traces.sequence``;
-the highest sequence applied is kept in the state store, and events at or
+the highest sequence applied is kept in telemetry.db's ``reader_positions``,
+written in the same transaction as the rows it produced, and events at or
 below it are skipped (a redelivered duplicate carries its original row's
-sequence). On start, and if the queue ever overflows, sessions touched by
-rows above that sequence are recounted exactly from ``raw_traces`` (an
-idempotent recount, not an increment), which also repairs a crash between
-the sessions commit and the watermark write.
+sequence). On start, and if the queue ever overflows, the rows above that
+position are read back from ``raw_traces`` in chunks and applied through the
+same path as committed batches: what is new is *added* to each session, so a
+long session whose oldest rows retention has pruned keeps its count and start.
+
+A database written before positions were kept there (its position is in the
+monitor's state file, saved after the sessions commit) gets, once, an exact
+recount of the sessions touched above that position.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ BUSY_TIMEOUT_S = 5.0
 #: queued events beyond this are dropped and recounted from raw_traces instead
 MAX_QUEUE_EVENTS = 200_000
 IDLE_BATCH = 500
+#: raw rows read per catch-up step (the write lock covers only the sessions they change)
+CATCH_UP_ROWS = 20_000
 
 _COLS = "workspace_hash, started_at, last_activity_at, ended_at, end_reason, event_count"
 _UPSERT = (f"INSERT INTO sessions (platform, session_id, {_COLS}) VALUES (?,?,?,?,?,?,?,?) "
@@ -92,7 +99,7 @@ class SessionMonitor(MonitorThread):
         #: a batch committed just before `telemetry-tray forget` must not bring its session back
         self._forgotten = RuleCache(cfg.paths.state_dir)
         self._set(applied_sequence=0, events_applied=0, sessions_timed_out=0, open_sessions=0,
-                  queued_events=0, recounts=0, idle_timeout_s=self.idle_timeout_s)
+                  queued_events=0, recounts=0, catch_ups=0, idle_timeout_s=self.idle_timeout_s)
 
     # -- called by the engine's consumer thread: fast ------------------------------------------
 
@@ -158,14 +165,31 @@ class SessionMonitor(MonitorThread):
         """First pass: catch up with rows stored while the monitor was not running."""
         if self._applied is not None:
             return
-        applied = int(self.store.get(SCOPE, "applied_sequence", 0) or 0)
-        top = self._conn().execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
-        if top < applied:
-            log.info("%s: telemetry.db is newer than the saved position: recounting every session", NAME)
-            applied = 0
-        self._applied = applied
-        if top > applied:
+        db = self._conn()
+        top = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+        row = db.execute("SELECT applied_sequence FROM reader_positions WHERE reader=?", (NAME,)).fetchone()
+        if row is None:  # a new database, or one from before positions were kept in it
+            applied = int(self.store.get(SCOPE, "applied_sequence", 0) or 0)
+            if db.execute("SELECT 1 FROM sessions LIMIT 1").fetchone() is None:
+                self._applied = 0  # nothing counted yet: adding up from the first row is exact
+                self.catch_up()
+                return
+            if top < applied:
+                log.info("%s: telemetry.db is newer than the saved position: recounting every session", NAME)
+                applied = 0
+            self._applied = applied
             self.recount_since(applied)
+            return
+        applied = int(row[0])
+        if top < applied:  # the newest rows were removed: their sequences may be given again
+            log.info("%s: telemetry.db ends at sequence %d, below the position %d: following from there",
+                     NAME, top, applied)
+            with schema.immediate(db):
+                self._advance(db, top)
+            self._moved(top)
+            return
+        self._applied = applied
+        self.catch_up()
 
     # -- applying batches --------------------------------------------------------------------
 
@@ -178,65 +202,114 @@ class SessionMonitor(MonitorThread):
             self._queued = 0
             overflow, self._overflow = self._overflow, False
         if overflow:
-            self.recount_since(self._applied or 0)
+            self.catch_up()
+        try:
+            return self._apply(batches)
+        except BaseException:
+            with self._qlock:  # put them back: nothing was applied
+                self._queue.extendleft(reversed(batches))
+                self._queued += sum(len(b) for b in batches)
+            raise
+
+    def catch_up(self) -> int:
+        """Apply the rows of raw_traces above the position, CATCH_UP_ROWS per
+        transaction, exactly as committed batches are applied."""
+        assert self._applied is not None
+        db = self._conn()
+        n = read = 0
+        while True:
+            rows = db.execute(
+                "SELECT sequence, platform, session_id, event_type, timestamp, workspace_hash, "
+                "CASE WHEN event_type='session_end' THEN event_data END FROM raw_traces "
+                "WHERE sequence > ? ORDER BY sequence LIMIT ?", (self._applied, CATCH_UP_ROWS)).fetchall()
+            if not rows:
+                break
+            entries: list[Entry] = [(seq, platform, sid, et, ts, ws, _stored_reason(blob) if blob else None)
+                                    for seq, platform, sid, et, ts, ws, blob in rows]
+            n += self._apply([entries])
+            read += len(rows)
+        if read:
+            with self._lock:
+                self._h["catch_ups"] += 1
+            log.info("%s: caught up with %d stored rows (%d session events)", NAME, read, n)
+        return n
+
+    def _apply(self, batches: list[list[Entry]]) -> int:
+        """One transaction: the sessions these entries change, and the position."""
         assert self._applied is not None
         aggs: dict[tuple[str, str], Agg] = {}
         top = self._applied
         n = 0
         forgotten = self._forgotten.get()
+        #: entries `forget` selects: counted only while their row is still there (the
+        #: sweep takes off what was counted, by this position; see db_sweep._sessions)
+        selected: dict[int, Entry] = {}
         for batch in batches:
-            for seq, platform, sid, et, ts, ws, reason in sorted(batch, key=lambda e: e[0]):
+            for entry in sorted(batch, key=lambda e: e[0]):
+                seq, platform, sid, et, ts, ws, reason = entry
                 if seq <= top:
-                    continue  # already counted (a duplicate, or seen by the recount)
+                    continue  # already counted (a duplicate, or seen by a catch-up)
                 top = seq
                 if not tracked(platform, sid):
                     continue
                 if forgotten and forgotten.matches({"session_id": sid, "workspace_hash": ws, "timestamp": ts}):
+                    selected[seq] = entry
                     continue
                 aggs.setdefault((platform, sid), Agg()).add(et, parse(ts), ws, reason)
                 n += 1
         if top == self._applied:
             return 0
-        if aggs:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for (platform, sid), agg in aggs.items():
-                    old = Row.from_db(db.execute(f"SELECT {_COLS} FROM sessions WHERE platform=? AND session_id=?",
-                                                 (platform, sid)).fetchone())
-                    db.execute(_UPSERT, (platform, sid, *merge(old, agg).to_db()))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                with self._qlock:  # put them back: nothing was applied
-                    self._queue.extendleft(reversed(batches))
-                    self._queued += sum(len(b) for b in batches)
-                raise
-        self._advance(top)
+        db = self._conn()
+        with schema.immediate(db):
+            for seq in self._still_stored(db, list(selected)):
+                _, platform, sid, et, ts, ws, reason = selected[seq]
+                aggs.setdefault((platform, sid), Agg()).add(et, parse(ts), ws, reason)
+                n += 1
+            for (platform, sid), agg in aggs.items():
+                old = Row.from_db(db.execute(f"SELECT {_COLS} FROM sessions WHERE platform=? AND session_id=?",
+                                             (platform, sid)).fetchone())
+                db.execute(_UPSERT, (platform, sid, *merge(old, agg).to_db()))
+            self._advance(db, top)
+        self._moved(top)
         self._last_apply = self.monotonic()
         with self._lock:
             self._h["events_applied"] += n
         return n
 
-    def _advance(self, top: int) -> None:
+    @staticmethod
+    def _still_stored(db: sqlite3.Connection, seqs: list[int]) -> list[int]:
+        """Those of ``seqs`` whose raw row `forget` has not removed (yet)."""
+        found: list[int] = []
+        for i in range(0, len(seqs), 500):
+            chunk = seqs[i:i + 500]
+            found += [int(r[0]) for r in db.execute(
+                f"SELECT sequence FROM raw_traces WHERE sequence IN ({','.join('?' * len(chunk))}) "
+                f"AND event_type != '{schema.TOMBSTONE}' ORDER BY sequence", chunk)]
+        return found
+
+    @staticmethod
+    def _advance(db: sqlite3.Connection, top: int) -> None:
+        """The position, inside the caller's transaction (``_moved`` after its commit)."""
+        db.execute("INSERT INTO reader_positions (reader, applied_sequence) VALUES (?, ?) "
+                   "ON CONFLICT(reader) DO UPDATE SET applied_sequence=excluded.applied_sequence", (NAME, top))
+
+    def _moved(self, top: int) -> None:
         self._applied = top
-        self.store.put(SCOPE, "applied_sequence", top)
         self._set(applied_sequence=top)
 
     def recount_since(self, after: int) -> int:
-        """Exact values, from raw_traces, for every session with rows above ``after``."""
+        """Exact values, from raw_traces, for every session with rows above
+        ``after`` (a database from before positions were kept in it)."""
         db = self._conn()
         top = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
         touched = db.execute("SELECT DISTINCT platform, session_id FROM raw_traces WHERE sequence > ? "
                              "AND sequence <= ?", (after, top)).fetchall()
-        rows = []
-        for platform, sid in touched:
-            if tracked(platform, sid):
-                rows.append((platform, sid, *self._recount(db, platform, sid).to_db()))
+        rows = [(platform, sid, *self._recount(db, platform, sid).to_db())
+                for platform, sid in touched if tracked(platform, sid)]
         with schema.immediate(db):
             db.executemany(_UPSERT, rows)
-        self._advance(max(top, after))
+            self._advance(db, max(top, after))
+        self._moved(max(top, after))
         with self._lock:
             self._h["recounts"] += 1
         log.info("%s: recounted %d sessions from raw_traces (rows after sequence %d)", NAME, len(rows), after)
@@ -261,10 +334,7 @@ class SessionMonitor(MonitorThread):
             end_dt = parse(end[0])
             if end_dt is not None and (last_dt is None or end_dt >= last_dt):
                 ended = end_dt
-                try:
-                    reason = end_reason(orjson.loads(zlib.decompress(end[1])))
-                except (zlib.error, orjson.JSONDecodeError, TypeError):
-                    reason = "session_end"
+                reason = _stored_reason(end[1])
         return Row(ws, parse(first[0]) if first else None, last_dt, ended, reason, int(count))
 
     # -- idle timeout ------------------------------------------------------------------------
@@ -318,3 +388,12 @@ class SessionMonitor(MonitorThread):
                         "event_count": row.event_count},
             "metadata": {"source": SOURCE, "monitor": NAME},
         }
+
+
+def _stored_reason(blob: bytes) -> str:
+    """The end reason of a stored ``session_end`` row."""
+    try:
+        event = orjson.loads(zlib.decompress(blob))
+    except (zlib.error, orjson.JSONDecodeError, TypeError):
+        return "session_end"
+    return end_reason(event) if isinstance(event, dict) else "session_end"

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tray_app.engine.schema import LATEST, current_version
+from tray_app.engine.schema import LATEST, TOMBSTONE, current_version
 from tray_app.errors import DatabaseError
 
 #: how long to wait for a writer's lock before giving up
@@ -96,15 +96,17 @@ def collect(path: Path, *, days: int = 14, check: bool = True,
         out["schema_version"] = current_version(conn)
         out["app_schema_version"] = LATEST
         if _table_exists(conn, "raw_traces"):
-            out["rows"] = conn.execute("SELECT COUNT(*) FROM raw_traces").fetchone()[0]
-            first_last = conn.execute("SELECT MIN(timestamp), MAX(timestamp) FROM raw_traces").fetchone()
+            # the row `forget` left empty to keep the newest sequence taken is no event
+            real = f"event_type != '{TOMBSTONE}'"
+            out["rows"] = conn.execute(f"SELECT COUNT(*) FROM raw_traces WHERE {real}").fetchone()[0]
+            first_last = conn.execute(f"SELECT MIN(timestamp), MAX(timestamp) FROM raw_traces WHERE {real}").fetchone()
             out["oldest_event"], out["newest_event"] = first_last
             out["by_platform"] = dict(conn.execute(
-                "SELECT platform, COUNT(*) FROM raw_traces GROUP BY platform ORDER BY 2 DESC").fetchall())
+                f"SELECT platform, COUNT(*) FROM raw_traces WHERE {real} GROUP BY platform ORDER BY 2 DESC").fetchall())
             window = conn.execute(
                 "SELECT substr(timestamp, 1, 10) AS day, platform, event_type, COUNT(*) FROM raw_traces "
-                "WHERE timestamp >= ? GROUP BY day, platform, event_type ORDER BY day, platform, event_type",
-                (since.isoformat(),)).fetchall()
+                f"WHERE timestamp >= ? AND {real} GROUP BY day, platform, event_type "
+                "ORDER BY day, platform, event_type", (since.isoformat(),)).fetchall()
             by_day = {(since + timedelta(days=i)).isoformat(): 0 for i in range(days)}
             by_type: dict[str, int] = {}
             by_platform_window: dict[str, int] = {}
