@@ -22,12 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import zlib
@@ -38,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import benchutil  # noqa: E402
 import ingest_bench  # noqa: E402  (the same events, preload and commit timing)
 
 OLD_DAY = "2025-01-01"
@@ -114,12 +112,8 @@ def role(url: str, home: str, n: int, retain: bool) -> dict:
 
 
 def run_role(url: str, home: Path, n: int, retain: bool) -> dict:
-    args = [sys.executable, __file__, "--role", "on" if retain else "off", "--url", url, "--home", str(home),
-            "--events", str(n)]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise SystemExit(f"role failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return benchutil.run_child(__file__, "--role", "on" if retain else "off", "--url", url, "--home", str(home),
+                               "--events", str(n))
 
 
 def main() -> None:
@@ -135,15 +129,7 @@ def main() -> None:
         print(json.dumps(role(args.url, args.home, args.events, args.role == "on")))
         return
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from benchutil import machine
-    from conftest import RedisProc
-    from tray_app.redis_server import find_server_binary
-
-    work = Path(tempfile.mkdtemp(prefix="retention-bench-"))
-    srv = RedisProc(find_server_binary(), work / "redis", appendonly=False).start()
-    print(f"machine: {machine()}")
-    try:
+    with benchutil.bench_server("retention-bench-") as (work, srv):
         template = work / "old.db"
         t = time.perf_counter()
         make_old_db(template, args.existing)
@@ -153,10 +139,7 @@ def main() -> None:
         runs: dict[bool, list[dict]] = {False: [], True: []}
         for r in range(args.rounds):
             for retain in (False, True):
-                home = work / "home"
-                shutil.rmtree(home, ignore_errors=True)
-                (home / "data").mkdir(parents=True)
-                shutil.copy(template, home / "data" / "telemetry.db")
+                home = benchutil.fresh_home(work, template)
                 ingest_bench.preload(srv.client(), evs)
                 res = run_role(srv.url, home, args.events, retain)
                 runs[retain].append(res)
@@ -174,9 +157,6 @@ def main() -> None:
               f"(ratio {on / off:.2f}, cost {100 * (1 - on / off):.1f}%); {removed:,.0f} old rows removed "
               f"during each ingest window, {idle:,.0f} rows/s once ingest is idle")
         print(json.dumps({"off": runs[False], "on": runs[True], "ratio": round(on / off, 3)}))
-    finally:
-        srv.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

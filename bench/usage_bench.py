@@ -23,12 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -37,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import benchutil  # noqa: E402
 import ingest_bench  # noqa: E402  (same events and helpers as the ingest benchmark)
 
 
@@ -91,12 +89,8 @@ def make_history(path: Path, rows: int) -> None:
 
 
 def run_role(url: str, home: Path, n: int, with_usage: bool) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--role", "engine", "--url", url, "--home", str(home),
-                          "--events", str(n), *(["--with-usage"] if with_usage else [])],
-                         capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise SystemExit(f"engine failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return benchutil.run_child(__file__, "--role", "engine", "--url", url, "--home", str(home), "--events", str(n),
+                               *(["--with-usage"] if with_usage else []))
 
 
 def main() -> None:
@@ -113,16 +107,7 @@ def main() -> None:
         print(json.dumps(role_engine(args.url, args.home, args.events, args.with_usage)))
         return
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from benchutil import machine
-    from conftest import RedisProc
-    from tray_app.engine import schema
-    from tray_app.redis_server import find_server_binary
-
-    work = Path(tempfile.mkdtemp(prefix="usage-bench-"))
-    srv = RedisProc(find_server_binary(), work / "redis", appendonly=False).start()
-    print(f"machine: {machine()}")
-    try:
+    with benchutil.bench_server("usage-bench-") as (work, srv):
         history = work / "history.db"
         make_history(history, args.history)
         evs = ingest_bench.make_events(args.events, ordered=True)
@@ -132,14 +117,7 @@ def main() -> None:
         got: dict[str, list[dict]] = {k: [] for k in variants}
         for rnd in range(args.rounds):
             for name, (with_usage, template) in variants.items():
-                home = work / "home"
-                shutil.rmtree(home, ignore_errors=True)
-                (home / "data").mkdir(parents=True)
-                db = home / "data" / "telemetry.db"
-                if template is not None:
-                    shutil.copy(template, db)
-                else:
-                    schema.open_database(db).close()
+                home = benchutil.fresh_home(work, template)
                 ingest_bench.preload(srv.client(), evs)
                 r = run_role(srv.url, home, args.events, with_usage)
                 got[name].append(r)
@@ -173,9 +151,6 @@ def main() -> None:
             getattr(query, name)(conn, tz="UTC")
             print(f"query.{name} over {done:,} rows: {(time.perf_counter() - t) * 1000:.0f} ms")
         print(json.dumps(summary))
-    finally:
-        srv.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -274,7 +274,7 @@ def test_ingest_goes_on_while_retention_deletes(app_env, monkeypatch) -> None:
         wait_for(lambda: eng.health().retention.get("removed", {}).get("age", {}).get("rows") == 40_000,
                  timeout=15, what="counts in health")
         # every transaction stayed short (the pacer keeps them near batch_ms)
-        assert eng.health().retention["max_txn_ms"] < 200
+        assert 0 < eng.health().retention["max_txn_ms"] < 200, eng.health().retention  # measured, and short
     client.close()
 
 

@@ -44,8 +44,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -331,7 +330,8 @@ class Retention:
         """One transaction: at most the pacer's rows, and the count. Returns rows removed."""
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         # few statements: each one between BEGIN and COMMIT may wait for the GIL
-        with self._locked(conn) as held:
+        held = [0.0]
+        with schema.immediate(conn, held):
             before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             n = conn.execute(sql, (*args, self._rows.size)).rowcount
             if n > 0:
@@ -349,7 +349,8 @@ class Retention:
             p = pages(conn)
             if p.auto_vacuum != 2 or p.freelist == 0:
                 return True
-            with self._locked(conn) as held:
+            held = [0.0]
+            with schema.immediate(conn, held):
                 conn.execute(f"PRAGMA incremental_vacuum({self._vac.size})").fetchall()
                 after = int(conn.execute("PRAGMA page_count").fetchone()[0])
                 gone = p.page_count - after
@@ -360,25 +361,6 @@ class Retention:
             res.returned_bytes += gone * p.page_size
             if gone == 0 or not self._pause(deadline):
                 return gone == 0
-
-    @staticmethod
-    @contextmanager
-    def _locked(conn: sqlite3.Connection) -> Iterator[list[float]]:
-        """``immediate`` that measures how long the write lock was held (ms, into
-        the list it yields): what the writer may have waited for, not the wait
-        for the lock itself."""
-        held = [0.0]
-        conn.execute("BEGIN IMMEDIATE")
-        started = time.perf_counter()
-        try:
-            yield held
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            held[0] = (time.perf_counter() - started) * 1000
 
     def _pause(self, deadline: float) -> bool:
         """Between two transactions (and a checkpoint once the WAL has grown):

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,10 +98,13 @@ def _write_pragmas(conn: sqlite3.Connection) -> None:
 
 
 @contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def immediate(conn: sqlite3.Connection, held: list[float] | None = None) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` when the body raises (for
-    connections opened with ``isolation_level=None``, as ``connect`` does)."""
+    connections opened with ``isolation_level=None``, as ``connect`` does).
+    ``held``: its first item is set to how long the write lock was held, in ms
+    (what another writer may have waited for; not the wait for the lock itself)."""
     conn.execute("BEGIN IMMEDIATE")
+    started = time.perf_counter()
     try:
         yield conn
         conn.execute("COMMIT")
@@ -108,6 +112,9 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    finally:
+        if held is not None:
+            held[0] = (time.perf_counter() - started) * 1000
 
 
 def current_version(conn: sqlite3.Connection) -> int:
