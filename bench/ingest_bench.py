@@ -20,7 +20,6 @@ import os
 import resource
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -85,6 +84,22 @@ def time_commits(eng) -> tuple[list[float], list[float]]:  # type: ignore[no-unt
     return lat, first
 
 
+def ingest(eng, n: int) -> tuple[float, list[float], float]:  # type: ignore[no-untyped-def]
+    """Start ``eng`` and wait until it acknowledged ``n`` events. Returns the
+    steady-state seconds (from the first batch in hand: start-up excluded, as in
+    the baseline), each batch's commit ms and the process's CPU seconds."""
+    from tray_app.engine import tuning
+
+    lat, first = time_commits(eng)
+    tuning.apply()  # as the app's faces do at start-up
+    t0 = time.perf_counter()
+    c0 = _cpu_s()
+    eng.start()
+    while eng.consumer.totals["acked"] < n:
+        time.sleep(0.005)
+    return time.perf_counter() - (first[0] if first else t0), lat, _cpu_s() - c0
+
+
 def role_engine(url: str, home: str, n: int) -> dict:
     os.environ["TELEMETRY_TRAY_HOME"] = home
     os.environ["TELEMETRY_TRAY_REDIS_URL"] = url
@@ -92,20 +107,8 @@ def role_engine(url: str, home: str, n: int) -> dict:
     from tray_app.engine.engine import Engine
     from tray_app.redis_conn import endpoint_from_url
 
-    cfg = load_config()
-    eng = Engine(cfg, endpoint_from_url(url), with_monitors=False)
-    lat, first = time_commits(eng)
-    from tray_app.engine import tuning
-
-    tuning.apply()  # as the app's faces do at start-up
-    t0 = time.perf_counter()
-    c0 = _cpu_s()
-    eng.start()
-    while eng.consumer.totals["acked"] < n:
-        time.sleep(0.005)
-    # steady state: from the first batch in hand (start-up excluded, as in the baseline)
-    elapsed = time.perf_counter() - (first[0] if first else t0)
-    cpu = _cpu_s() - c0
+    eng = Engine(load_config(), endpoint_from_url(url), with_monitors=False)
+    elapsed, lat, cpu = ingest(eng, n)
     eng.stop(10)
     return _result(n, elapsed, lat, cpu)
 
@@ -190,11 +193,9 @@ def make_existing_db(path: Path, rows: int) -> None:
 
 
 def run_role(role: str, url: str, home: Path, n: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--role", role, "--url", url, "--home", str(home),
-                          "--events", str(n)], capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise SystemExit(f"{role} failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from benchutil import run_child
+
+    return run_child(__file__, "--role", role, "--url", url, "--home", str(home), "--events", str(n))
 
 
 def main() -> None:

@@ -76,21 +76,13 @@ def role(url: str, home: str, n: int, retain: bool) -> dict:
     os.environ["TELEMETRY_TRAY_RETENTION_RAW_DAYS"] = "90" if retain else "0"
     os.environ["TELEMETRY_TRAY_RETENTION_CHECK_INTERVAL_S"] = "0.1"
     from tray_app.config import load_config
-    from tray_app.engine import retention, tuning
+    from tray_app.engine import retention
     from tray_app.engine.engine import Engine
     from tray_app.redis_conn import endpoint_from_url
 
     cfg = load_config()
     eng = Engine(cfg, endpoint_from_url(url), with_monitors=False)
-    lat, first = ingest_bench.time_commits(eng)
-    tuning.apply()
-    t0 = time.perf_counter()
-    c0 = ingest_bench._cpu_s()
-    eng.start()
-    while eng.consumer.totals["acked"] < n:
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - (first[0] if first else t0)
-    cpu = ingest_bench._cpu_s() - c0  # the whole process: ingest, usage worker and retention
+    elapsed, lat, cpu = ingest_bench.ingest(eng, n)  # CPU of the whole process: ingest, usage worker, retention
 
     def removed() -> int:
         with closing(sqlite3.connect(f"file:{cfg.paths.database}?mode=ro", uri=True)) as c:

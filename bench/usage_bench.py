@@ -42,20 +42,11 @@ def role_engine(url: str, home: str, n: int, with_usage: bool) -> dict:
     os.environ["TELEMETRY_TRAY_HOME"] = home
     os.environ["TELEMETRY_TRAY_REDIS_URL"] = url
     from tray_app.config import load_config
-    from tray_app.engine import tuning
     from tray_app.engine.engine import Engine
     from tray_app.redis_conn import endpoint_from_url
 
     eng = Engine(load_config(), endpoint_from_url(url), with_monitors=False, with_usage=with_usage)
-    lat, first = ingest_bench.time_commits(eng)
-    tuning.apply()
-    t0 = time.perf_counter()
-    c0 = ingest_bench._cpu_s()
-    eng.start()
-    while eng.consumer.totals["acked"] < n:
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - (first[0] if first else t0)
-    cpu = ingest_bench._cpu_s() - c0
+    elapsed, lat, cpu = ingest_bench.ingest(eng, n)
     worker = eng.usage.health() if eng.usage is not None else {}
     eng.stop(10)
     out = ingest_bench._result(n, elapsed, lat, cpu)
