@@ -229,9 +229,10 @@ def test_a_consumer_thread_that_dies_is_restarted_and_shown_in_health(app_env, r
     ensure_streams(c)
     with running_engine(redis_server.url) as eng:
         cfg = eng.cfg
+        first = eng.consumer
         push(c, [make_event(1)])
         wait_for(lambda: row_count(cfg.paths.database) == 1, timeout=10, what="first batch")
-        first = eng.consumer
+        assert calls["n"] == 1 and eng.consumer is first
         push(c, [make_event(2)])  # its flush raises: the thread dies
         wait_for(lambda: eng.consumer is not first and eng.consumer.is_alive(), timeout=10,
                  what="a new consumer thread")

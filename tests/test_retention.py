@@ -21,7 +21,7 @@ from conftest import run_cli, wait_for
 from engine_util import make_event, push, row_count, running_engine
 from tray_app.config import RetentionSettings, load_config
 from tray_app.engine import retention, schema, storage
-from tray_app.redis_conn import endpoint_from_url
+from tray_app.redis_conn import EVENTS_STREAM, endpoint_from_url
 from tray_app.usage import schema as usage_schema
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
@@ -292,14 +292,20 @@ def report(env: dict, *args: str) -> dict:
     return json.loads(r.stdout)
 
 
-def _idle_ends_stored(db: Path) -> bool:
+def _idle_ends_stored(db: Path, redis_url: str) -> bool:
+    """Every old session ended by the idle check, and every end it sent stored
+    (it sends the end before recording it; the stream then has nothing unread
+    and nothing unacknowledged, and acknowledgement follows the commit)."""
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
         still_open = conn.execute("SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL "
                                   "AND last_activity_at < '2026-11'").fetchone()[0]
-        ended = conn.execute("SELECT COUNT(*) FROM sessions WHERE end_reason='timeout'").fetchone()[0]
-        stored = conn.execute("SELECT COUNT(*) FROM raw_traces WHERE event_type='session_end' "
-                              "AND source='session_monitor'").fetchone()[0]
-    return still_open == 0 and ended > 0 and stored == ended
+    if still_open:
+        return False
+    client = endpoint_from_url(redis_url).client()
+    try:
+        return all(g["pending"] == 0 and g["lag"] == 0 for g in client.xinfo_groups(EVENTS_STREAM))
+    finally:
+        client.close()
 
 
 def test_report_is_unchanged_by_retention_and_by_a_rebuild_after_it(tmp_path: Path, app_env, monkeypatch) -> None:
@@ -314,7 +320,8 @@ def test_report_is_unchanged_by_retention_and_by_a_rebuild_after_it(tmp_path: Pa
         wait_for(lambda: row_count(eng.cfg.paths.database) >= 8 + 22, timeout=20, what="new events")
         # March's sessions ended by the idle check, and those ends stored: else the next
         # engine would add them (as March rows, which retention then counts as removed)
-        wait_for(lambda: _idle_ends_stored(eng.cfg.paths.database), timeout=30, what="the idle ends stored")
+        wait_for(lambda: _idle_ends_stored(eng.cfg.paths.database, app_env["TELEMETRY_TRAY_REDIS_URL"]),
+                 timeout=30, what="the idle ends stored")
     env = {**app_env, "TELEMETRY_TRAY_RETENTION_RAW_DAYS": "0"}
     before = {kind: report(env, kind) for kind in ("daily", "sessions", "models")}
     assert [d["date"] for d in before["daily"]["days"]][:3] == ["2026-03-02", "2026-03-03", "2026-03-04"]
