@@ -17,6 +17,23 @@ def test_version() -> None:
     assert out.returncode == 0 and out.stdout.strip() == f"telemetry-tray {__version__}"
 
 
+def test_help_and_version_load_no_client_library() -> None:
+    """`--help` builds every command's parser; registering one imports neither
+    redis-py nor the OpenTelemetry SDK (each import is tens of ms at every start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\n"
+            "from tray_app.cli import main\n"
+            "for arg in ('--version', '--help'):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        main([arg])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'redis', 'opentelemetry', 'pystray', 'PIL'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def _commands(parser, prefix=()):  # type: ignore[no-untyped-def]
     for action in parser._actions:
         choices = getattr(action, "choices", None)

@@ -15,7 +15,7 @@ from typing import Any
 from tray_app.cli.common import add_json_flag, get_config, print_json
 from tray_app.config import Config
 from tray_app.errors import TelemetryTrayError, UsageError
-from tray_app.lifecycle.forget import TIME_HELP
+from tray_app.lifecycle.selector import TIME_HELP
 
 EXIT_PARTLY = 1
 
