@@ -251,6 +251,61 @@ def test_exported_points_equal_the_reports(exported: tuple[Engine, dict[str, str
     assert TOKEN not in r.stdout and TOKEN not in json.dumps(snap.to_dict())
 
 
+def _series(req: ExportMetricsServiceRequest) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(name, tuple(sorted(attrs.items()))): value for name, attrs, value in points(req)}
+
+
+def test_exported_totals_never_go_down_and_new_usage_still_adds_up(
+        exported: tuple[Engine, dict[str, str]], collector: Collector) -> None:
+    """forget and `usage rebuild` take rows out of the usage tables; a counter that
+    goes down is a reset to every backend. Every series stays at what was sent
+    and grows by exactly what is new."""
+    from tray_app.lifecycle.forget import Selector, forget
+
+    eng, env = exported
+    total_requests = report(env, "daily")["totals"]["requests"]
+    wait_for(lambda: collector.requests() and sum(
+        v for n, _, v in points(latest(collector)) if n == ex.REQUESTS) == total_requests,
+        timeout=30, what="an export with every request")
+    before = _series(latest(collector))
+
+    # forget a Claude Code session that has requests: the report loses them, the export does not
+    gone = next(s for s in report(env, "sessions") if s["assistant"] == "claude_code" and s["requests"])
+    client = endpoint_from_url(env["TELEMETRY_TRAY_REDIS_URL"]).client()
+    out = forget(eng.cfg, Selector.build(session=gone["session_id"]), client=client)
+    assert out.counts.get("usage_requests", 0) > 0, out.counts
+    after_forget = report(env, "daily")["totals"]
+    assert after_forget["requests"] < total_requests
+    seen = len(collector.requests())
+    wait_for(lambda: len(collector.requests()) > seen + 2, timeout=20, what="exports after the forget")
+    assert _series(latest(collector)) == before
+
+    # new usage adds exactly what is new to what was sent
+    sent_prompts = sum(v for (n, _), v in before.items() if n == ex.PROMPTS)
+    new_prompts = report(env, "daily")["totals"]["prompts"]
+    push(client, hook_events(1000, 1040))  # 10 prompts
+    wait_for(lambda: report(env, "daily")["totals"]["prompts"] == new_prompts + 10, timeout=20,
+             what="the new prompts counted")
+    wait_for(lambda: sum(v for n, _, v in points(latest(collector)) if n == ex.PROMPTS) == sent_prompts + 10,
+             timeout=20, what="the new prompts exported on top of what was sent")
+
+    # `usage rebuild` empties the tables and derives them again: no partial totals go out
+    settled_series = _series(latest(collector))
+    seen = len(collector.requests())
+    r = run_cli("usage", "rebuild", env=env)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: len(collector.requests()) > seen + 2, timeout=20, what="exports after the rebuild")
+    assert _series(latest(collector)) == settled_series
+
+    # over the whole run, no series ever went down
+    last: dict[Any, float] = {}
+    for _, req in collector.requests():
+        for key, value in _series(req).items():
+            assert value >= last.get(key, 0), (key, last.get(key), value)
+            last[key] = value
+    client.close()
+
+
 def test_the_diagnostics_bundle_never_holds_the_headers(exported: tuple[Engine, dict[str, str]],
                                                         tmp_path: Path) -> None:
     import zipfile
@@ -522,3 +577,56 @@ def test_the_environment_s_otlp_headers_never_reach_the_collector(app_env: dict[
     assert headers["authorization"] == f"Bearer {TOKEN}" and headers["x-team"] == "platform"
     assert "x-honeycomb-team" not in headers
     assert not any("other-vendor-key" in v for h, _ in collector.requests() for v in h.values())
+
+
+def test_partial_totals_of_a_rebuild_are_held_and_drops_kept(tmp_path: Path, app_env: dict[str, str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step by step, on a real database: while `usage rebuild` has derived only part
+    of the tables again, the last totals are what is sent; rows that go for good
+    (forget, usage_days) leave the sent totals where they were; new ones add."""
+    from tray_app.engine import schema as engine_schema
+    from tray_app.engine.health import Health
+    from tray_app.usage import schema
+
+    export_env(monkeypatch, free_port())
+    conn = engine_schema.open_database(tmp_path / "telemetry.db")
+    schema.ensure(conn)
+
+    def raw(lo: int, hi: int) -> None:
+        conn.executemany("INSERT INTO raw_traces (sequence, event_id, session_id, event_type, platform, timestamp, "
+                         "ingested_at, event_data) VALUES (?, ?, 's', 'transcript_trace', 'claude_code', "
+                         "'2026-03-02T10:00:00Z', 'x', x'00')", [(i, f"e{i}") for i in range(lo, hi + 1)])
+
+    def derive(lo: int, hi: int) -> None:
+        with engine_schema.immediate(conn):
+            conn.executemany(
+                "INSERT INTO usage_requests (request_key, platform, workspace_hash, model, timestamp, input_tokens, "
+                "output_tokens, source_sequence) VALUES (?, 'claude_code', ?, 'm-1', '2026-03-02T10:00:00Z', 2, 3, ?)",
+                [(f"k{i}", f"{i % 2:016x}", i) for i in range(lo, hi + 1)])
+            schema.set_position(conn, hi)
+
+    exp = ex.UsageExporter(load_config(), Health())
+
+    def sent() -> dict[str, float]:
+        exp._refresh(conn)
+        return {attrs[2][1]: value for attrs, value in exp._totals.points[ex.REQUESTS]}  # by project
+
+    raw(1, 10)
+    derive(1, 10)
+    assert sent() == {f"{0:016x}": 5, f"{1:016x}": 5}
+    with engine_schema.immediate(conn):  # `usage rebuild` starts: the tables and the position go
+        conn.execute("DELETE FROM usage_requests")
+        conn.execute("DELETE FROM usage_state")
+    assert sent() == {f"{0:016x}": 5, f"{1:016x}": 5}
+    derive(1, 4)
+    assert sent() == {f"{0:016x}": 5, f"{1:016x}": 5}
+    derive(5, 10)  # whole again: the same totals, nothing counted twice
+    assert sent() == {f"{0:016x}": 5, f"{1:016x}": 5}
+    conn.execute("DELETE FROM usage_requests WHERE source_sequence <= 3")  # forget: gone for good
+    assert sent() == {f"{0:016x}": 5, f"{1:016x}": 5}
+    raw(11, 13)
+    derive(11, 13)  # new requests add on top of what was sent
+    assert sent() == {f"{0:016x}": 6, f"{1:016x}": 7}
+    conn.execute("DELETE FROM usage_requests WHERE workspace_hash = ?", (f"{1:016x}",))
+    assert sent() == {f"{0:016x}": 6, f"{1:016x}": 7}  # a series gone from the tables is sent as it was
+    conn.close()

@@ -21,7 +21,9 @@ Why cumulative totals: an export carries the whole state, so an export that
 fails loses nothing and nothing has to be queued: the next one that gets
 through carries everything. When the collector is down, memory stays what
 one export needs (the SDK keeps one value per series), whatever the outage's
-length. A backend computes per-interval numbers with rate()/increase().
+length. A backend computes per-interval numbers with rate()/increase(); what
+is sent never goes down (:class:`NeverDown`), and a rebuild's partial totals
+are not sent.
 
 What leaves the computer (docs/operations.md, "Team setup"): the metric
 names and attributes below, numbers only. Never prompt text, code, paths,
@@ -109,6 +111,41 @@ class Totals:
 
 class QueryBudgetExceeded(Exception):
     pass
+
+
+class NeverDown:
+    """What is exported never goes down, and what comes next still adds up.
+
+    The usage tables lose rows (``forget``, retention's ``usage_days``, a new
+    database); a cumulative counter that goes down is read by every backend as
+    a reset, and ``increase()`` over it counts the whole remaining total again.
+    So per series the drop is kept as an offset: the series stays at what was
+    sent and grows by what is new. A series gone from the tables is sent at its
+    last value. Within one run of the thread; a restart starts new series (new
+    start time), which is a reset in the OpenTelemetry data model too."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, Attrs], float] = {}
+        self._offset: dict[tuple[str, Attrs], float] = {}
+
+    def apply(self, totals: Totals) -> Totals:
+        out = Totals()
+        seen = set()
+        for metric, pts in totals.points.items():
+            for attrs, value in pts:
+                key = (metric, attrs)
+                seen.add(key)
+                last = self._last.get(key, 0.0)
+                if value < last:
+                    self._offset[key] = self._offset.get(key, 0.0) + last - value
+                self._last[key] = value
+                out.points[metric].append((attrs, value + self._offset.get(key, 0.0)))
+        for key, last in self._last.items():
+            if key not in seen:
+                self._offset[key] = self._offset.get(key, 0.0) + last
+                self._last[key] = 0.0
+                out.points[key[0]].append((key[1], self._offset[key]))
+        return out
 
 
 def change_key(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
@@ -278,6 +315,8 @@ class UsageExporter(threading.Thread):
         self._sdk_closed = False
         self._sdk_errors = _SdkErrors(lambda: self.ident)
         self._totals = Totals()
+        self._never_down = NeverDown()
+        self._position = 0  # the usage worker's, at the last reading
         self._key: tuple[Any, ...] | None = None
         self._read_at = 0.0
         #: (exception, HTTP status, reason) of the latest HTTP request (set by _session)
@@ -347,8 +386,25 @@ class UsageExporter(threading.Thread):
         now = time.monotonic()
         if key is not None and key == self._key and now - self._read_at < REREAD_AFTER_S:
             return
-        self._totals = read_totals(conn, max(1.0, self.settings.timeout_s))
+        if self._rebuilding(conn):
+            return  # the last totals are sent until the tables are whole again
+        self._totals = self._never_down.apply(read_totals(conn, max(1.0, self.settings.timeout_s)))
         self._key, self._read_at = key, now
+
+    def _rebuilding(self, conn: sqlite3.Connection) -> bool:
+        """`usage rebuild` empties the tables and derives them again from raw_traces:
+        its position starts again from 0 while the rows it will reach are there.
+        Totals read meanwhile are partial; they are not sent (nor taken for a drop)."""
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='usage_state'").fetchone() is None:
+            return False
+        row = conn.execute("SELECT last_sequence FROM usage_state WHERE worker='usage'").fetchone()
+        pos = int(row[0]) if row else 0
+        if self._position and pos < self._position:
+            top = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
+            if top >= self._position:
+                return True
+        self._position = pos
+        return False
 
     def _connect(self) -> sqlite3.Connection | None:
         db = self.cfg.paths.database
