@@ -167,11 +167,15 @@ def _forget_position(h: Harness, legacy: int) -> None:
     store.close()
 
 
-def test_a_restart_adds_what_was_stored_meanwhile(h):
+def _applied_then_stopped(h: Harness, evs: list[dict[str, Any]]) -> None:
     mon = h.monitor()
-    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(minutes=1))]))
+    mon.on_commit(h.store(evs))
     mon.apply_pending()
     mon.close()
+
+
+def test_a_restart_adds_what_was_stored_meanwhile(h):
+    _applied_then_stopped(h, [ev("s1", T0), ev("s1", T0 + timedelta(minutes=1))])
     # events stored while the monitor was not running (no on_commit)
     h.store([ev("s1", T0 + timedelta(minutes=2)), ev("s3", T0 + timedelta(minutes=3))])
     again = h.monitor()
@@ -192,11 +196,8 @@ def test_a_restart_after_retention_keeps_a_long_sessions_count_and_start(h):
     """Retention deletes a long session's oldest raw rows; the session row keeps
     what it counted, and a restart adds the new rows to it (a recount from what
     is left would shrink it)."""
-    mon = h.monitor()
-    mon.on_commit(h.store([ev("long", T0 - timedelta(days=100)), ev("long", T0 - timedelta(days=99)),
-                           ev("long", T0)]))
-    mon.apply_pending()
-    mon.close()
+    _applied_then_stopped(h, [ev("long", T0 - timedelta(days=100)), ev("long", T0 - timedelta(days=99)),
+                              ev("long", T0)])
     with closing(sqlite3.connect(h.cfg.paths.database)) as conn, conn:  # what retention does
         assert conn.execute("DELETE FROM raw_traces WHERE julianday(timestamp) < julianday(?)",
                             (iso(T0 - timedelta(days=90)),)).rowcount == 2
@@ -209,10 +210,7 @@ def test_a_restart_after_retention_keeps_a_long_sessions_count_and_start(h):
 
 
 def test_a_database_from_before_positions_is_recounted_once_exactly(h):
-    mon = h.monitor()
-    mon.on_commit(h.store([ev("s1", T0), ev("s1", T0 + timedelta(minutes=1))]))
-    mon.apply_pending()
-    mon.close()
+    _applied_then_stopped(h, [ev("s1", T0), ev("s1", T0 + timedelta(minutes=1))])
     h.store([ev("s1", T0 + timedelta(minutes=2)), ev("s3", T0 + timedelta(minutes=3))])
     # the old way could crash after the sessions commit, before the position was saved
     _forget_position(h, 1)
