@@ -57,7 +57,7 @@ SCOPE = "sessions"
 #: for each session, which made a recount of 1,000,000 rows take minutes
 RECOUNT_WHERE = "FROM raw_traces WHERE session_id=? AND +platform=?"
 BUSY_TIMEOUT_S = 5.0
-#: queued events beyond this are dropped and recounted from raw_traces instead
+#: queued events beyond this are dropped and read back from raw_traces instead
 MAX_QUEUE_EVENTS = 200_000
 IDLE_BATCH = 500
 #: raw rows read per catch-up step (the write lock covers only the sessions they change)
@@ -117,7 +117,7 @@ class SessionMonitor(MonitorThread):
         with self._qlock:
             was_empty = self._queued == 0
             if self._overflow or self._queued + len(entries) > self.max_queue_events:
-                self._overflow = True  # recounted from raw_traces by the monitor thread
+                self._overflow = True  # read back from raw_traces by the monitor thread
                 self._queue.clear()
                 self._queued = 0
             else:
