@@ -48,6 +48,19 @@ def _count(db: Path, table: str, sid: str) -> int:
         return 0
 
 
+def _all_applied(db: Path) -> bool:
+    try:
+        (top, usage, sessions, unpriced), = _q(
+            db, "SELECT (SELECT MAX(sequence) FROM raw_traces), "
+                "(SELECT last_sequence FROM usage_state WHERE worker='usage'), "
+                "(SELECT applied_sequence FROM reader_positions WHERE reader='sessions'), "
+                "EXISTS (SELECT 1 FROM usage_requests WHERE pricing_version IS NULL)")
+    except sqlite3.OperationalError:  # a table not created yet
+        return False
+    return top is not None and usage is not None and sessions is not None and min(usage, sessions) >= top \
+        and not unpriced
+
+
 def _rows(db: Path, sid: str) -> int:
     return _count(db, "raw_traces", sid)
 
@@ -125,6 +138,9 @@ def test_forget_a_session_leaves_no_trace_and_it_never_comes_back(
     wait_for(lambda: _count(db, "usage_requests", bad_sid) > 0 and _count(db, "sessions", bad_sid) > 0,
              timeout=30, what="derived rows and the session row")
 
+    # every stored row applied by the usage worker and the sessions monitor: once paused,
+    # nothing is left for them to write (the dry run below must find the file unchanged)
+    wait_for(lambda: _all_applied(db), timeout=30, what="every row derived and counted")
     # paused: a canary event waits in the stream; Redis unreachable: one waits in the spool
     assert run_cli("pause", env=env, timeout=30).returncode == 0
     proc, _ = run_hook("claude", _hook("UserPromptSubmit", bad_sid, CANARY_CWD, bad_t.path,
