@@ -368,3 +368,27 @@ def test_forget_meeting_events_in_flight_leaves_the_exact_count(h):
     mon.apply_pending()
     row = h.rows()["s1"]
     assert row["event_count"] == 2 and row["last_activity_at"] == iso(T0 - timedelta(hours=2))
+
+
+@pytest.mark.parametrize("how", ["project", "all", "range"])
+def test_a_session_retention_pruned_whole_is_forgotten_with_its_project_or_its_time(h, how):
+    """No raw row of it is left to match: the sessions row itself tells its project and span."""
+    from tray_app.lifecycle.db_sweep import sweep_database
+    from tray_app.lifecycle.selector import Outcome, Selector
+
+    old_ws, new_ws = "ab12cd34ef56ab78", "0000111122223333"
+    mon = h.monitor()
+    mon.on_commit(h.store([ev("old", T0 - timedelta(days=100), ws=old_ws), ev("old", T0 - timedelta(days=99), ws=old_ws),
+                           ev("new", T0 - timedelta(hours=1), ws=new_ws)]))
+    mon.apply_pending()
+    with closing(sqlite3.connect(h.cfg.paths.database)) as conn, conn:  # what retention does
+        conn.execute("DELETE FROM raw_traces WHERE session_id='old'")
+    sel = {"project": Selector.build(project=old_ws, now=T0.timestamp()),
+           "all": Selector.build(everything=True, now=T0.timestamp()),
+           "range": Selector.build(since=iso(T0 - timedelta(days=101)), until=iso(T0 - timedelta(days=98)),
+                                   now=T0.timestamp())}[how]
+    dry = Outcome(sel, True)
+    sweep_database(h.cfg.paths.database, sel, dry)
+    assert dry.counts["sessions"] == (2 if how == "all" else 1)
+    sweep_database(h.cfg.paths.database, sel, Outcome(sel, False))
+    assert set(h.rows()) == (set() if how == "all" else {"new"})

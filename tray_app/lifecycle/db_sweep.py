@@ -139,8 +139,8 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
                     f"SELECT COUNT(*) FROM usage_cursor_composers WHERE {_COMPOSER_GOES}",
                     (sel.session_id,)).fetchone()[0])
             _counted(conn)
-            out.add("sessions", conn.execute(
-                f"SELECT COUNT(*) FROM sessions WHERE {_SESSION_GOES}", (sel.session_id,)).fetchone()[0])
+            goes, goes_params = _session_goes(sel)
+            out.add("sessions", conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {goes}", goes_params).fetchone()[0])
             if "ingest_attempts" in present and ids:
                 out.add("ingest_attempts", _count_in(conn, "ingest_attempts", "stream_id", ids))
             return seqs
@@ -206,9 +206,21 @@ def _count_in(conn: sqlite3.Connection, table: str, col: str, values: set[str]) 
 _COMPOSER_GOES = ("session_id = ? OR (session_id IN (SELECT session_id FROM forget_sessions) AND NOT EXISTS "
                   "(SELECT 1 FROM raw_traces r WHERE r.session_id = usage_cursor_composers.session_id "
                   "AND r.sequence NOT IN (SELECT sequence FROM forget_seq)))")
-#: a session row goes when its session was forgotten, or with the last event it counted
-_SESSION_GOES = ("session_id = ? OR EXISTS (SELECT 1 FROM forget_counted f WHERE f.platform = sessions.platform "
-                 "AND f.session_id = sessions.session_id AND f.n >= sessions.event_count)")
+def _session_goes(sel: Selector) -> tuple[str, list[Any]]:
+    """A session row goes with the last event it counted, and when the selector
+    takes the session whole: its id, its project, or a time range that holds
+    its whole span (rows retention pruned are in none of the raw rows matched,
+    so these are told by the row itself)."""
+    counted = ("EXISTS (SELECT 1 FROM forget_counted f WHERE f.platform = sessions.platform "
+               "AND f.session_id = sessions.session_id AND f.n >= sessions.event_count)")
+    if sel.session_id:
+        return f"session_id = ? OR {counted}", [sel.session_id]
+    if sel.workspace:
+        return f"workspace_hash = ? OR {counted}", [sel.workspace]
+    return (f"(forget_in_range(started_at) AND forget_in_range(COALESCE(ended_at, last_activity_at, started_at))) "
+            f"OR {counted}", [])
+
+
 _NOT_ACTIVITY = ", ".join(f"'{t}'" for t in sorted(NOT_ACTIVITY))
 #: a session's earliest event, or its latest activity, among the raw rows left
 _EDGE = ("(SELECT canonical_ts(r.timestamp) FROM raw_traces r WHERE r.session_id = sessions.session_id "
@@ -235,14 +247,14 @@ def _sessions(conn: sqlite3.Connection, sel: Selector) -> int:
     """The sessions the deleted rows belonged to lose what they counted of them
     (not recounted from the rows left: retention may have pruned a long
     session's oldest rows, which still count). A start or a last activity that
-    went is taken from the rows left; a row goes when its session was
-    forgotten or nothing it counted is left."""
+    went is taken from the rows left; a row goes as ``_session_goes`` says."""
     touched = "(platform, session_id) IN (SELECT platform, session_id FROM forget_sessions)"
     conn.create_function("canonical_ts", 1, _canonical_ts, deterministic=True)
     conn.execute("BEGIN IMMEDIATE")
     try:
         _counted(conn)
-        n = conn.execute(f"DELETE FROM sessions WHERE {_SESSION_GOES}", (sel.session_id,)).rowcount
+        goes, goes_params = _session_goes(sel)
+        n = conn.execute(f"DELETE FROM sessions WHERE {goes}", goes_params).rowcount
         first = _EDGE.format(extra="", order="ASC")
         last = _EDGE.format(extra=f"AND r.event_type NOT IN ({_NOT_ACTIVITY})", order="DESC")
         conn.execute(f"""UPDATE sessions SET
