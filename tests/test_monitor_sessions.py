@@ -375,6 +375,7 @@ def test_a_session_retention_pruned_whole_is_forgotten_with_its_project_or_its_t
     """No raw row of it is left to match: the sessions row itself tells its project and span."""
     from tray_app.lifecycle.db_sweep import sweep_database
     from tray_app.lifecycle.selector import Outcome, Selector
+    from tray_app.usage import schema as usage_schema
 
     old_ws, new_ws = "ab12cd34ef56ab78", "0000111122223333"
     mon = h.monitor()
@@ -383,12 +384,19 @@ def test_a_session_retention_pruned_whole_is_forgotten_with_its_project_or_its_t
     mon.apply_pending()
     with closing(sqlite3.connect(h.cfg.paths.database)) as conn, conn:  # what retention does
         conn.execute("DELETE FROM raw_traces WHERE session_id='old'")
+    with closing(sqlite3.connect(h.cfg.paths.database, isolation_level=None)) as conn:
+        usage_schema.ensure(conn)  # and the Cursor conversation's usage row it keeps
+        conn.executemany("INSERT INTO usage_cursor_composers (session_id, model, reported_cents) VALUES (?, 'm', 3)",
+                         [("old",), ("new",)])
     sel = {"project": Selector.build(project=old_ws, now=T0.timestamp()),
            "all": Selector.build(everything=True, now=T0.timestamp()),
            "range": Selector.build(since=iso(T0 - timedelta(days=101)), until=iso(T0 - timedelta(days=98)),
                                    now=T0.timestamp())}[how]
     dry = Outcome(sel, True)
     sweep_database(h.cfg.paths.database, sel, dry)
-    assert dry.counts["sessions"] == (2 if how == "all" else 1)
+    assert dry.counts["sessions"] == dry.counts["usage_cursor_composers"] == (2 if how == "all" else 1)
     sweep_database(h.cfg.paths.database, sel, Outcome(sel, False))
     assert set(h.rows()) == (set() if how == "all" else {"new"})
+    with closing(sqlite3.connect(h.cfg.paths.database)) as conn:
+        left = {r[0] for r in conn.execute("SELECT session_id FROM usage_cursor_composers")}
+    assert left == (set() if how == "all" else {"new"})

@@ -135,9 +135,9 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
                 out.add(t, conn.execute(f"SELECT COUNT(*) FROM {t} WHERE ({c}) OR {seq_col} IN "
                                         f"(SELECT sequence FROM forget_seq)", p).fetchone()[0])
             if "usage_cursor_composers" in present:
+                goes, goes_params = _composer_goes(sel)
                 out.add("usage_cursor_composers", conn.execute(
-                    f"SELECT COUNT(*) FROM usage_cursor_composers WHERE {_COMPOSER_GOES}",
-                    (sel.session_id,)).fetchone()[0])
+                    f"SELECT COUNT(*) FROM usage_cursor_composers WHERE {goes}", goes_params).fetchone()[0])
             _counted(conn)
             goes, goes_params = _session_goes(sel)
             out.add("sessions", conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {goes}", goes_params).fetchone()[0])
@@ -151,7 +151,7 @@ def sweep_database(path: Path, sel: Selector, out: Outcome, stream_ids: Iterable
             out.add(t, _chunked_delete(conn, t, key, f"({c}) OR {seq_col} IN (SELECT sequence FROM forget_seq)", p))
         if "usage_cursor_composers" in present:
             out.add("usage_cursor_composers", _chunked_delete(
-                conn, "usage_cursor_composers", "session_id", _COMPOSER_GOES, [sel.session_id]))
+                conn, "usage_cursor_composers", "session_id", *_composer_goes(sel)))
         out.add("sessions", _sessions(conn, sel))
         if "ingest_attempts" in present and ids:
             with_ids = list(ids)
@@ -202,23 +202,33 @@ def _count_in(conn: sqlite3.Connection, table: str, col: str, values: set[str]) 
     return int(n)
 
 
-#: a Cursor conversation's usage row goes with its session, or when none of its rows is left
-_COMPOSER_GOES = ("session_id = ? OR (session_id IN (SELECT session_id FROM forget_sessions) AND NOT EXISTS "
-                  "(SELECT 1 FROM raw_traces r WHERE r.session_id = usage_cursor_composers.session_id "
-                  "AND r.sequence NOT IN (SELECT sequence FROM forget_seq)))")
-def _session_goes(sel: Selector) -> tuple[str, list[Any]]:
-    """A session row goes with the last event it counted, and when the selector
-    takes the session whole: its id, its project, or a time range that holds
-    its whole span (rows retention pruned are in none of the raw rows matched,
-    so these are told by the row itself)."""
-    counted = ("EXISTS (SELECT 1 FROM forget_counted f WHERE f.platform = sessions.platform "
-               "AND f.session_id = sessions.session_id AND f.n >= sessions.event_count)")
+def _whole(sel: Selector) -> tuple[str, list[Any]]:
+    """The sessions rows the selector takes whole: its id, its project, or a
+    time range holding the session's whole span. Told by the row itself, so
+    this also finds sessions whose raw rows retention has pruned."""
     if sel.session_id:
-        return f"session_id = ? OR {counted}", [sel.session_id]
+        return "session_id = ?", [sel.session_id]
     if sel.workspace:
-        return f"workspace_hash = ? OR {counted}", [sel.workspace]
-    return (f"(forget_in_range(started_at) AND forget_in_range(COALESCE(ended_at, last_activity_at, started_at))) "
-            f"OR {counted}", [])
+        return "workspace_hash = ?", [sel.workspace]
+    return "forget_in_range(started_at) AND forget_in_range(COALESCE(ended_at, last_activity_at, started_at))", []
+
+
+def _composer_goes(sel: Selector) -> tuple[str, list[Any]]:
+    """A Cursor conversation's usage row goes with its session: taken whole, or
+    none of its raw rows left."""
+    whole, params = _whole(sel)
+    return (f"session_id IN (SELECT session_id FROM sessions WHERE {whole}) OR session_id = ? OR "
+            "(session_id IN (SELECT session_id FROM forget_sessions) AND NOT EXISTS "
+            "(SELECT 1 FROM raw_traces r WHERE r.session_id = usage_cursor_composers.session_id "
+            "AND r.sequence NOT IN (SELECT sequence FROM forget_seq)))", [*params, sel.session_id])
+
+
+def _session_goes(sel: Selector) -> tuple[str, list[Any]]:
+    """A session row goes when the selector takes it whole, and with the last
+    event it counted."""
+    whole, params = _whole(sel)
+    return (f"({whole}) OR EXISTS (SELECT 1 FROM forget_counted f WHERE f.platform = sessions.platform "
+            "AND f.session_id = sessions.session_id AND f.n >= sessions.event_count)", params)
 
 
 _NOT_ACTIVITY = ", ".join(f"'{t}'" for t in sorted(NOT_ACTIVITY))
