@@ -169,11 +169,12 @@ class SessionMonitor(MonitorThread):
         top = db.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
         row = db.execute("SELECT applied_sequence FROM reader_positions WHERE reader=?", (NAME,)).fetchone()
         if row is None:  # a new database, or one from before positions were kept in it
-            applied = int(self.store.get(SCOPE, "applied_sequence", 0) or 0)
             if db.execute("SELECT 1 FROM sessions LIMIT 1").fetchone() is None:
                 self._applied = 0  # nothing counted yet: adding up from the first row is exact
                 self.catch_up()
                 return
+            # the old place of the position (opened only now: a new install never creates it)
+            applied = int(self.store.get(SCOPE, "applied_sequence", 0) or 0)
             if top < applied:
                 log.info("%s: telemetry.db is newer than the saved position: recounting every session", NAME)
                 applied = 0
