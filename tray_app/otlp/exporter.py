@@ -57,6 +57,7 @@ from tray_app import __version__
 from tray_app.config import Config, parse_headers
 from tray_app.engine.health import Health
 from tray_app.fileutil import kept_token
+from tray_app.usage import schema as usage_schema
 
 log = logging.getLogger(__name__)
 
@@ -386,19 +387,17 @@ class UsageExporter(threading.Thread):
         now = time.monotonic()
         if key is not None and key == self._key and now - self._read_at < REREAD_AFTER_S:
             return
-        if self._rebuilding(conn):
+        if key is not None and self._rebuilding(conn, key):
             return  # the last totals are sent until the tables are whole again
         self._totals = self._never_down.apply(read_totals(conn, max(1.0, self.settings.timeout_s)))
         self._key, self._read_at = key, now
 
-    def _rebuilding(self, conn: sqlite3.Connection) -> bool:
+    def _rebuilding(self, conn: sqlite3.Connection, key: tuple[Any, ...]) -> bool:
         """`usage rebuild` empties the tables and derives them again from raw_traces:
-        its position starts again from 0 while the rows it will reach are there.
-        Totals read meanwhile are partial; they are not sent (nor taken for a drop)."""
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='usage_state'").fetchone() is None:
-            return False
-        row = conn.execute("SELECT last_sequence FROM usage_state WHERE worker='usage'").fetchone()
-        pos = int(row[0]) if row else 0
+        its position (in the change key) starts again from 0 while the rows it
+        will reach are there. Totals read meanwhile are partial; they are not
+        sent (nor taken for a drop)."""
+        pos = next((int(seq) for worker, seq, _at in key[0] if worker == usage_schema.WORKER), 0)
         if self._position and pos < self._position:
             top = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM raw_traces").fetchone()[0]
             if top >= self._position:
