@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -164,3 +165,41 @@ def test_repair_modes_leaves_a_read_only_database_and_foreign_files_alone(tmp_pa
                                "telemetry.db: 644 -> 600"]
     assert mode(target) == 0o644, "a symlinked companion is not followed"
     assert schema.repair_modes(db) == []
+
+
+def _open_at(path: str, start: float, results: Any) -> None:
+    import time as _time
+
+    from tray_app.engine import schema
+
+    while _time.time() < start:  # every process starts its first open at the same moment
+        pass
+    try:
+        schema.open_database(Path(path), timeout_s=5).close()
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+
+
+def test_first_opens_of_a_new_database_at_once_all_succeed(tmp_path: Path) -> None:
+    """At a first start the engine's writer and the monitors create telemetry.db at
+    the same moment; SQLite's switch to WAL does not wait on the busy handler, so
+    without a retry one of them failed with "database is locked" (about one round
+    in thirty of four processes)."""
+    import multiprocessing
+    import time as _time
+
+    ctx = multiprocessing.get_context("fork")
+    failures = []
+    for i in range(30):
+        path = str(tmp_path / f"r{i}" / "telemetry.db")
+        results = ctx.Queue()
+        start = _time.time() + 0.1
+        procs = [ctx.Process(target=_open_at, args=(path, start, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(10)
+        failures += [g for g in got if g != "ok"]
+    assert failures == []

@@ -226,20 +226,34 @@ def open_database(path: Path, timeout_s: float = 0.0) -> sqlite3.Connection:
     repair_modes(path)
     conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
                            check_same_thread=False)
+    deadline = time.monotonic() + timeout_s
     try:
-        version = current_version(conn)
-        if version > LATEST:
-            migrate(conn, str(path))  # raises SchemaTooNew
-        if version == 0 and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
-            # only an empty file can take it without a VACUUM: retention returns the
-            # pages it frees to the file system (engine/retention.py)
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        _write_pragmas(conn)
-        migrate(conn, str(path))
+        while True:
+            try:
+                _set_up(conn, path)
+                return conn
+            except sqlite3.OperationalError as exc:
+                # two first opens of a new file at once (the engine's writer and a monitor
+                # at first start): the switch to WAL takes an exclusive lock without
+                # waiting on SQLite's busy handler, so it is tried again here
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
     except BaseException:
         conn.close()
         raise
-    return conn
+
+
+def _set_up(conn: sqlite3.Connection, path: Path) -> None:
+    version = current_version(conn)
+    if version > LATEST:
+        migrate(conn, str(path))  # raises SchemaTooNew
+    if version == 0 and conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # only an empty file can take it without a VACUUM: retention returns the
+        # pages it frees to the file system (engine/retention.py)
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    _write_pragmas(conn)
+    migrate(conn, str(path))
 
 
 def checkpoint_if_large(conn: sqlite3.Connection, path: Path | str, min_wal_bytes: int) -> bool:
